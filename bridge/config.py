@@ -1,0 +1,436 @@
+"""YAML -> ``${VAR}`` expansion -> typed models. Every error names its key path.
+
+Value syntax inside any string of the YAML file:
+
+* ``${VAR}``            the environment variable VAR (an error when unset); when VAR is
+                        unset but ``VAR_FILE`` is set, the content of that file
+                        (the Docker/Kubernetes secrets convention);
+* ``${VAR:-default}``   VAR, or ``default`` when VAR is unset or empty;
+* ``${file:/path}``     the content of a file, trailing newline removed;
+* ``$${``               a literal ``${``.
+
+Connector settings, mappings and filters are checked by
+:mod:`bridge.destinations`, which builds on these models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from bridge.errors import ConfigError
+
+ENV_CONFIG = "LEAD_BRIDGE_CONFIG"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``5``, ``"5s"``, ``"5m"``, ``"2h"``, ``"3d"``, ``"250ms"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30, '30s', '5m', '2h' or '3d'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("expected a duration such as 30, '30s', '5m', '2h' or '3d'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLSConfig(Model):
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    # Create a self-signed certificate at certfile/keyfile when they do not exist
+    # (local development only: the provider will not trust it).
+    self_signed: bool = False
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+
+class ServerConfig(Model):
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook receiver listens on all interfaces
+    port: int = Field(8443, ge=1, le=65535)
+    path: str = "/lead/webhook"
+    tls: TLSConfig = TLSConfig()
+    behind_proxy: bool = False
+    forwarded_allow_ips: list[str] = ["127.0.0.1"]
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    access_log: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("expected a URL path starting with '/', e.g. /lead/webhook")
+        if any(ch in value for ch in "?#{} "):
+            raise ValueError("expected a plain URL path without '?', '#', '{', '}' or spaces")
+        return value.rstrip("/") or "/"
+
+
+class AuthConfig(Model):
+    header_secrets: list[SecretStr] = []
+    path_secrets: list[SecretStr] = []
+
+    @field_validator("header_secrets", "path_secrets")
+    @classmethod
+    def _non_empty(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(values):
+            if not secret.get_secret_value():
+                raise ValueError(f"item {index} is empty; a secret must not be empty")
+        return values
+
+    @field_validator("path_secrets")
+    @classmethod
+    def _path_safe(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, secret in enumerate(values):
+            if "/" in secret.get_secret_value():
+                raise ValueError(f"item {index} contains '/'; a path secret is one path segment")
+        return values
+
+
+class StorageConfig(Model):
+    url: str = "sqlite:///./data/lead-bridge.db"
+    # SQLite only: FULL fsyncs every commit (the durability promise), NORMAL may
+    # lose the last commits on power loss (never on a process crash).
+    synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+    # PostgreSQL only.
+    pool_size: int = Field(10, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "expected sqlite:///relative/path.db, sqlite:////absolute/path.db "
+                "or postgresql://user@host:port/database"
+            )
+        return value
+
+
+class RetryConfig(Model):
+    # Delays between attempts; the last one repeats until max_age.
+    schedule: list[Duration] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0], min_length=1
+    )
+    jitter: float = Field(0.2, ge=0, le=1)
+    max_age: Duration = 72 * 3600.0
+    # Short retry of connection errors inside one attempt (tenacity).
+    connect_retries: int = Field(2, ge=0, le=10)
+    connect_retry_wait: Duration = 0.5
+    # Upper bound on one attempt, connector call included.
+    timeout: Duration = 30.0
+
+
+class FlowConfig(Model):
+    # None: the connector type's default.
+    concurrency: int | None = Field(None, ge=1, le=1000)
+    rate_per_second: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+
+
+class CollectInto(Model):
+    collect_into: str = Field(min_length=1)
+
+
+class DestinationConfig(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    type: str = Field(min_length=1)
+    enabled: bool = True
+    settings: dict[str, Any] = {}
+    when: Any = None
+    mapping: dict[str, Any] | None = None
+    unmapped: Literal["ignore"] | CollectInto = "ignore"
+    retry: RetryConfig = RetryConfig()
+    flow: FlowConfig = FlowConfig()
+
+    @field_validator("unmapped", mode="before")
+    @classmethod
+    def _unmapped(cls, value: Any) -> Any:
+        if value == "ignore":
+            return value
+        if (
+            isinstance(value, dict)
+            and set(value) == {"collect_into"}
+            and isinstance(value["collect_into"], str)
+            and value["collect_into"]
+        ):
+            return value
+        raise ValueError("expected 'ignore' or a mapping {collect_into: <target field>}")
+
+
+class WorkerConfig(Model):
+    # Run delivery workers inside `lead-bridge serve` (false: run `lead-bridge worker`).
+    enabled: bool = True
+    lease: Duration = 60.0
+    batch_size: int = Field(256, ge=1, le=5000)
+    poll_interval: Duration = 0.5
+    shutdown_timeout: Duration = 20.0
+
+
+class LoggingConfig(Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class RetentionConfig(Model):
+    # Purge the payload of fully delivered leads older than N days (the id stays).
+    payload_days: int | None = Field(None, ge=1)
+    interval: Duration = 3600.0
+
+
+class MetricsConfig(Model):
+    enabled: bool = True
+    # A separate plain-HTTP port for /metrics; None serves it on the main port
+    # behind the admin token.
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+
+
+class AdminConfig(Model):
+    tokens: list[SecretStr] = []
+
+
+class PluginsConfig(Model):
+    # Directories put on sys.path so `type: "my_module:MyConnector"` can load a file.
+    paths: list[Path] = []
+
+
+class Config(Model):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    storage: StorageConfig = StorageConfig()
+    destinations: list[DestinationConfig] = []
+    worker: WorkerConfig = WorkerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    retention: RetentionConfig = RetentionConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    admin: AdminConfig = AdminConfig()
+    plugins: PluginsConfig = PluginsConfig()
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, values: list[DestinationConfig]) -> list[DestinationConfig]:
+        seen: dict[str, int] = {}
+        for index, dest in enumerate(values):
+            if dest.name in seen:
+                raise ValueError(
+                    f"destination name {dest.name!r} is used by items {seen[dest.name]} "
+                    f"and {index}; names must be unique"
+                )
+            seen[dest.name] = index
+        return values
+
+
+# --------------------------------------------------------------------------- expansion
+
+_VAR_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class _Expander:
+    def __init__(self, env: dict[str, str], lenient: bool) -> None:
+        self.env = env
+        self.lenient = lenient
+        self.problems: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
+
+    def _problem(self, path: str, message: str) -> str:
+        (self.warnings if self.lenient else self.problems).append((path, message))
+        return ""
+
+    def _lookup(self, expr: str, path: str) -> str:
+        if expr.startswith("file:"):
+            return self._read_file(expr[5:], path)
+        name, sep, default = expr.partition(":-")
+        if not _NAME_RE.match(name):
+            return self._problem(path, f"'${{{expr}}}' is not a valid variable reference")
+        value = self.env.get(name)
+        if value is None and f"{name}_FILE" in self.env:
+            return self._read_file(self.env[f"{name}_FILE"], path)
+        if sep:
+            return value if value else default
+        if value is None:
+            return self._problem(path, f"environment variable {name} is not set")
+        return value
+
+    def _read_file(self, filename: str, path: str) -> str:
+        try:
+            return Path(filename).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            return self._problem(path, f"cannot read secret file {filename}: {exc.strerror}")
+
+    def expand(self, node: Any, loc: tuple[Any, ...] = ()) -> Any:
+        if isinstance(node, dict):
+            return {k: self.expand(v, (*loc, k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.expand(v, (*loc, i)) for i, v in enumerate(node)]
+        if isinstance(node, str) and "$" in node:
+            path = format_path(loc)
+
+            def sub(match: re.Match[str]) -> str:
+                if match.group(0) == "$${":
+                    return "${"
+                return self._lookup(match.group(1), path)
+
+            return _VAR_RE.sub(sub, node)
+        return node
+
+
+def expand_env(
+    tree: Any, env: dict[str, str] | None = None, *, lenient: bool = False
+) -> tuple[Any, list[tuple[str, str]]]:
+    """Expand ``${...}`` everywhere. Returns the tree and warnings (lenient mode)."""
+    expander = _Expander(dict(os.environ) if env is None else env, lenient)
+    result = expander.expand(tree)
+    if expander.problems:
+        raise ConfigError(expander.problems)
+    return result, expander.warnings
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _unwrap(annotation: Any) -> Iterator[Any]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        yield from _unwrap(get_args(annotation)[0])
+    elif origin in (Union, getattr(__import__("types"), "UnionType", Union)) or origin is list:
+        for arg in get_args(annotation):
+            yield from _unwrap(arg)
+    else:
+        yield annotation
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            # pydantic puts union member names in loc; skip them
+            continue
+        current = next(
+            (a for a in _unwrap(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+    return current
+
+
+def _describe(error: dict[str, Any], root: type[BaseModel]) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        key = str(loc[-1])
+        message = "unknown key"
+        if parent is not None:
+            known = list(parent.model_fields)
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            message += f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(known)}"
+        return format_path(loc), message
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    if kind == "missing":
+        message = "required key is missing"
+    elif kind == "literal_error":
+        message = message.replace("Input should be", "expected")
+    else:
+        message = message.replace("Input should be", "expected")
+    return format_path(loc), message
+
+
+def validate_config(tree: Any) -> Config:
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError("the configuration file must hold a mapping of keys (server:, auth:, ...)")
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = [_describe(dict(e), Config) for e in exc.errors()]
+        raise ConfigError(problems) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+def resolve_config_path(path: str | Path | None) -> Path:
+    if path is None:
+        path = os.environ.get(ENV_CONFIG)
+    if not path:
+        raise ConfigError(
+            f"no configuration file: pass --config PATH or set {ENV_CONFIG} "
+            "(config.example.yaml documents every key)"
+        )
+    return Path(path)
+
+
+def load_config(
+    path: str | Path | None,
+    *,
+    env: dict[str, str] | None = None,
+    lenient: bool = False,
+) -> tuple[Config, list[tuple[str, str]]]:
+    """Read, expand and validate. Returns the config and warnings (lenient mode only).
+
+    ``lenient`` turns unset variables into warnings (used by `lead-bridge map`,
+    which must work without the destinations' secrets).
+    """
+    tree = read_yaml(resolve_config_path(path))
+    expanded, warnings = expand_env(tree, env, lenient=lenient)
+    if lenient and isinstance(expanded, dict):
+        auth = expanded.get("auth")
+        if isinstance(auth, dict):
+            for key in ("header_secrets", "path_secrets"):
+                if isinstance(auth.get(key), list):
+                    auth[key] = [s for s in auth[key] if s != ""]
+    return validate_config(expanded), warnings

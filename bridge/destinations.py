@@ -1,0 +1,141 @@
+"""Destinations: a validated config entry + its connector class, settings,
+compiled mapping and routing filter. Built once at load; every error names its
+key path (``destinations[2].settings.webhook_url: ...``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from bridge import registry
+from bridge.config import Config, DestinationConfig, format_path
+from bridge.errors import ConfigError
+from bridge.mapping import CompiledMapping, LeadFilter, compile_filter, compile_mapping
+from connectors.base import Connector, ConnectorSettings
+
+
+@dataclass
+class Destination:
+    config: DestinationConfig
+    connector_cls: type[Connector]
+    # None only in lenient mode (`lead-bridge map`) when the settings are incomplete.
+    settings: ConnectorSettings | None
+    mapping: CompiledMapping
+    when: LeadFilter | None
+    concurrency: int
+    rate_per_second: float | None
+    burst: int
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def create_connector(self) -> Connector:
+        if self.settings is None:
+            raise ConfigError(f"destination {self.name!r} has incomplete settings")
+        return self.connector_cls(self.name, self.settings)
+
+
+def _settings_problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = f"{prefix}.{format_path(tuple(err['loc']))}" if err["loc"] else prefix
+        msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append((loc, msg))
+    return problems
+
+
+def build_destination(
+    index: int, cfg: DestinationConfig, *, lenient: bool = False
+) -> tuple[Destination | None, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Returns (destination or None, problems, warnings)."""
+    base = f"destinations[{index}]"
+    problems: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    try:
+        cls = registry.resolve(cfg.type, f"{base}.type")
+    except ConfigError as exc:
+        return None, exc.problems, warnings
+    settings: ConnectorSettings | None = None
+    try:
+        settings = cls.Settings.model_validate(cfg.settings)
+    except ValidationError as exc:
+        found = _settings_problems(exc, f"{base}.settings")
+        (warnings if lenient else problems).extend(found)
+    mapping: CompiledMapping | None = None
+    try:
+        mapping = compile_mapping(
+            cfg.mapping,
+            unmapped=cfg.unmapped if isinstance(cfg.unmapped, str) else cfg.unmapped.model_dump(),
+            path=f"{base}.mapping",
+            default=cls.default_mapping,
+        )
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    when: LeadFilter | None = None
+    try:
+        when = compile_filter(cfg.when, path=f"{base}.when")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if mapping is not None and settings is not None and cfg.mapping is not None:
+        for field, problem in cls.check_fields(settings, list(mapping.targets)):
+            problems.append((f"{base}.mapping.{field}", problem))
+    if problems or mapping is None:
+        return None, problems, warnings
+    flow = cls.flow_defaults
+    concurrency = cfg.flow.concurrency or flow.concurrency
+    rate = cfg.flow.rate_per_second if cfg.flow.rate_per_second is not None else flow.rate_per_second
+    burst = cfg.flow.burst or flow.burst or max(1, int(rate or 1))
+    return (
+        Destination(cfg, cls, settings, mapping, when, concurrency, rate, burst),
+        problems,
+        warnings,
+    )
+
+
+def build_destinations(
+    config: Config, *, lenient: bool = False
+) -> tuple[list[Destination], list[tuple[str, str]]]:
+    registry.add_plugin_paths(config.plugins.paths)
+    problems: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
+    out: list[Destination] = []
+    for index, cfg in enumerate(config.destinations):
+        dest, p, w = build_destination(index, cfg, lenient=lenient)
+        problems.extend(p)
+        warnings.extend(w)
+        if dest is not None:
+            out.append(dest)
+    if problems:
+        raise ConfigError(problems)
+    return out, warnings
+
+
+@dataclass
+class Runtime:
+    """Everything loaded from one config file."""
+
+    config: Config
+    destinations: list[Destination]
+    warnings: list[tuple[str, str]]
+
+    def destination(self, name: str) -> Destination | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+    @property
+    def active(self) -> list[Destination]:
+        return [d for d in self.destinations if d.config.enabled]
+
+
+def load_runtime(path: Any, *, lenient: bool = False, env: dict[str, str] | None = None) -> Runtime:
+    from bridge.config import load_config
+
+    config, warnings = load_config(path, env=env, lenient=lenient)
+    destinations, more = build_destinations(config, lenient=lenient)
+    return Runtime(config, destinations, warnings + more)

@@ -1,0 +1,122 @@
+"""Connector type -> class.
+
+Three ways to name a connector in ``type:``:
+
+* a built-in or installed plugin name (``salesforce``, ``slack``, ...) from the
+  ``lead_bridge.connectors`` entry-point group — built-ins register there too;
+* ``"package.module:ClassName"`` — any importable class, e.g. a file in one of
+  ``plugins.paths`` (a container user mounts one Python file);
+* built-ins also resolve without installed metadata (running from a checkout).
+
+Nothing is imported until a destination uses it, so a service configured with
+only Slack never imports simple-salesforce or hubspot-api-client.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from bridge.errors import ConfigError
+from connectors.base import Connector
+
+GROUP = "lead_bridge.connectors"
+
+BUILTINS: dict[str, str] = {
+    "salesforce": "connectors.salesforce:SalesforceConnector",
+    "hubspot": "connectors.hubspot:HubSpotConnector",
+    "slack": "connectors.slack:SlackConnector",
+    "webhook": "connectors.webhook:WebhookConnector",
+    "jsonl": "connectors.jsonl:JsonlConnector",
+}
+
+# The SDK each built-in needs, for `lead-bridge connectors` and install hints.
+BUILTIN_REQUIREMENTS: dict[str, str | None] = {
+    "salesforce": "simple_salesforce",
+    "hubspot": "hubspot",
+    "slack": None,
+    "webhook": None,
+    "jsonl": None,
+}
+
+
+@dataclass(frozen=True)
+class ConnectorInfo:
+    name: str
+    target: str  # "module:Class"
+    package: str
+    dependency: str | None
+    installed: bool
+
+
+def available() -> dict[str, str]:
+    """Known type names -> ``module:Class`` (built-ins, then installed plugins)."""
+    known = dict(BUILTINS)
+    for ep in entry_points(group=GROUP):
+        known.setdefault(ep.name, ep.value)
+    return known
+
+
+def describe() -> list[ConnectorInfo]:
+    out = []
+    packages = {ep.name: (ep.dist.name if ep.dist else "?") for ep in entry_points(group=GROUP)}
+    for name, target in sorted(available().items()):
+        dep = BUILTIN_REQUIREMENTS.get(name)
+        installed = True
+        if dep is not None:
+            installed = importlib.util.find_spec(dep) is not None
+        package = "lead-bridge" if name in BUILTINS else packages.get(name, "?")
+        out.append(ConnectorInfo(name, target, package, dep, installed))
+    return out
+
+
+def add_plugin_paths(paths: list[Path]) -> None:
+    for path in paths:
+        text = str(path.resolve())
+        if text not in sys.path:
+            sys.path.insert(0, text)
+
+
+def _import(target: str, key_path: str) -> type[Connector]:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"expected 'module:ClassName', got {target!r}", key_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        hint = ""
+        if exc.name and exc.name != module_name:
+            hint = f"; install the missing dependency: pip install {exc.name.split('.')[0]}"
+        raise ConfigError(f"cannot import connector module {module_name!r}: {exc}{hint}", key_path) from None
+    except Exception as exc:  # a plugin file with a bug must not crash with a traceback
+        raise ConfigError(
+            f"importing connector module {module_name!r} failed: {type(exc).__name__}: {exc}",
+            key_path,
+        ) from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}", key_path)
+    if not (isinstance(cls, type) and issubclass(cls, Connector)):
+        raise ConfigError(
+            f"{target!r} is not a connector class (subclass connectors.base.Connector)", key_path
+        )
+    return cls
+
+
+def resolve(type_name: str, key_path: str = "type") -> type[Connector]:
+    """The connector class for a ``type:`` value; ConfigError names the known types."""
+    if ":" in type_name:
+        return _import(type_name, key_path)
+    known = available()
+    target = known.get(type_name)
+    if target is None:
+        raise ConfigError(
+            f"unknown connector type {type_name!r}; known types: {', '.join(sorted(known))} "
+            "(or 'module:ClassName' for a custom connector)",
+            key_path,
+        )
+    return _import(target, key_path)

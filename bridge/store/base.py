@@ -1,0 +1,286 @@
+"""The store interface: everything Lead Bridge keeps durably goes through here.
+
+Tables (same schema on every backend, see ``schema.py``):
+
+* ``leads``       one row per lead id, with the original JSON (``payload``);
+* ``deliveries``  the transactional outbox: one row per (lead, destination),
+                  created in the same transaction as the lead;
+* ``attempts``    one row per delivery attempt (time, duration, outcome, error);
+* ``quarantine``  bodies and batch elements that could not be accepted.
+
+Delivery states::
+
+    pending ──claim──> (pending, leased: next_attempt_at = lease expiry, lease_token set)
+       ^                    │ finish()
+       │ replay             ├──> delivered   (idempotency log: remote_id, status code)
+       └────────────────────┼──> pending     (next_attempt_at = backoff)
+                            ├──> dead        (dead letter: last_error)
+                            └──> skipped     (the destination's `when:` did not match)
+
+A lease is the visibility-timeout trick: a claimed row stays ``pending`` with
+``next_attempt_at`` moved to the lease expiry and a fresh ``lease_token``. If the
+worker dies, the row becomes due again by itself. ``finish`` is fenced on the
+token, so a worker whose lease expired cannot overwrite the new owner's result.
+
+All times are UNIX epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
+AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped", "auth_retry"]
+STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "skipped")
+
+
+@dataclass(frozen=True)
+class LeadIn:
+    """A validated lead ready to store. ``payload`` is its JSON text, verbatim keys."""
+
+    id: str
+    payload: str
+    created: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class QuarantineIn:
+    """Something received but not accepted, kept for inspection."""
+
+    reason: str
+    raw: str
+    lead_id: str | None = None
+    item_index: int | None = None
+
+
+@dataclass
+class IngestResult:
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A leased delivery handed to a worker."""
+
+    delivery_id: int
+    lead_id: str
+    destination: str
+    attempts: int  # attempts already made before this one
+    created_at: float  # when the delivery row was created (for max_age)
+    lease_token: str
+    payload: str | None  # the lead's JSON; None if purged or erased
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt, applied by :meth:`Store.finish` (fenced)."""
+
+    delivery_id: int
+    lease_token: str
+    status: DeliveryStatus
+    attempt_outcome: AttemptOutcome
+    started_at: float
+    duration: float
+    next_attempt_at: float | None = None  # required when status == "pending"
+    error: str | None = None
+    status_code: int | None = None
+    remote_id: str | None = None
+    # False for outcomes that did not consume an attempt (e.g. a re-authentication retry
+    # that is recorded but should not count against the schedule).
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True)
+class LeadRecord:
+    id: str
+    received_at: float
+    created: str | None
+    url: str | None
+    payload: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    id: int
+    lead_id: str
+    destination: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: float
+    next_attempt_at: float | None
+    leased: bool
+    last_error: str | None
+    last_status_code: int | None
+    remote_id: str | None
+    delivered_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    delivery_id: int
+    lead_id: str
+    destination: str
+    number: int
+    started_at: float
+    duration: float
+    outcome: str
+    error: str | None
+    status_code: int | None
+    remote_id: str | None
+
+
+@dataclass(frozen=True)
+class DestinationStatus:
+    destination: str
+    counts: dict[str, int]  # status -> count (pending, delivered, dead, skipped)
+    in_flight: int  # pending rows currently leased
+    oldest_pending_at: float | None  # created_at of the oldest pending delivery
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    leads: int
+    quarantined: int
+    undelivered: int  # leads with no delivery row at all (no destinations configured)
+    unrouted: int  # leads whose every delivery was skipped by `when:`
+    destinations: list[DestinationStatus]
+
+
+@dataclass
+class ReplayResult:
+    requeued: int = 0
+    refused_delivered: int = 0  # delivered rows not requeued without force
+    not_found: int = 0
+
+
+@dataclass
+class EraseReport:
+    leads: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+    quarantine: int = 0
+    lead_ids: list[str] = field(default_factory=list)
+
+
+class Store:
+    """Abstract store. Every method is a coroutine; backends must be safe to call
+    concurrently from one event loop."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        """Raise :class:`~bridge.errors.StoreUnavailable` when the store is unreachable."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ intake
+
+    async def ingest(
+        self,
+        leads: Sequence[LeadIn],
+        destinations: Sequence[str],
+        quarantine: Sequence[QuarantineIn],
+        now: float,
+    ) -> IngestResult:
+        """Store a batch in one durable transaction.
+
+        New lead ids are inserted with one ``pending`` delivery per destination
+        (``next_attempt_at = now``); ids already stored (or repeated within the
+        batch) are duplicates and create nothing. Quarantine items are inserted in
+        the same transaction. Returns only after the commit is durable; raises
+        :class:`~bridge.errors.StoreUnavailable` if it could not commit.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ delivery
+
+    async def claim(
+        self,
+        *,
+        destination: str,
+        limit: int,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due pending deliveries of one destination, oldest due first."""
+        raise NotImplementedError
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply attempt outcomes; each is applied only if its lease token still
+        matches (fencing). Records an ``attempts`` row for each applied outcome.
+        Returns, per outcome, whether it was applied."""
+        raise NotImplementedError
+
+    async def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
+        """Give leases back without an attempt (graceful shutdown): due again at ``now``."""
+        raise NotImplementedError
+
+    async def replay(
+        self,
+        *,
+        now: float,
+        lead_id: str | None = None,
+        destination: str | None = None,
+        dead_only: bool = False,
+        force: bool = False,
+    ) -> ReplayResult:
+        """Make deliveries due again (``pending``, ``next_attempt_at = now``, attempts
+        kept, ``created_at`` reset so max_age starts over). Delivered rows are only
+        requeued with ``force``. With ``lead_id`` given and no delivery row for a
+        configured destination, nothing is created (see :meth:`add_deliveries`)."""
+        raise NotImplementedError
+
+    async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
+        """Create missing pending deliveries of a lead (a destination added later)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ queries
+
+    async def status(self, now: float) -> StoreStatus:
+        raise NotImplementedError
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        """Newest first (by ``updated_at``)."""
+        raise NotImplementedError
+
+    async def get_lead(self, lead_id: str) -> LeadRecord | None:
+        raise NotImplementedError
+
+    async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
+        raise NotImplementedError
+
+    async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
+        """Oldest first."""
+        raise NotImplementedError
+
+    async def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ data protection
+
+    async def purge_payloads(self, before: float) -> int:
+        """Null the payload of leads received before ``before`` whose deliveries are
+        all finished (delivered, skipped or dead... only delivered/skipped here);
+        the id row stays so provider retries are still duplicates."""
+        raise NotImplementedError
+
+    async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
+        """Remove a person's data everywhere (leads, deliveries, attempts, quarantine)."""
+        raise NotImplementedError

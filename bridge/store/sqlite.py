@@ -1,0 +1,683 @@
+"""SQLite store: one process, zero setup.
+
+All writes go through one writer thread that commits whatever has queued up
+since the previous commit in a single transaction ("group commit"): with
+``synchronous=FULL`` each commit costs an fsync, so batching concurrent
+requests is what makes durable intake fast. Each operation runs inside its own
+savepoint, so one failing operation does not fail its neighbours. Reads use
+per-thread connections (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.store.base import (
+    STATUSES,
+    AttemptRecord,
+    Claim,
+    DeliveryRecord,
+    DestinationStatus,
+    EraseReport,
+    IngestResult,
+    LeadIn,
+    LeadRecord,
+    Outcome,
+    QuarantineIn,
+    ReplayResult,
+    Store,
+    StoreStatus,
+)
+
+log = logging.getLogger("lead_bridge.store")
+
+T = TypeVar("T")
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE leads (
+            id TEXT PRIMARY KEY,
+            received_at REAL NOT NULL,
+            created TEXT,
+            url TEXT,
+            payload TEXT,
+            purged_at REAL
+        )""",
+        "CREATE INDEX leads_received ON leads (received_at)",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            lead_id TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+            destination TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            next_attempt_at REAL,
+            lease_token TEXT,
+            last_error TEXT,
+            last_status_code INTEGER,
+            remote_id TEXT,
+            delivered_at REAL,
+            updated_at REAL NOT NULL,
+            UNIQUE (lead_id, destination)
+        )""",
+        # Partial index: the claim query reads only due rows of one destination, so
+        # its cost does not grow with the number of delivered rows or the backlog.
+        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
+            WHERE status = 'pending'""",
+        "CREATE INDEX deliveries_updated ON deliveries (updated_at)",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            lead_id TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            duration REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            error TEXT,
+            status_code INTEGER,
+            remote_id TEXT
+        )""",
+        "CREATE INDEX attempts_lead ON attempts (lead_id)",
+        """CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            received_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            lead_id TEXT,
+            item_index INTEGER,
+            raw TEXT NOT NULL
+        )""",
+    ],
+]
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` -> a path."""
+    rest = url.removeprefix("sqlite:///")
+    if not rest:
+        raise StoreError(f"no database file in storage url {url!r}")
+    return Path(rest)
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 2000) -> None:
+        self.path = sqlite_path(url)
+        self.synchronous = synchronous
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = True
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        # Erased data must not linger in free pages (see `lead-bridge erase`).
+        conn.execute("PRAGMA secure_delete=ON")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._migrate(conn)
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._run_writer, args=(conn,), name="sqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"database schema version {current} is newer than this lead-bridge "
+                    f"({len(MIGRATIONS)}); upgrade lead-bridge"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                log.info("event=migrated backend=sqlite version=%d", version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.join)
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def _run_writer(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                op = self._queue.get()
+                if op is None:
+                    break
+                batch = [op]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._commit_batch(conn, batch)
+                if stop:
+                    break
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        results: list[tuple[_Op, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    error: BaseException = (
+                        exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
+                    )
+                    results.append((op, None, error))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((op, result, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.error("event=commit_failed backend=sqlite error=%s", type(exc).__name__)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            failure = StoreUnavailable(f"commit failed: {exc}")
+            results = [(op, None, failure) for op in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        for op, result, error in results:
+            by_loop.setdefault(op.loop, []).append((op.future, result, error))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # the loop is closed; nobody is waiting any more
+                pass
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, future, loop))
+        return await future
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+
+        def run() -> T:
+            try:
+                return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"read failed: {exc}") from exc
+
+        return await asyncio.to_thread(run)
+
+    async def ping(self) -> None:
+        if self._closed or self._writer is None or not self._writer.is_alive():
+            raise StoreUnavailable("the SQLite writer is not running")
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # ------------------------------------------------------------------ intake
+
+    async def ingest(
+        self,
+        leads: Sequence[LeadIn],
+        destinations: Sequence[str],
+        quarantine: Sequence[QuarantineIn],
+        now: float,
+    ) -> IngestResult:
+        def op(conn: sqlite3.Connection) -> IngestResult:
+            result = IngestResult()
+            for lead in leads:
+                cur = conn.execute(
+                    "INSERT INTO leads (id, received_at, created, url, payload) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (lead.id, now, lead.created, lead.url, lead.payload),
+                )
+                if cur.rowcount == 1:
+                    result.accepted.append(lead.id)
+                else:
+                    result.duplicates.append(lead.id)
+            if result.accepted and destinations:
+                conn.executemany(
+                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                    "next_attempt_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)",
+                    [(lid, d, now, now, now) for lid in result.accepted for d in destinations],
+                )
+            if quarantine:
+                conn.executemany(
+                    "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(now, q.reason, q.lead_id, q.item_index, q.raw) for q in quarantine],
+                )
+            return result
+
+        return await self._write(op)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def claim(
+        self, *, destination: str, limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        token = uuid.uuid4().hex
+
+        def op(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(
+                "UPDATE deliveries SET next_attempt_at = ?, lease_token = ? "
+                "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' "
+                "AND destination = ? AND next_attempt_at <= ? "
+                "ORDER BY next_attempt_at LIMIT ?) "
+                "RETURNING id, lead_id, attempts, created_at",
+                (now + lease_seconds, token, destination, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            ids = list({r[1] for r in rows})
+            leads: dict[str, tuple[str | None, float]] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for lid, payload, received in conn.execute(
+                    f"SELECT id, payload, received_at FROM leads WHERE id IN ({marks})",  # noqa: S608
+                    chunk,
+                ):
+                    leads[lid] = (payload, received)
+            claims = []
+            for did, lid, attempts, created in sorted(rows):
+                payload, received = leads.get(lid, (None, 0.0))
+                claims.append(
+                    Claim(did, lid, destination, attempts, created, token, payload, received)
+                )
+            return claims
+
+        return await self._write(op)
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            applied: list[bool] = []
+            for o in outcomes:
+                delivered_at = o.started_at + o.duration if o.status == "delivered" else None
+                cur = conn.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + ?, "
+                    "next_attempt_at = ?, lease_token = NULL, last_error = ?, "
+                    "last_status_code = ?, remote_id = coalesce(?, remote_id), "
+                    "delivered_at = coalesce(?, delivered_at), updated_at = ? "
+                    "WHERE id = ? AND lease_token = ? "
+                    "RETURNING lead_id, destination, attempts",
+                    (
+                        o.status,
+                        1 if o.count_attempt else 0,
+                        o.next_attempt_at if o.status == "pending" else None,
+                        o.error,
+                        o.status_code,
+                        o.remote_id,
+                        delivered_at,
+                        o.started_at + o.duration,
+                        o.delivery_id,
+                        o.lease_token,
+                    ),
+                ).fetchone()
+                if cur is None:
+                    applied.append(False)
+                    continue
+                lead_id, destination, attempts = cur
+                conn.execute(
+                    "INSERT INTO attempts (delivery_id, lead_id, destination, number, "
+                    "started_at, duration, outcome, error, status_code, remote_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        o.delivery_id,
+                        lead_id,
+                        destination,
+                        attempts if o.count_attempt else attempts + 1,
+                        o.started_at,
+                        o.duration,
+                        o.attempt_outcome,
+                        o.error,
+                        o.status_code,
+                        o.remote_id,
+                    ),
+                )
+                applied.append(True)
+            return applied
+
+        return await self._write(op)
+
+    async def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
+        if not leases:
+            return 0
+
+        def op(conn: sqlite3.Connection) -> int:
+            count = 0
+            for did, token in leases:
+                count += conn.execute(
+                    "UPDATE deliveries SET next_attempt_at = ?, lease_token = NULL "
+                    "WHERE id = ? AND lease_token = ? AND status = 'pending'",
+                    (now, did, token),
+                ).rowcount
+            return count
+
+        return await self._write(op)
+
+    async def replay(
+        self,
+        *,
+        now: float,
+        lead_id: str | None = None,
+        destination: str | None = None,
+        dead_only: bool = False,
+        force: bool = False,
+    ) -> ReplayResult:
+        def op(conn: sqlite3.Connection) -> ReplayResult:
+            where, params = ["1 = 1"], []
+            if lead_id is not None:
+                where.append("lead_id = ?")
+                params.append(lead_id)
+            if destination is not None:
+                where.append("destination = ?")
+                params.append(destination)
+            if dead_only:
+                where.append("status = 'dead'")
+            cond = " AND ".join(where)
+            result = ReplayResult()
+            rows = conn.execute(
+                f"SELECT id, status FROM deliveries WHERE {cond}",  # noqa: S608
+                params,
+            ).fetchall()
+            if not rows:
+                result.not_found = 1
+                return result
+            ids = []
+            for did, status in rows:
+                if status == "delivered" and not force:
+                    result.refused_delivered += 1
+                elif status == "pending":
+                    continue
+                else:
+                    ids.append(did)
+            for did in ids:
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, "
+                    "lease_token = NULL, created_at = ?, updated_at = ? WHERE id = ?",
+                    (now, now, now, did),
+                )
+            result.requeued = len(ids)
+            return result
+
+        return await self._write(op)
+
+    async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            count = 0
+            for dest in destinations:
+                count += conn.execute(
+                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                    "next_attempt_at, updated_at) SELECT id, ?, 'pending', ?, ?, ? "
+                    "FROM leads WHERE id = ? ON CONFLICT (lead_id, destination) DO NOTHING",
+                    (dest, now, now, now, lead_id),
+                ).rowcount
+            return count
+
+        return await self._write(op)
+
+    # ------------------------------------------------------------------ queries
+
+    async def status(self, now: float) -> StoreStatus:
+        def q(conn: sqlite3.Connection) -> StoreStatus:
+            per: dict[str, dict[str, int]] = {}
+            for dest, status, count in conn.execute(
+                "SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2"
+            ):
+                per.setdefault(dest, dict.fromkeys(STATUSES, 0))[status] = count
+            dests = []
+            for dest in sorted(per):
+                in_flight, oldest = conn.execute(
+                    "SELECT count(*) FILTER (WHERE lease_token IS NOT NULL AND next_attempt_at > ?), "
+                    "min(created_at) FROM deliveries WHERE status = 'pending' AND destination = ?",
+                    (now, dest),
+                ).fetchone()
+                dests.append(DestinationStatus(dest, per[dest], in_flight or 0, oldest))
+            leads = conn.execute("SELECT count(*) FROM leads").fetchone()[0]
+            quarantined = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+            undelivered = conn.execute(
+                "SELECT count(*) FROM leads l WHERE NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.lead_id = l.id)"
+            ).fetchone()[0]
+            unrouted = conn.execute(
+                "SELECT count(*) FROM (SELECT lead_id FROM deliveries GROUP BY lead_id "
+                "HAVING sum(status <> 'skipped') = 0)"
+            ).fetchone()[0]
+            return StoreStatus(leads, quarantined, undelivered, unrouted, dests)
+
+        return await self._read(q)
+
+    _DELIVERY_COLS = (
+        "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
+        "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
+    )
+
+    @staticmethod
+    def _delivery(row: tuple[Any, ...], now: float) -> DeliveryRecord:
+        (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
+        leased = token is not None and status == "pending" and (nxt or 0) > now
+        return DeliveryRecord(did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd)
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        where, params = ["1 = 1"], []  # type: tuple[list[str], list[Any]]
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if destination:
+            where.append("destination = ?")
+            params.append(destination)
+        if since is not None:
+            where.append("updated_at >= ?")
+            params.append(since)
+        sql = (
+            f"SELECT {self._DELIVERY_COLS} FROM deliveries WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY updated_at DESC, id DESC LIMIT ?"
+        )
+        now = time.time()
+        return await self._read(
+            lambda c: [self._delivery(r, now) for r in c.execute(sql, [*params, limit])]
+        )
+
+    async def get_lead(self, lead_id: str) -> LeadRecord | None:
+        def q(conn: sqlite3.Connection) -> LeadRecord | None:
+            row = conn.execute(
+                "SELECT id, received_at, created, url, payload FROM leads WHERE id = ?", (lead_id,)
+            ).fetchone()
+            return LeadRecord(*row) if row else None
+
+        return await self._read(q)
+
+    async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
+        sql = f"SELECT {self._DELIVERY_COLS} FROM deliveries WHERE lead_id = ? ORDER BY destination"  # noqa: S608
+        now = time.time()
+        return await self._read(lambda c: [self._delivery(r, now) for r in c.execute(sql, (lead_id,))])
+
+    async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
+        sql = (
+            "SELECT delivery_id, lead_id, destination, number, started_at, duration, outcome, "
+            "error, status_code, remote_id FROM attempts WHERE lead_id = ? ORDER BY started_at, id"
+        )
+        return await self._read(lambda c: [AttemptRecord(*r) for r in c.execute(sql, (lead_id,))])
+
+    async def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, received_at, reason, lead_id, item_index, raw FROM quarantine "
+            "ORDER BY id DESC LIMIT ?"
+        )
+        keys = ("id", "received_at", "reason", "lead_id", "item_index", "raw")
+        return await self._read(lambda c: [dict(zip(keys, r, strict=True)) for r in c.execute(sql, (limit,))])
+
+    # ------------------------------------------------------------------ data protection
+
+    async def purge_payloads(self, before: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE leads SET payload = NULL, purged_at = ? WHERE payload IS NOT NULL "
+                "AND received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped'))",
+                (time.time(), before),
+            ).rowcount
+
+        return await self._write(op)
+
+    async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
+        def op(conn: sqlite3.Connection) -> EraseReport:
+            report = EraseReport()
+            ids: set[str] = set()
+            if lead_id is not None:
+                ids.add(lead_id)
+            if email is not None:
+                needle = email.strip().lower()
+                for lid, payload in conn.execute(
+                    "SELECT id, payload FROM leads WHERE payload IS NOT NULL "
+                    "AND instr(lower(payload), ?) > 0",
+                    (needle,),
+                ):
+                    if _payload_has_email(payload, needle):
+                        ids.add(lid)
+            for lid in sorted(ids):
+                report.attempts += conn.execute("DELETE FROM attempts WHERE lead_id = ?", (lid,)).rowcount
+                report.deliveries += conn.execute(
+                    "DELETE FROM deliveries WHERE lead_id = ?", (lid,)
+                ).rowcount
+                gone = conn.execute("DELETE FROM leads WHERE id = ?", (lid,)).rowcount
+                report.leads += gone
+                if gone:
+                    report.lead_ids.append(lid)
+                report.quarantine += conn.execute(
+                    "DELETE FROM quarantine WHERE lead_id = ?", (lid,)
+                ).rowcount
+            if email is not None:
+                report.quarantine += conn.execute(
+                    "DELETE FROM quarantine WHERE instr(lower(raw), ?) > 0", (email.strip().lower(),)
+                ).rowcount
+                report.attempts += conn.execute(
+                    "DELETE FROM attempts WHERE instr(lower(coalesce(error, '')), ?) > 0",
+                    (email.strip().lower(),),
+                ).rowcount
+            return report
+
+        report = await self._write(op)
+        # secure_delete zeroes the freed pages; the checkpoint moves them out of the WAL.
+        await self._write(lambda c: None)
+        await asyncio.to_thread(self._checkpoint)
+        return report
+
+    def _checkpoint(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+
+def _payload_has_email(payload: str, needle: str) -> bool:
+    try:
+        lead = json.loads(payload)
+    except ValueError:
+        return needle in payload.lower()
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, str):
+            return node.strip().lower() == needle
+        if isinstance(node, dict):
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return False
+
+    return walk(lead)

@@ -1,0 +1,124 @@
+"""The connector interface.
+
+A connector turns one mapped record into one API call and translates the
+answer into a :class:`DeliveryResult` or a classified
+:class:`~bridge.errors.DeliveryError`. It does not retry, sleep or log
+payloads: the delivery engine owns retries, backoff, rate limits and the
+idempotency log.
+
+A custom connector is a subclass of :class:`Connector` with a pydantic
+``Settings`` model. Register it in the ``lead_bridge.connectors`` entry-point
+group of your own package, or name it in YAML as ``type: "my_module:MyConnector"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.errors import (
+    AuthError,
+    DeliveryError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+
+__all__ = [
+    "AuthError",
+    "Connector",
+    "ConnectorSettings",
+    "DeliveryContext",
+    "DeliveryError",
+    "DeliveryResult",
+    "FlowDefaults",
+    "PermanentError",
+    "RateLimited",
+    "RetryableError",
+]
+
+
+class ConnectorSettings(BaseModel):
+    """Base for a connector's ``settings:`` model. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class FlowDefaults:
+    """Per-type defaults for the engine's flow control (overridable per destination)."""
+
+    concurrency: int = 8
+    rate_per_second: float | None = None  # None: no rate limit
+    burst: int | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """What a connector may know about the delivery besides the mapped record."""
+
+    lead_id: str
+    destination: str
+    attempt: int
+    # Stable per lead and destination: use it as the remote idempotency key.
+    idempotency_key: str
+    # The lead exactly as the provider sent it (for connectors that forward it).
+    lead: Mapping[str, Any] = field(default_factory=dict)
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """A successful delivery: what the idempotency log records."""
+
+    remote_id: str | None = None
+    status_code: int | None = None
+    detail: str | None = None
+
+
+class Connector:
+    """Base class of every connector.
+
+    Subclasses set ``type_name`` and ``Settings`` and implement :meth:`send`.
+    """
+
+    type_name: ClassVar[str] = ""
+    Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+    flow_defaults: ClassVar[FlowDefaults] = FlowDefaults()
+    # The pip requirement that provides this connector's SDK, for error hints.
+    requirement: ClassVar[str | None] = None
+    # Mapping rules used when a destination has no ``mapping:`` (target -> rule).
+    # ``None`` means "send the lead as received".
+    default_mapping: ClassVar[Mapping[str, Any] | None] = None
+
+    def __init__(self, name: str, settings: ConnectorSettings) -> None:
+        self.name = name
+        self.settings = settings
+
+    @classmethod
+    def check_fields(cls, settings: ConnectorSettings, fields: list[str]) -> list[tuple[str, str]]:
+        """Validate mapping target fields at config load.
+
+        Return ``(field, problem)`` pairs for fields this connector cannot accept.
+        """
+        return []
+
+    async def startup(self) -> None:
+        """Open clients, fetch tokens. Called once before the first send."""
+
+    async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
+        raise NotImplementedError
+
+    async def reauthenticate(self) -> None:
+        """Refresh credentials after an :class:`AuthError`; the engine retries once.
+
+        Connectors without renewable credentials keep the default, which makes the
+        engine give up at once.
+        """
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release clients and files."""
