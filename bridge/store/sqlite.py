@@ -649,6 +649,13 @@ class SQLiteStore(Store):
                     "DELETE FROM attempts WHERE instr(lower(coalesce(error, '')), ?) > 0",
                     (email.strip().lower(),),
                 ).rowcount
+                # Another lead's delivery can quote the address in its stored error
+                # (a CRM echoing a conflict): keep the row, drop the text.
+                conn.execute(
+                    "UPDATE deliveries SET last_error = '[erased: contained personal data]' "
+                    "WHERE instr(lower(coalesce(last_error, '')), ?) > 0",
+                    (email.strip().lower(),),
+                )
             return report
 
         report = await self._write(op)
@@ -660,9 +667,16 @@ class SQLiteStore(Store):
     def _checkpoint(self) -> None:
         conn = self._connect()
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # busy=1 means a reader pinned an old snapshot and the WAL (which may
+            # still hold erased bytes) was not emptied: say so instead of claiming success.
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.close()
+        if busy:
+            raise StoreError(
+                "the data was erased but the WAL checkpoint was blocked by a reader; "
+                "run the erase again to remove the old bytes from the -wal file"
+            )
 
 
 def _payload_has_email(payload: str, needle: str) -> bool:

@@ -1,0 +1,173 @@
+"""`lead-bridge erase` removes a person's data, and the bytes leave the SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.store.base import LeadIn, Outcome, QuarantineIn
+from bridge.store.sqlite import SQLiteStore
+
+CANARY_EMAIL = "Canary.Person@erase-test.example"
+CANARY_PHONE = "+15550009999123"
+CANARY_NAME = "Zebedee-Canary"
+T0 = 1_700_000_000.0
+
+
+def payload(lead_id: str, email: str, phone: str, name: str, padding: int = 0) -> str:
+    data = {"email": email, "phone": phone, "first_name": name, "notes": "x" * padding}
+    return json.dumps({"id": lead_id, "data": data})
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "lb.db"
+
+
+@pytest.fixture
+def config(tmp_path: Path, db: Path) -> Path:
+    # the destination secret is deliberately unset: erasure must not need it
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"storage:\n  url: sqlite:///{db}\n"
+        "destinations:\n  - name: crm\n    type: webhook\n"
+        "    settings: {url: '${UNSET_CRM_URL}'}\n"
+    )
+    return path
+
+
+@pytest.fixture
+async def server(db: Path) -> AsyncIterator[SQLiteStore]:
+    """The running service's store, left open while the CLI erases (the real situation)."""
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    canary = payload("led_canary", CANARY_EMAIL, CANARY_PHONE, CANARY_NAME, padding=20_000)
+    same_person = payload("led_canary_2", CANARY_EMAIL.upper(), "+10000000000", "Again")
+    other = payload("led_other", "someone.else@example.com", "+19998887777", "Other")
+    await store.ingest(
+        [
+            LeadIn("led_canary", canary),
+            LeadIn("led_canary_2", same_person),
+            LeadIn("led_other", other),
+        ],
+        ["crm"],
+        [QuarantineIn("missing id", json.dumps({"data": {"email": CANARY_EMAIL}}), None, 1)],
+        now=T0,
+    )
+    claims = await store.claim(destination="crm", limit=10, lease_seconds=60, now=T0)
+    # The CRM echoed the address back in its error text, for this lead and another one.
+    await store.finish(
+        [
+            Outcome(
+                c.delivery_id,
+                c.lease_token,
+                "pending",
+                "retry",
+                T0,
+                0.1,
+                next_attempt_at=T0 + 5,
+                error=f"HTTP 409: contact {CANARY_EMAIL} already exists",
+                status_code=409,
+            )
+            for c in claims
+        ]
+    )
+    yield store
+    await store.close()
+
+
+async def cli(*argv: str) -> int:
+    # A separate thread with its own event loop, as a second process would be.
+    return await asyncio.to_thread(main, list(argv))
+
+
+def file_bytes(db: Path) -> dict[str, bytes]:
+    files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    return {f.name: f.read_bytes() for f in files if f.exists()}
+
+
+def canary_hits(db: Path) -> list[str]:
+    hits = []
+    for name, content in file_bytes(db).items():
+        lowered = content.lower()
+        for canary in (CANARY_EMAIL, CANARY_PHONE, CANARY_NAME):
+            if canary.lower().encode() in lowered:
+                hits.append(f"{canary} in {name}")
+    return hits
+
+
+async def test_erase_by_email_removes_everything_and_the_bytes(
+    server: SQLiteStore, config: Path, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert canary_hits(db), "the fixture should have written the canary to disk"
+
+    code = await cli("erase", "--email", CANARY_EMAIL.lower(), "--config", str(config), "--json")
+
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {
+        "leads": 2,
+        "deliveries": 2,
+        "attempts": 3,
+        "quarantine": 1,
+        "lead_ids": ["led_canary", "led_canary_2"],
+    }
+    assert await server.get_lead("led_canary") is None
+    assert await server.get_lead("led_canary_2") is None
+    assert await server.list_quarantine() == []
+    assert await server.get_attempts("led_other") == []
+    assert canary_hits(db) == []
+    # the unrelated lead is still there, minus the error text that quoted the address
+    other = await server.get_lead("led_other")
+    assert other is not None and "someone.else@example.com" in (other.payload or "")
+    (delivery,) = await server.get_deliveries("led_other")
+    assert (
+        delivery.status == "pending"
+        and CANARY_EMAIL.lower() not in (delivery.last_error or "").lower()
+    )
+
+
+async def test_erase_by_lead_id(
+    server: SQLiteStore, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli("erase", "--lead", "led_other", "--config", str(config))
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "erased 1 lead(s), 1 delivery record(s), 1 attempt record(s)" in out
+    assert "lead ids: led_other" in out
+    assert await server.get_lead("led_other") is None
+    assert await server.get_lead("led_canary") is not None
+
+
+async def test_erase_reports_nothing_found(
+    server: SQLiteStore, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli("erase", "--email", "nobody@example.org", "--config", str(config))
+
+    assert code == 0
+    assert "nothing to erase" in capsys.readouterr().out
+    status = await server.status(T0)
+    assert status.leads == 3 and status.quarantined == 1
+
+
+def test_erase_needs_an_email_or_a_lead(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["erase", "--config", str(config)]) == 2
+    assert "give --email ADDRESS or --lead ID" in capsys.readouterr().err
+    assert main(["erase", "--email", "not-an-address", "--config", str(config)]) == 2
+    assert "is not an e-mail address" in capsys.readouterr().err
+
+
+async def test_erase_logs_no_address(
+    server: SQLiteStore, config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    await cli("erase", "--email", CANARY_EMAIL, "--config", str(config))
+
+    assert "event=erase by=email leads=2" in caplog.text
+    assert CANARY_EMAIL.lower() not in caplog.text.lower()
