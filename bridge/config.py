@@ -346,7 +346,11 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
             # pydantic puts union member names in loc; skip them
             continue
         current = next(
-            (a for a in _unwrap(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+            (
+                a
+                for a in _unwrap(field.annotation)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
             None,
         )
     return current
@@ -362,7 +366,11 @@ def _describe(error: dict[str, Any], root: type[BaseModel]) -> tuple[str, str]:
         if parent is not None:
             known = list(parent.model_fields)
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            message += f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(known)}"
+            message += (
+                f"; did you mean '{close[0]}'?"
+                if close
+                else f"; expected one of: {', '.join(known)}"
+            )
         return format_path(loc), message
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
@@ -379,7 +387,9 @@ def validate_config(tree: Any) -> Config:
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
-        raise ConfigError("the configuration file must hold a mapping of keys (server:, auth:, ...)")
+        raise ConfigError(
+            "the configuration file must hold a mapping of keys (server:, auth:, ...)"
+        )
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

@@ -90,7 +90,9 @@ def build_destination(
         return None, problems, warnings
     flow = cls.flow_defaults
     concurrency = cfg.flow.concurrency or flow.concurrency
-    rate = cfg.flow.rate_per_second if cfg.flow.rate_per_second is not None else flow.rate_per_second
+    rate = (
+        cfg.flow.rate_per_second if cfg.flow.rate_per_second is not None else flow.rate_per_second
+    )
     burst = cfg.flow.burst or flow.burst or max(1, int(rate or 1))
     return (
         Destination(cfg, cls, settings, mapping, when, concurrency, rate, burst),

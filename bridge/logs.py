@@ -82,7 +82,9 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
+        level = record.levelname.lower()
+        message = record.getMessage()
+        line = f"{ts}.{int(record.msecs):03d}Z level={level} logger={record.name} {message}"
         if record.exc_text:
             line += "\n" + record.exc_text
         return line

@@ -91,7 +91,9 @@ def _import(target: str, key_path: str) -> type[Connector]:
         hint = ""
         if exc.name and exc.name != module_name:
             hint = f"; install the missing dependency: pip install {exc.name.split('.')[0]}"
-        raise ConfigError(f"cannot import connector module {module_name!r}: {exc}{hint}", key_path) from None
+        raise ConfigError(
+            f"cannot import connector module {module_name!r}: {exc}{hint}", key_path
+        ) from None
     except Exception as exc:  # a plugin file with a bug must not crash with a traceback
         raise ConfigError(
             f"importing connector module {module_name!r} failed: {type(exc).__name__}: {exc}",

@@ -60,7 +60,9 @@ def iso(ts: float | None) -> str | None:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -72,4 +74,6 @@ def parse_since(text: str) -> float:
     try:
         return time.time() - float(parse_duration(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 1h or 2d, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 30m, 1h or 2d, got {text!r}"
+        ) from None

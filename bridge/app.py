@@ -1,0 +1,158 @@
+"""create_app(runtime): routes + lifespan, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from bridge.destinations import Runtime
+from bridge.errors import StoreError
+from bridge.intake import Intake, error, json_response
+from bridge.logs import event, register_secret
+from bridge.metrics import Metrics
+from bridge.store import Store, create_store
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+
+log = logging.getLogger("lead_bridge.app")
+
+
+@dataclass
+class AppState:
+    runtime: Runtime
+    store: Store
+    metrics: Metrics
+    engine: Engine | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+def webhook_paths(path: str) -> list[str]:
+    base = path.rstrip("/")
+    return [base or "/", f"{base}/", f"{base}/{{secret}}", f"{base}/{{secret}}/"]
+
+
+def register_secrets(runtime: Runtime) -> None:
+    auth = runtime.config.auth
+    for secret in [*auth.header_secrets, *auth.path_secrets, *runtime.config.admin.tokens]:
+        register_secret(secret.get_secret_value())
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    start_workers: bool | None = None,
+) -> Starlette:
+    """The ASGI app. ``store`` given: the caller opens and closes it."""
+    config = runtime.config
+    owns_store = store is None
+    the_store = store if store is not None else create_store(config.storage)
+    state = AppState(runtime, the_store, metrics or Metrics())
+    register_secrets(runtime)
+    run_workers = config.worker.enabled if start_workers is None else start_workers
+
+    intake = Intake(
+        the_store,
+        state.metrics,
+        destinations=[d.name for d in runtime.active],
+        header_secrets=[s.get_secret_value() for s in config.auth.header_secrets],
+        path_secrets=[s.get_secret_value() for s in config.auth.path_secrets],
+        max_body_bytes=config.server.max_body_bytes,
+    )
+
+    async def healthz(request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await asyncio.wait_for(the_store.ping(), timeout=5)
+        except (StoreError, TimeoutError):
+            return json_response(503, {"status": "unavailable", "store": "unreachable"})
+        return json_response(200, {"status": "ready"})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error(404, "not_found", "no such endpoint")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return error(405, "method_not_allowed", "use POST")
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
+    routes += [Route(p, intake.handle, methods=["POST"]) for p in webhook_paths(config.server.path)]
+    if importlib.util.find_spec("bridge.admin") is not None:
+        from bridge.admin import admin_routes
+
+        routes.append(Mount("/admin", routes=admin_routes(state)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if owns_store:
+            await the_store.open()
+        if not config.auth.header_secrets and not config.auth.path_secrets:
+            event(
+                log,
+                "startup",
+                logging.WARNING,
+                warning="the webhook endpoint is open: "
+                "configure auth.header_secrets or auth.path_secrets",
+            )
+        if not runtime.active:
+            event(
+                log,
+                "startup",
+                logging.WARNING,
+                warning="no destinations: leads are stored but not delivered",
+            )
+        if run_workers and runtime.active:
+            from bridge.engine import Engine
+
+            state.engine = Engine(the_store, runtime.active, state.metrics, config.worker)
+            await state.engine.start()
+            intake.on_commit = state.engine.wake
+        if config.retention.payload_days is not None and importlib.util.find_spec(
+            "bridge.retention"
+        ):
+            from bridge.retention import retention_task
+
+            state.tasks.append(asyncio.create_task(retention_task(the_store, config.retention)))
+        event(
+            log,
+            "startup",
+            path_auth=bool(config.auth.path_secrets),
+            destinations=len(runtime.active),
+        )
+        try:
+            yield
+        finally:
+            if state.engine is not None:
+                await state.engine.stop(config.worker.shutdown_timeout)
+            for task in state.tasks:
+                task.cancel()
+            for task in state.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if owns_store:
+                await the_store.close()
+            event(log, "shutdown")
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    app.state.lb = state
+    return app

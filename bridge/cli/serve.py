@@ -1,0 +1,162 @@
+"""``serve`` (HTTPS receiver + delivery workers), ``worker`` (workers only), ``dev-cert``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from bridge.cli.common import add_config_option
+from bridge.errors import ConfigError
+
+log = logging.getLogger("lead_bridge.cli")
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=["text", "json"], default=None)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the HTTPS webhook receiver and the delivery workers")
+    add_config_option(p)
+    _add_log_options(p)
+    p.add_argument("--host", default=None, help="override server.host")
+    p.add_argument("--port", type=int, default=None, help="override server.port")
+    p.add_argument(
+        "--no-workers", action="store_true", help="receive only; run `lead-bridge worker` elsewhere"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="run the delivery workers without the HTTP receiver")
+    add_config_option(w)
+    _add_log_options(w)
+    w.set_defaults(func=cmd_worker)
+
+    c = sub.add_parser("dev-cert", help="create a self-signed certificate for local HTTPS")
+    c.add_argument("--cert", type=Path, default=Path("data/tls/cert.pem"))
+    c.add_argument("--key", type=Path, default=Path("data/tls/key.pem"))
+    c.add_argument("--hostname", action="append", default=None, help="DNS name (repeatable)")
+    c.add_argument("--force", action="store_true", help="overwrite existing files")
+    c.set_defaults(func=cmd_dev_cert)
+
+
+def _configure_logging(args: argparse.Namespace, level: str, fmt: str) -> None:
+    from bridge.logs import configure
+
+    configure(args.log_level or level, args.log_format or fmt)
+
+
+def prepare_tls(runtime_config: object) -> tuple[str | None, str | None]:
+    """Validate TLS settings (and create a self-signed cert if asked). Plain HTTP is
+    refused unless ``server.behind_proxy`` says a TLS proxy is in front."""
+    from bridge.config import Config
+    from bridge.tls import make_self_signed
+
+    assert isinstance(runtime_config, Config)
+    server = runtime_config.server
+    tls = server.tls
+    if tls.certfile is None and tls.keyfile is None:
+        if server.behind_proxy:
+            return None, None
+        raise ConfigError(
+            "HTTPS is required: set server.tls.certfile and server.tls.keyfile "
+            "(or server.tls.self_signed: true for local use, or server.behind_proxy: true "
+            "when a TLS proxy is in front)",
+            "server.tls",
+        )
+    if tls.certfile is None or tls.keyfile is None:
+        raise ConfigError("set both certfile and keyfile", "server.tls")
+    if not tls.certfile.exists() or not tls.keyfile.exists():
+        if not tls.self_signed:
+            missing = tls.certfile if not tls.certfile.exists() else tls.keyfile
+            raise ConfigError(f"file {missing} does not exist", "server.tls")
+        make_self_signed(tls.certfile, tls.keyfile)
+        log.warning(
+            "event=dev_cert_created certfile=%s (self-signed: local use only)", tls.certfile
+        )
+    return str(tls.certfile), str(tls.keyfile)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.destinations import load_runtime
+    from bridge.tls import harden
+
+    runtime = load_runtime(args.config)  # exits 2 on a bad config, before binding
+    config = runtime.config
+    certfile, keyfile = prepare_tls(config)
+    _configure_logging(args, config.logging.level, config.logging.format)
+    app = create_app(runtime, start_workers=False if args.no_workers else None)
+    uv_config = uvicorn.Config(
+        app,
+        host=args.host or config.server.host,
+        port=args.port or config.server.port,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        proxy_headers=True,
+        forwarded_allow_ips=config.server.forwarded_allow_ips,
+        access_log=False,  # intake logs one line per request, without path secrets
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(config.worker.shutdown_timeout) + 5,
+        lifespan="on",
+    )
+    uv_config.load()
+    if uv_config.ssl is not None:
+        harden(uv_config.ssl, config.server.tls.min_version)
+    server = uvicorn.Server(uv_config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bridge.destinations import load_runtime
+
+    runtime = load_runtime(args.config)
+    _configure_logging(args, runtime.config.logging.level, runtime.config.logging.format)
+    return asyncio.run(_run_worker(runtime))
+
+
+async def _run_worker(runtime: object) -> int:
+    from bridge.app import register_secrets
+    from bridge.destinations import Runtime
+    from bridge.engine import Engine
+    from bridge.logs import event
+    from bridge.metrics import Metrics
+    from bridge.store import create_store
+
+    assert isinstance(runtime, Runtime)
+    register_secrets(runtime)
+    store = create_store(runtime.config.storage)
+    await store.open()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    engine = Engine(store, runtime.active, Metrics(), runtime.config.worker)
+    await engine.start()
+    event(log, "worker_started", destinations=len(runtime.active))
+    try:
+        await stop.wait()
+    finally:
+        await engine.stop(runtime.config.worker.shutdown_timeout)
+        await store.close()
+        event(log, "worker_stopped")
+    return 0
+
+
+def cmd_dev_cert(args: argparse.Namespace) -> int:
+    from bridge.tls import make_self_signed
+
+    if (args.cert.exists() or args.key.exists()) and not args.force:
+        print(f"{args.cert} or {args.key} exists; use --force to overwrite", file=sys.stderr)
+        return 1
+    make_self_signed(args.cert, args.key, hostnames=args.hostname)
+    print(f"wrote {args.cert} and {args.key} (self-signed, for local use only)")
+    return 0

@@ -1,0 +1,502 @@
+"""The delivery engine: claim due deliveries, map, call the connector, record the outcome.
+
+One ``DestinationWorker`` per destination, each with its own claim loop,
+concurrency limit, token bucket and pause (after a 429), so a slow or stuck
+destination never holds up another one, nor intake.
+
+Per attempt::
+
+    claim (lease) -> when: filter -> mapping -> rate limit -> connector.send
+        (tenacity: short retry of connection errors, bounded by retry.timeout)
+    -> delivered | pending (backoff / Retry-After) | dead | skipped   (finish, fenced)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from bridge.config import WorkerConfig
+from bridge.destinations import Destination
+from bridge.errors import (
+    AuthError,
+    DeliveryError,
+    MappingError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    StoreError,
+)
+from bridge.logs import event
+from bridge.metrics import Metrics
+from bridge.retry import Clock, Sleep, TokenBucket, plan_retry
+from bridge.store.base import Claim, Outcome, Store
+from connectors.base import Connector, DeliveryContext, DeliveryResult
+
+log = logging.getLogger("lead_bridge.engine")
+
+# How long a destination's connector startup failure waits before trying again.
+STARTUP_RETRY = 30.0
+
+
+def idempotency_key(lead_id: str, destination: str) -> str:
+    """Stable per lead and destination: the receiver's deduplication key."""
+    digest = hashlib.sha256(f"{destination}\0{lead_id}".encode()).hexdigest()[:32]
+    return f"msg_{digest}"
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    # A retryable error without an HTTP status or a Retry-After never reached the
+    # remote application: worth a quick second try inside the same attempt.
+    return (
+        isinstance(exc, RetryableError)
+        and not isinstance(exc, RateLimited)
+        and exc.status_code is None
+        and exc.retry_after is None
+    )
+
+
+class DestinationWorker:
+    def __init__(
+        self,
+        engine: Engine,
+        destination: Destination,
+    ) -> None:
+        self.engine = engine
+        self.dest = destination
+        self.name = destination.name
+        self.retry = destination.config.retry
+        self.connector: Connector | None = None
+        self.started = False
+        self.inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
+        self.capacity = destination.concurrency
+        self.bucket = (
+            TokenBucket(
+                destination.rate_per_second,
+                destination.burst,
+                clock=engine.monotonic,
+                sleep=engine.sleep,
+            )
+            if destination.rate_per_second
+            else None
+        )
+        self.paused_until = 0.0  # wall clock; set by a 429
+        self.wakeup = asyncio.Event()
+        self.slot_free = asyncio.Event()
+        # An attempt may take retry.timeout plus in-attempt retries; the lease
+        # must outlast it or another worker would take the delivery over.
+        self.lease = max(engine.worker.lease, self.retry.timeout * 2 + 10)
+        self.task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        engine = self.engine
+        while not engine.stopping:
+            try:
+                if not await self._ensure_started():
+                    await self._idle(STARTUP_RETRY)
+                    continue
+                pause = self.paused_until - engine.clock()
+                if pause > 0:
+                    await self._idle(min(pause, engine.worker.poll_interval * 4))
+                    continue
+                free = self.capacity - len(self.inflight)
+                if free <= 0:
+                    self.slot_free.clear()
+                    await self._wait(self.slot_free, engine.worker.poll_interval)
+                    continue
+                limit = min(free, engine.worker.batch_size)
+                if self.dest.rate_per_second:
+                    # Do not hold leases on more than we can send well within the lease.
+                    limit = min(limit, max(1, int(self.dest.rate_per_second * self.lease / 4)))
+                claims = await engine.store.claim(
+                    destination=self.name, limit=limit, lease_seconds=self.lease, now=engine.clock()
+                )
+            except StoreError as exc:
+                event(log, "claim_failed", logging.WARNING, destination=self.name, error=str(exc))
+                await self._idle(engine.worker.poll_interval * 4)
+                continue
+            if not claims:
+                await self._idle(engine.worker.poll_interval)
+                continue
+            for claim in claims:
+                task = asyncio.create_task(self._deliver(claim))
+                self.inflight[claim.delivery_id] = (claim, task)
+                task.add_done_callback(lambda _t, did=claim.delivery_id: self._done(did))
+
+    def _done(self, delivery_id: int) -> None:
+        self.inflight.pop(delivery_id, None)
+        self.slot_free.set()
+
+    async def _wait(self, ev: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout)
+
+    async def _idle(self, seconds: float) -> None:
+        self.wakeup.clear()
+        await self._wait(self.wakeup, seconds)
+
+    async def _ensure_started(self) -> bool:
+        if self.started:
+            return True
+        try:
+            if self.connector is None:
+                self.connector = self.dest.create_connector()
+            await asyncio.wait_for(self.connector.startup(), self.retry.timeout)
+        except Exception as exc:
+            event(
+                log,
+                "connector_startup_failed",
+                logging.ERROR,
+                destination=self.name,
+                error=_safe_error(exc),
+            )
+            return False
+        self.started = True
+        return True
+
+    # ------------------------------------------------------------------ one delivery
+
+    async def _deliver(self, claim: Claim) -> None:
+        engine = self.engine
+        started = engine.clock()
+        t0 = time.perf_counter()
+        outcome = await self._attempt(claim, started, t0)
+        try:
+            applied = await engine.store.finish([outcome])
+        except StoreError as exc:
+            # The lease will expire and the delivery will be attempted again.
+            event(
+                log,
+                "finish_failed",
+                logging.ERROR,
+                lead_id=claim.lead_id,
+                destination=self.name,
+                error=str(exc),
+            )
+            return
+        if not applied[0]:
+            event(
+                log,
+                "lease_lost",
+                logging.WARNING,
+                lead_id=claim.lead_id,
+                destination=self.name,
+                attempt=claim.attempts + 1,
+                outcome=outcome.status,
+            )
+            return
+        engine.metrics.delivery(self.name, outcome.attempt_outcome)
+        engine.metrics.attempt_latency(self.name, outcome.duration)
+        level = logging.INFO if outcome.status in ("delivered", "skipped") else logging.WARNING
+        event(
+            log,
+            "delivery",
+            level,
+            lead_id=claim.lead_id,
+            destination=self.name,
+            attempt=claim.attempts + 1,
+            outcome=outcome.attempt_outcome,
+            status=outcome.status,
+            duration_ms=round(outcome.duration * 1000, 1),
+            status_code=outcome.status_code,
+            remote_id=outcome.remote_id,
+            error=outcome.error,
+            next_attempt_in=(
+                round(outcome.next_attempt_at - engine.clock(), 1)
+                if outcome.next_attempt_at
+                else None
+            ),
+        )
+
+    def _outcome(self, claim: Claim, started: float, t0: float, **kw: Any) -> Outcome:
+        return Outcome(
+            delivery_id=claim.delivery_id,
+            lease_token=claim.lease_token,
+            started_at=started,
+            duration=time.perf_counter() - t0,
+            **kw,
+        )
+
+    async def _attempt(self, claim: Claim, started: float, t0: float) -> Outcome:
+        if claim.payload is None:
+            return self._outcome(
+                claim,
+                started,
+                t0,
+                status="dead",
+                attempt_outcome="dead",
+                error="the lead's payload is no longer stored (purged or erased)",
+            )
+        try:
+            lead = json.loads(claim.payload)
+        except ValueError:
+            return self._outcome(
+                claim,
+                started,
+                t0,
+                status="dead",
+                attempt_outcome="dead",
+                error="stored payload is not valid JSON",
+            )
+        if self.dest.when is not None and not self.dest.when.matches(lead):
+            return self._outcome(
+                claim,
+                started,
+                t0,
+                status="skipped",
+                attempt_outcome="skipped",
+                error="the destination's `when:` filter did not match",
+                count_attempt=False,
+            )
+        try:
+            mapped = self.dest.mapping.apply(lead)
+        except MappingError as exc:
+            return self._outcome(
+                claim,
+                started,
+                t0,
+                status="dead",
+                attempt_outcome="dead",
+                error=f"mapping error: {exc}",
+            )
+        if mapped.unmapped_keys:
+            self.engine.metrics.unmapped(self.name, mapped.unmapped_keys)
+        context = DeliveryContext(
+            lead_id=claim.lead_id,
+            destination=self.name,
+            attempt=claim.attempts + 1,
+            idempotency_key=idempotency_key(claim.lead_id, self.name),
+            lead=lead,
+            received_at=claim.received_at,
+        )
+        try:
+            result = await self._send(mapped.record, context)
+        except AuthError as exc:
+            return self._dead(
+                claim,
+                started,
+                t0,
+                f"check the credentials of destination {self.name}: {exc.message}",
+                exc,
+            )
+        except PermanentError as exc:
+            return self._dead(claim, started, t0, exc.message, exc)
+        except RetryableError as exc:
+            return self._retry(
+                claim, started, t0, exc.message, exc.status_code, exc.retry_after, exc
+            )
+        except TimeoutError:
+            return self._retry(
+                claim,
+                started,
+                t0,
+                f"the attempt timed out after {self.retry.timeout:g}s",
+                None,
+                None,
+                None,
+            )
+        except DeliveryError as exc:  # a subclass we do not know: treat as permanent
+            return self._dead(claim, started, t0, exc.message, exc)
+        except Exception as exc:
+            # Nothing classified this: retry, and keep the traceback for the operator.
+            log.error(
+                "event=unclassified_error lead_id=%s destination=%s error=%s",
+                claim.lead_id,
+                self.name,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            return self._retry(
+                claim, started, t0, f"unexpected error: {_safe_error(exc)}", None, None, None
+            )
+        return self._outcome(
+            claim,
+            started,
+            t0,
+            status="delivered",
+            attempt_outcome="delivered",
+            remote_id=result.remote_id,
+            status_code=result.status_code,
+        )
+
+    def _dead(
+        self, claim: Claim, started: float, t0: float, message: str, exc: DeliveryError | None
+    ) -> Outcome:
+        return self._outcome(
+            claim,
+            started,
+            t0,
+            status="dead",
+            attempt_outcome="dead",
+            error=message,
+            status_code=exc.status_code if exc else None,
+        )
+
+    def _retry(
+        self,
+        claim: Claim,
+        started: float,
+        t0: float,
+        message: str,
+        status_code: int | None,
+        retry_after: float | None,
+        exc: DeliveryError | None,
+    ) -> Outcome:
+        now = self.engine.clock()
+        rate_limited = isinstance(exc, RateLimited)
+        if rate_limited:
+            pause = retry_after if retry_after is not None else self.retry.schedule[0]
+            # Slow the whole destination, not only this lead.
+            self.paused_until = max(self.paused_until, now + pause)
+            if self.bucket is not None:
+                self.bucket.drain()
+            retry_after = pause
+        decision = plan_retry(
+            attempts_made=claim.attempts + 1,
+            created_at=claim.created_at,
+            now=now,
+            schedule=self.retry.schedule,
+            jitter=self.retry.jitter,
+            max_age=self.retry.max_age,
+            retry_after=retry_after,
+            rng=self.engine.rng,
+        )
+        if decision.give_up:
+            return self._outcome(
+                claim,
+                started,
+                t0,
+                status="dead",
+                attempt_outcome="dead",
+                error=f"{decision.reason}; last error: {message}",
+                status_code=status_code,
+            )
+        return self._outcome(
+            claim,
+            started,
+            t0,
+            status="pending",
+            attempt_outcome="rate_limited" if rate_limited else "retry",
+            next_attempt_at=decision.next_attempt_at,
+            error=message,
+            status_code=status_code,
+        )
+
+    async def _send(self, record: dict[str, Any], context: DeliveryContext) -> DeliveryResult:
+        assert self.connector is not None
+        connector = self.connector
+        engine = self.engine
+        while True:
+            pause = self.paused_until - engine.clock()
+            if pause <= 0:
+                break
+            await engine.sleep(pause)
+        if self.bucket is not None:
+            await self.bucket.acquire()
+
+        async def once() -> DeliveryResult:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_connection_error),
+                stop=stop_after_attempt(self.retry.connect_retries + 1),
+                wait=wait_exponential(multiplier=self.retry.connect_retry_wait, max=4),
+                sleep=engine.sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    return await connector.send(record, context)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return await asyncio.wait_for(once(), self.retry.timeout)
+        except AuthError as first:
+            # One re-authentication, then one more try; a second AuthError is final.
+            try:
+                await asyncio.wait_for(connector.reauthenticate(), self.retry.timeout)
+            except NotImplementedError:
+                raise first from None
+            except DeliveryError:
+                raise
+            except Exception as exc:
+                raise AuthError(f"re-authentication failed: {_safe_error(exc)}") from exc
+            return await asyncio.wait_for(once(), self.retry.timeout)
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def stop(self, timeout: float) -> None:
+        self.wakeup.set()
+        self.slot_free.set()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self.task, timeout)
+        pending = [task for _, task in self.inflight.values()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        leftover = [(c.delivery_id, c.lease_token) for c, _ in self.inflight.values()]
+        if leftover:
+            with contextlib.suppress(StoreError):
+                released = await self.engine.store.release(leftover, self.engine.clock())
+                event(log, "leases_released", destination=self.name, count=released)
+        if self.connector is not None:
+            with contextlib.suppress(Exception):
+                await self.connector.close()
+
+
+def _safe_error(exc: BaseException) -> str:
+    # Unclassified exception messages can quote payloads; the log filter masks
+    # emails and phones, and we keep it short.
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:300]
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        destinations: list[Destination],
+        metrics: Metrics,
+        worker: WorkerConfig,
+        *,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.worker = worker
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.rng = rng
+        self.stopping = False
+        self.workers = [DestinationWorker(self, d) for d in destinations if d.config.enabled]
+
+    async def start(self) -> None:
+        for w in self.workers:
+            w.task = asyncio.create_task(w.run(), name=f"lead-bridge-worker-{w.name}")
+
+    def wake(self) -> None:
+        """New deliveries were committed: claim now instead of at the next poll."""
+        for w in self.workers:
+            w.wakeup.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming, let in-flight attempts finish within ``timeout``, release leases."""
+        self.stopping = True
+        await asyncio.gather(*(w.stop(timeout) for w in self.workers))
+        event(log, "engine_stopped")

@@ -1,0 +1,319 @@
+"""The webhook endpoint: auth, body limits, parse, validate, store, answer.
+
+The answer is 200 only after the batch is committed to the store; anything
+that fails before the commit answers 503 so the provider retries. Invalid
+batch elements are quarantined one by one and the valid ones accepted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bridge.errors import StoreError
+from bridge.logs import event
+from bridge.metrics import Metrics
+from bridge.store.base import LeadIn, QuarantineIn, Store
+
+log = logging.getLogger("lead_bridge.intake")
+
+MAX_DEPTH = 32
+MAX_ID_LENGTH = 255
+LOGGED_IDS = 20
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def error(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": code, "message": message})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; stop as soon as the limit is passed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge
+        except ValueError:
+            pass
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_deep(node: Any, limit: int) -> bool:
+    """True when containers nest deeper than ``limit`` (the top level counts as 1)."""
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(current, dict):
+            stack.extend((v, depth + 1) for v in current.values() if isinstance(v, dict | list))
+        elif isinstance(current, list):
+            stack.extend((v, depth + 1) for v in current if isinstance(v, dict | list))
+    return False
+
+
+def element_problem(element: Any) -> str | None:
+    if not isinstance(element, dict):
+        return f"expected an object, got {_json_type(element)}"
+    lead_id = element.get("id")
+    if not isinstance(lead_id, str) or not lead_id.strip():
+        if "id" not in element:
+            return "missing 'id'"
+        return f"'id' must be a non-empty string, got {_json_type(lead_id)}"
+    if len(lead_id) > MAX_ID_LENGTH:
+        return f"'id' is longer than {MAX_ID_LENGTH} characters"
+    if "data" in element and not isinstance(element["data"], dict):
+        return f"'data' must be an object, got {_json_type(element['data'])}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class Batch:
+    leads: list[LeadIn]
+    rejected: list[QuarantineIn]
+
+
+def split_batch(elements: list[Any]) -> Batch:
+    leads: list[LeadIn] = []
+    rejected: list[QuarantineIn] = []
+    for index, element in enumerate(elements):
+        problem = element_problem(element)
+        if problem is not None:
+            lead_id = element.get("id") if isinstance(element, dict) else None
+            rejected.append(
+                QuarantineIn(
+                    reason=f"element {index}: {problem}",
+                    raw=_dump(element),
+                    lead_id=lead_id if isinstance(lead_id, str) else None,
+                    item_index=index,
+                )
+            )
+            continue
+        created = element.get("created")
+        url = element.get("url")
+        leads.append(
+            LeadIn(
+                id=element["id"],
+                payload=_dump(element),
+                created=created if isinstance(created, str) else None,
+                url=url if isinstance(url, str) else None,
+            )
+        )
+    return Batch(leads, rejected)
+
+
+def _ids(ids: Sequence[str]) -> str:
+    shown = list(ids[:LOGGED_IDS])
+    if len(ids) > LOGGED_IDS:
+        shown.append(f"+{len(ids) - LOGGED_IDS}")
+    return ",".join(shown)
+
+
+class Intake:
+    """The endpoint. One instance per app; ``handle`` is the Starlette endpoint."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        destinations: Sequence[str],
+        header_secrets: Sequence[str],
+        path_secrets: Sequence[str],
+        max_body_bytes: int,
+        clock: Any = time.time,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.destinations = list(destinations)
+        self.header_secrets = [s.encode() for s in header_secrets]
+        self.path_secrets = [s.encode() for s in path_secrets]
+        self.max_body_bytes = max_body_bytes
+        self.clock = clock
+        # Called after a commit that created deliveries (wakes the in-process engine).
+        self.on_commit: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ auth
+
+    @staticmethod
+    def _matches(candidate: bytes, secrets: Sequence[bytes]) -> bool:
+        # Compare against every secret so timing does not reveal which one matched.
+        found = False
+        for secret in secrets:
+            found |= hmac.compare_digest(candidate, secret)
+        return found
+
+    def _path_ok(self, request: Request) -> bool:
+        if not self.path_secrets:
+            return "secret" not in request.path_params
+        segment = request.path_params.get("secret")
+        if segment is None:
+            return False
+        return self._matches(str(segment).encode(), self.path_secrets)
+
+    def _header_ok(self, request: Request) -> bool:
+        if not self.header_secrets:
+            return True
+        value = request.headers.get("authorization")
+        if value is None:
+            return False
+        value = value.strip()
+        if value[:7].lower() == "bearer ":
+            value = value[7:].strip()
+        return self._matches(value.encode(), self.header_secrets)
+
+    # ------------------------------------------------------------------ endpoint
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        if not self._path_ok(request):
+            self.metrics.request("not_found")
+            return error(404, "not_found", "no such endpoint")
+        if not self._header_ok(request):
+            self.metrics.request("unauthorized")
+            event(log, "webhook", logging.WARNING, outcome="unauthorized", status=401)
+            return error(401, "unauthorized", "missing or invalid Authorization header")
+        try:
+            body = await read_body(request, self.max_body_bytes)
+        except BodyTooLarge:
+            self.metrics.request("too_large")
+            event(log, "webhook", logging.WARNING, outcome="too_large", status=413)
+            return error(
+                413,
+                "payload_too_large",
+                f"the body exceeds the limit of {self.max_body_bytes} bytes",
+            )
+        problem = None
+        try:
+            parsed = json.loads(body)
+        except RecursionError:
+            problem = ("too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels")
+        except (ValueError, UnicodeDecodeError) as exc:
+            problem = ("invalid_json", f"the body is not valid JSON: {_json_error(exc)}")
+        else:
+            if not isinstance(parsed, list):
+                problem = (
+                    "not_an_array",
+                    f"the body must be a JSON array of lead objects, got {_json_type(parsed)}",
+                )
+            elif too_deep(parsed, MAX_DEPTH):
+                problem = ("too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels")
+        if problem is not None:
+            return await self._quarantine_body(body, *problem)
+        assert isinstance(parsed, list)
+        if not parsed:
+            self.metrics.probe()
+            self.metrics.request("probe")
+            event(log, "webhook", outcome="probe", leads=0, status=200)
+            return json_response(200, {"accepted": 0, "duplicates": 0, "rejected": 0})
+
+        batch = split_batch(parsed)
+        try:
+            result = await self.store.ingest(
+                batch.leads, self.destinations, batch.rejected, self.clock()
+            )
+        except StoreError as exc:
+            self.metrics.request("unavailable")
+            event(
+                log,
+                "webhook",
+                logging.ERROR,
+                outcome="unavailable",
+                status=503,
+                leads=len(parsed),
+                error=type(exc).__name__,
+            )
+            return error(503, "unavailable", "the leads could not be stored; retry later")
+        if result.accepted and self.destinations and self.on_commit is not None:
+            self.on_commit()
+        accepted, duplicates, rejected = (
+            len(result.accepted),
+            len(result.duplicates),
+            len(batch.rejected),
+        )
+        self.metrics.request("accepted")
+        self.metrics.leads(
+            received=len(parsed), accepted=accepted, duplicates=duplicates, rejected=rejected
+        )
+        event(
+            log,
+            "webhook",
+            outcome="accepted",
+            status=200,
+            leads=len(parsed),
+            accepted=accepted,
+            duplicates=duplicates,
+            rejected=rejected,
+            lead_ids=_ids([lead.id for lead in batch.leads]),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return json_response(
+            200, {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+        )
+
+    async def _quarantine_body(self, body: bytes, code: str, message: str) -> Response:
+        raw = body.decode("utf-8", "backslashreplace")
+        try:
+            await self.store.ingest(
+                [], [], [QuarantineIn(reason=f"{code}: {message}", raw=raw)], self.clock()
+            )
+        except StoreError:
+            # Nothing was accepted, so nothing is lost: the provider will retry.
+            self.metrics.request("unavailable")
+            return error(503, "unavailable", "the request could not be stored; retry later")
+        self.metrics.request("bad_request")
+        event(log, "webhook", logging.WARNING, outcome=code, status=400, bytes=len(body))
+        return error(400, code, message)
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body is not UTF-8"
+    return str(exc)
