@@ -1,0 +1,725 @@
+"""PostgreSQL store: several ``lead-bridge`` replicas share one queue.
+
+Same tables, columns and behaviour as the SQLite store. What changes:
+
+* Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so replicas claiming the same
+  destination at once never get the same row and never wait on each other.
+* Duplicate lead ids sent to different replicas are settled by the primary key
+  (``ON CONFLICT DO NOTHING``): the second insert waits for the first transaction
+  and then sees a duplicate.
+* Intake is group-committed: concurrent ``ingest`` calls queue up and one writer
+  task inserts whatever has queued since its previous commit in one transaction,
+  so one WAL flush serves many requests. Leads are inserted sorted by id so two
+  replicas inserting overlapping batches lock in the same order (no deadlock).
+* Migrations run under a transaction-level advisory lock, so replicas starting at
+  once apply them exactly once.
+* Every psycopg error is translated in :func:`_translate`: connection problems,
+  pool timeouts and failed commits become :class:`StoreUnavailable` (intake
+  answers 503 so the provider retries; readiness fails).
+
+The schema (PostgreSQL namespace) holding the tables is, in order: the ``schema``
+argument; the ``search_path`` set in the URL's ``options``
+(``postgresql://host/db?options=-csearch_path%3Dlead_bridge``); otherwise the
+connection's default search path (normally ``public``). A named schema is created
+if missing. Tests use a random schema per run so runs do not collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from bridge.errors import ConfigError, StoreError, StoreUnavailable
+from bridge.logs import event
+from bridge.store.base import (
+    STATUSES,
+    AttemptRecord,
+    Claim,
+    DeliveryRecord,
+    DestinationStatus,
+    EraseReport,
+    IngestResult,
+    LeadIn,
+    LeadRecord,
+    Outcome,
+    QuarantineIn,
+    ReplayResult,
+    Store,
+    StoreStatus,
+)
+from bridge.store.sqlite import _payload_has_email
+
+log = logging.getLogger("lead_bridge.store")
+
+# First key of pg_advisory_xact_lock(int, int); the second is hashtext(schema), so
+# migrations of different schemas in one database do not wait on each other.
+MIGRATION_LOCK = 0x1EAD_B1D
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE leads (
+            id text PRIMARY KEY,
+            received_at double precision NOT NULL,
+            created text,
+            url text,
+            payload text,
+            purged_at double precision
+        )""",
+        "CREATE INDEX leads_received ON leads (received_at)",
+        """CREATE TABLE deliveries (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            lead_id text NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+            destination text NOT NULL,
+            status text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            created_at double precision NOT NULL,
+            next_attempt_at double precision,
+            lease_token text,
+            last_error text,
+            last_status_code integer,
+            remote_id text,
+            delivered_at double precision,
+            updated_at double precision NOT NULL,
+            UNIQUE (lead_id, destination)
+        )""",
+        # Partial index: a claim reads only due rows of one destination, so its cost
+        # does not grow with the number of delivered rows.
+        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
+            WHERE status = 'pending'""",
+        "CREATE INDEX deliveries_updated ON deliveries (updated_at)",
+        """CREATE TABLE attempts (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            delivery_id bigint NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            lead_id text NOT NULL,
+            destination text NOT NULL,
+            number integer NOT NULL,
+            started_at double precision NOT NULL,
+            duration double precision NOT NULL,
+            outcome text NOT NULL,
+            error text,
+            status_code integer,
+            remote_id text
+        )""",
+        "CREATE INDEX attempts_lead ON attempts (lead_id)",
+        "CREATE INDEX attempts_delivery ON attempts (delivery_id)",
+        """CREATE TABLE quarantine (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            received_at double precision NOT NULL,
+            reason text NOT NULL,
+            lead_id text,
+            item_index integer,
+            raw text NOT NULL
+        )""",
+    ],
+]
+
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SEARCH_PATH_RE = re.compile(r"-c\s*search_path=([^\s,]+)")
+
+
+def _translate(exc: psycopg.Error) -> StoreError:
+    """The one place psycopg errors become Lead Bridge errors.
+
+    Connection loss, pool timeouts, server shutdown, deadlocks and serialization
+    failures are all "try again later": ``StoreUnavailable``. Anything else is a
+    bug or bad data: ``StoreError`` with the server's primary message only (the
+    DETAIL line can quote row values).
+    """
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
+    primary = exc.diag.message_primary if exc.diag else None
+    return StoreError(f"PostgreSQL error: {type(exc).__name__}: {primary or exc}")
+
+
+def _schema_from(url: str, schema: str | None) -> tuple[str, str | None]:
+    """Return the conninfo to connect with and the schema to create (if any)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid PostgreSQL url: {exc}", path="storage.url") from exc
+    options = str(params.get("options") or "")
+    if schema is None:
+        found = _SEARCH_PATH_RE.findall(options)
+        schema = found[-1] if found else None
+    elif schema:
+        options = f"{options} -csearch_path={schema}".strip()
+    if schema is not None and not _SCHEMA_RE.match(schema):
+        raise ConfigError(
+            f"invalid PostgreSQL schema name {schema!r}: use letters, digits and _",
+            path="storage.url",
+        )
+    extra: dict[str, Any] = {"options": options} if options else {}
+    params.setdefault("connect_timeout", "5")
+    params.setdefault("application_name", "lead-bridge")
+    return make_conninfo(make_conninfo("", **params), **extra), schema
+
+
+def _fail(future: asyncio.Future[IngestResult], exc: BaseException) -> None:
+    if not future.done():
+        error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
+        future.set_exception(error)
+
+
+def _strip_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; quarantine keeps what it can show instead of
+    # failing the whole request (and losing the other items) over one byte.
+    return value.replace("\x00", "\\u0000")
+
+
+@dataclass
+class _IngestOp:
+    leads: Sequence[LeadIn]
+    destinations: Sequence[str]
+    quarantine: Sequence[QuarantineIn]
+    now: float
+    future: asyncio.Future[IngestResult]
+    result: IngestResult = field(default_factory=IngestResult)
+
+
+class PostgresStore(Store):
+    """PostgreSQL backend (psycopg 3 with an async connection pool).
+
+    ``schema``: the PostgreSQL schema holding the tables (see the module docstring);
+    ``pool_size``: at most this many connections; ``timeout``: seconds to wait for
+    a pooled connection before raising ``StoreUnavailable``; ``max_batch``: most
+    ingest calls committed together.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        schema: str | None = None,
+        timeout: float = 5.0,
+        max_batch: int = 500,
+    ) -> None:
+        self.conninfo, self.schema = _schema_from(url, schema)
+        self.pool_size = max(2, pool_size)
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self._pool: AsyncConnectionPool | None = None
+        self._queue: asyncio.Queue[_IngestOp | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def open(self) -> None:
+        pool = AsyncConnectionPool(
+            self.conninfo,
+            kwargs={"autocommit": True},
+            min_size=2,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            # A connection broken by a database restart is noticed and replaced
+            # when it is taken from the pool, not by the request that uses it.
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=float("inf"),
+            open=False,
+            name="lead-bridge",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.timeout)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise _translate(exc) from exc
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+        self._queue = asyncio.Queue()
+        self._closing = False
+        self._writer = asyncio.create_task(self._run_writer(), name="postgres-writer")
+
+    @asynccontextmanager
+    async def _connection(self, wait: float | None = None) -> AsyncIterator[Any]:
+        if self._pool is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            async with self._pool.connection(timeout=wait) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    async def _migrate(self) -> None:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (MIGRATION_LOCK, self.schema or ""),
+            )
+            if self.schema:
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+            )
+            cur = await conn.execute("SELECT max(version) FROM schema_version")
+            row = await cur.fetchone()
+            current = (row[0] if row else None) or 0
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"database schema version {current} is newer than this lead-bridge "
+                    f"({len(MIGRATIONS)}); upgrade lead-bridge"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    await conn.execute(statement)  # type: ignore[arg-type]
+                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                event(log, "migrated", backend="postgres", schema=self.schema, version=version)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            # The writer commits what is already queued before it stops.
+            self._queue.put_nowait(None)
+            await self._writer
+            self._writer = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def ping(self) -> None:
+        if self._writer is None or self._writer.done():
+            raise StoreUnavailable("the PostgreSQL writer is not running")
+        async with self._connection(wait=min(self.timeout, 2.0)) as conn:
+            await conn.execute("SELECT 1")
+
+    # ------------------------------------------------------------------ intake
+
+    async def ingest(
+        self,
+        leads: Sequence[LeadIn],
+        destinations: Sequence[str],
+        quarantine: Sequence[QuarantineIn],
+        now: float,
+    ) -> IngestResult:
+        if self._closing or self._writer is None or self._writer.done():
+            raise StoreUnavailable("the store is closed")
+        for lead in leads:
+            if "\x00" in f"{lead.id}{lead.payload}{lead.created or ''}{lead.url or ''}":
+                raise StoreError(f"lead {lead.id!r} contains a NUL character")
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_IngestOp(leads, destinations, quarantine, now, future))
+        return await future
+
+    async def _run_writer(self) -> None:
+        while True:
+            op = await self._queue.get()
+            if op is None:
+                return
+            batch = [op]
+            stop = False
+            while len(batch) < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._commit_batch(batch)
+            if stop:
+                return
+
+    async def _commit_batch(self, batch: list[_IngestOp]) -> None:
+        try:
+            await self._insert(batch)
+        except StoreUnavailable as exc:
+            event(log, "commit_failed", logging.ERROR, backend="postgres", size=len(batch))
+            for op in batch:
+                _fail(op.future, exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad request must not fail its neighbours: commit them one by one.
+                for op in batch:
+                    await self._commit_batch([op])
+            else:
+                _fail(batch[0].future, exc)
+        else:
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_result(op.result)
+
+    async def _insert(self, batch: list[_IngestOp]) -> None:
+        first: dict[str, tuple[_IngestOp, LeadIn]] = {}
+        for op in batch:
+            op.result = IngestResult()
+            for lead in op.leads:
+                first.setdefault(lead.id, (op, lead))
+        ids = sorted(first)
+        rows = [first[i] for i in ids]
+        async with self._connection() as conn, conn.transaction():
+            accepted: set[str] = set()
+            if ids:
+                cur = await conn.execute(
+                    "INSERT INTO leads (id, received_at, created, url, payload) "
+                    "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
+                    "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id",
+                    (
+                        ids,
+                        [op.now for op, _ in rows],
+                        [lead.created for _, lead in rows],
+                        [lead.url for _, lead in rows],
+                        [lead.payload for _, lead in rows],
+                    ),
+                )
+                accepted = {r[0] for r in await cur.fetchall()}
+            d_lead: list[str] = []
+            d_dest: list[str] = []
+            d_now: list[float] = []
+            for lid in ids:
+                op, _ = first[lid]
+                if lid in accepted:
+                    for dest in op.destinations:
+                        d_lead.append(lid)
+                        d_dest.append(dest)
+                        d_now.append(op.now)
+            if d_lead:
+                await conn.execute(
+                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                    "next_attempt_at, updated_at) SELECT l, d, 'pending', n, n, n "
+                    "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n)",
+                    (d_lead, d_dest, d_now),
+                )
+            quarantine = [(op.now, q) for op in batch for q in op.quarantine]
+            if quarantine:
+                await conn.execute(
+                    "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+                    "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], "
+                    "%s::text[])",
+                    (
+                        [n for n, _ in quarantine],
+                        [_strip_nul(q.reason) for _, q in quarantine],
+                        [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
+                        [q.item_index for _, q in quarantine],
+                        [_strip_nul(q.raw) for _, q in quarantine],
+                    ),
+                )
+        for op in batch:
+            for lead in op.leads:
+                if lead.id in accepted and first[lead.id][0] is op and first[lead.id][1] is lead:
+                    op.result.accepted.append(lead.id)
+                else:
+                    op.result.duplicates.append(lead.id)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def claim(
+        self, *, destination: str, limit: int, lease_seconds: float, now: float
+    ) -> list[Claim]:
+        token = uuid.uuid4().hex
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "WITH c AS (UPDATE deliveries SET next_attempt_at = %s, lease_token = %s "
+                "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' "
+                "AND destination = %s AND next_attempt_at <= %s "
+                "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "RETURNING id, lead_id, attempts, created_at) "
+                "SELECT c.id, c.lead_id, c.attempts, c.created_at, l.payload, l.received_at "
+                "FROM c LEFT JOIN leads l ON l.id = c.lead_id ORDER BY c.id",
+                (now + lease_seconds, token, destination, now, limit),
+            )
+            rows = await cur.fetchall()
+        return [
+            Claim(did, lid, destination, attempts, created, token, payload, received or 0.0)
+            for did, lid, attempts, created, payload, received in rows
+        ]
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        # One statement for the whole batch; a delivery id repeated in the batch is
+        # applied once (the first), as the token is cleared by the first update.
+        unique: dict[int, Outcome] = {}
+        for o in outcomes:
+            unique.setdefault(o.delivery_id, o)
+        rows = [
+            (
+                o.delivery_id,
+                o.lease_token,
+                o.status,
+                1 if o.count_attempt else 0,
+                o.next_attempt_at if o.status == "pending" else None,
+                o.error,
+                o.status_code,
+                o.remote_id,
+                o.started_at + o.duration if o.status == "delivered" else None,
+                o.started_at + o.duration,
+                o.started_at,
+                o.duration,
+                o.attempt_outcome,
+                o.count_attempt,
+            )
+            for _, o in sorted(unique.items())
+        ]
+        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "WITH o AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], "
+                "%s::int[], %s::float8[], %s::text[], %s::int[], %s::text[], %s::float8[], "
+                "%s::float8[], %s::float8[], %s::float8[], %s::text[], %s::bool[]) "
+                "AS o (id, tok, st, inc, nxt, err, code, rid, dat, upd, sa, dur, out, ca)), "
+                "u AS (UPDATE deliveries d SET status = o.st, attempts = d.attempts + o.inc, "
+                "next_attempt_at = o.nxt, lease_token = NULL, last_error = o.err, "
+                "last_status_code = o.code, remote_id = coalesce(o.rid, d.remote_id), "
+                "delivered_at = coalesce(o.dat, d.delivered_at), updated_at = o.upd "
+                "FROM o WHERE d.id = o.id AND d.lease_token = o.tok "
+                "RETURNING d.id, d.lead_id, d.destination, d.attempts), "
+                "a AS (INSERT INTO attempts (delivery_id, lead_id, destination, number, "
+                "started_at, duration, outcome, error, status_code, remote_id) "
+                "SELECT u.id, u.lead_id, u.destination, "
+                "CASE WHEN o.ca THEN u.attempts ELSE u.attempts + 1 END, "
+                "o.sa, o.dur, o.out, o.err, o.code, o.rid FROM u JOIN o ON o.id = u.id) "
+                "SELECT id FROM u",
+                columns,
+            )
+            applied = {r[0] for r in await cur.fetchall()}
+        done: set[int] = set()
+        result = []
+        for o in outcomes:
+            ok = o.delivery_id in applied and o.delivery_id not in done
+            done.add(o.delivery_id)
+            result.append(ok)
+        return result
+
+    async def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
+        if not leases:
+            return 0
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE deliveries d SET next_attempt_at = %s, lease_token = NULL "
+                "FROM unnest(%s::bigint[], %s::text[]) AS r (id, tok) "
+                "WHERE d.id = r.id AND d.lease_token = r.tok AND d.status = 'pending'",
+                (now, [i for i, _ in leases], [t for _, t in leases]),
+            )
+            return int(cur.rowcount)
+
+    async def replay(
+        self,
+        *,
+        now: float,
+        lead_id: str | None = None,
+        destination: str | None = None,
+        dead_only: bool = False,
+        force: bool = False,
+    ) -> ReplayResult:
+        where, params = _filters(lead_id=lead_id, destination=destination)
+        if dead_only:
+            where.append(sql.SQL("status = 'dead'"))
+        result = ReplayResult()
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                sql.SQL("SELECT id, status FROM deliveries WHERE {} FOR UPDATE").format(
+                    sql.SQL(" AND ").join(where)
+                ),
+                params,
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                result.not_found = 1
+                return result
+            ids = []
+            for did, status in rows:
+                if status == "delivered" and not force:
+                    result.refused_delivered += 1
+                elif status != "pending":
+                    ids.append(did)
+            if ids:
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, "
+                    "lease_token = NULL, created_at = %s, updated_at = %s WHERE id = ANY(%s)",
+                    (now, now, now, ids),
+                )
+            result.requeued = len(ids)
+        return result
+
+    async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
+        if not destinations:
+            return 0
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                "next_attempt_at, updated_at) SELECT l.id, d, 'pending', %s, %s, %s "
+                "FROM leads l, unnest(%s::text[]) AS d WHERE l.id = %s "
+                "ON CONFLICT (lead_id, destination) DO NOTHING",
+                (now, now, now, list(destinations), lead_id),
+            )
+            return int(cur.rowcount)
+
+    # ------------------------------------------------------------------ queries
+
+    async def _fetch(self, query: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(query, params)
+            return list(await cur.fetchall())
+
+    async def status(self, now: float) -> StoreStatus:
+        per: dict[str, dict[str, int]] = {}
+        for dest, status, count in await self._fetch(
+            "SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2"
+        ):
+            per.setdefault(dest, dict.fromkeys(STATUSES, 0))[status] = count
+        flight = {
+            dest: (in_flight, oldest)
+            for dest, in_flight, oldest in await self._fetch(
+                "SELECT destination, count(*) FILTER (WHERE lease_token IS NOT NULL "
+                "AND next_attempt_at > %s), min(created_at) FROM deliveries "
+                "WHERE status = 'pending' GROUP BY destination",
+                (now,),
+            )
+        }
+        dests = [DestinationStatus(d, per[d], *flight.get(d, (0, None))) for d in sorted(per)]
+        ((leads, quarantined, undelivered, unrouted),) = await self._fetch(
+            "SELECT (SELECT count(*) FROM leads), (SELECT count(*) FROM quarantine), "
+            "(SELECT count(*) FROM leads l WHERE NOT EXISTS "
+            " (SELECT 1 FROM deliveries d WHERE d.lead_id = l.id)), "
+            "(SELECT count(*) FROM (SELECT lead_id FROM deliveries GROUP BY lead_id "
+            " HAVING bool_and(status = 'skipped')) s)"
+        )
+        return StoreStatus(leads, quarantined, undelivered, unrouted, dests)
+
+    _DELIVERY_COLS = sql.SQL(
+        "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
+        "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
+    )
+
+    @staticmethod
+    def _delivery(row: tuple[Any, ...], now: float) -> DeliveryRecord:
+        (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
+        leased = token is not None and status == "pending" and (nxt or 0) > now
+        return DeliveryRecord(
+            did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
+        )
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        where, params = _filters(status=status or None, destination=destination or None)
+        if since is not None:
+            where.append(sql.SQL("updated_at >= %s"))
+            params.append(since)
+        query = sql.SQL(
+            "SELECT {} FROM deliveries WHERE {} ORDER BY updated_at DESC, id DESC LIMIT %s"
+        ).format(self._DELIVERY_COLS, sql.SQL(" AND ").join(where))
+        now = time.time()
+        return [self._delivery(r, now) for r in await self._fetch(query, [*params, limit])]
+
+    async def get_lead(self, lead_id: str) -> LeadRecord | None:
+        rows = await self._fetch(
+            "SELECT id, received_at, created, url, payload FROM leads WHERE id = %s", (lead_id,)
+        )
+        return LeadRecord(*rows[0]) if rows else None
+
+    async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
+        query = sql.SQL("SELECT {} FROM deliveries WHERE lead_id = %s ORDER BY destination").format(
+            self._DELIVERY_COLS
+        )
+        now = time.time()
+        return [self._delivery(r, now) for r in await self._fetch(query, (lead_id,))]
+
+    async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
+        rows = await self._fetch(
+            "SELECT delivery_id, lead_id, destination, number, started_at, duration, outcome, "
+            "error, status_code, remote_id FROM attempts WHERE lead_id = %s "
+            "ORDER BY started_at, id",
+            (lead_id,),
+        )
+        return [AttemptRecord(*r) for r in rows]
+
+    async def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
+        keys = ("id", "received_at", "reason", "lead_id", "item_index", "raw")
+        rows = await self._fetch(
+            "SELECT id, received_at, reason, lead_id, item_index, raw FROM quarantine "
+            "ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # ------------------------------------------------------------------ data protection
+
+    async def purge_payloads(self, before: float) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE leads SET payload = NULL, purged_at = %s WHERE payload IS NOT NULL "
+                "AND received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped'))",
+                (time.time(), before),
+            )
+            return int(cur.rowcount)
+
+    async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
+        """Delete the rows. PostgreSQL frees the space at the next (auto)vacuum;
+        ``VACUUM FULL`` rewrites the tables when the old bytes must go at once."""
+        report = EraseReport()
+        needle = email.strip().lower() if email is not None else None
+        async with self._connection() as conn, conn.transaction():
+            ids: set[str] = set()
+            if lead_id is not None:
+                ids.add(lead_id)
+            if needle is not None:
+                cur = await conn.execute(
+                    "SELECT id, payload FROM leads WHERE payload IS NOT NULL "
+                    "AND strpos(lower(payload), %s) > 0",
+                    (needle,),
+                )
+                for lid, payload in await cur.fetchall():
+                    if _payload_has_email(payload, needle):
+                        ids.add(lid)
+            for lid in sorted(ids):
+                report.attempts += (
+                    await conn.execute("DELETE FROM attempts WHERE lead_id = %s", (lid,))
+                ).rowcount
+                report.deliveries += (
+                    await conn.execute("DELETE FROM deliveries WHERE lead_id = %s", (lid,))
+                ).rowcount
+                gone = (await conn.execute("DELETE FROM leads WHERE id = %s", (lid,))).rowcount
+                report.leads += gone
+                if gone:
+                    report.lead_ids.append(lid)
+                report.quarantine += (
+                    await conn.execute("DELETE FROM quarantine WHERE lead_id = %s", (lid,))
+                ).rowcount
+            if needle is not None:
+                report.quarantine += (
+                    await conn.execute(
+                        "DELETE FROM quarantine WHERE strpos(lower(raw), %s) > 0", (needle,)
+                    )
+                ).rowcount
+                report.attempts += (
+                    await conn.execute(
+                        "DELETE FROM attempts WHERE strpos(lower(coalesce(error, '')), %s) > 0",
+                        (needle,),
+                    )
+                ).rowcount
+        return report
+
+
+def _filters(**equal: str | None) -> tuple[list[sql.Composable], list[Any]]:
+    """``column = %s`` conditions for the values that are not None (columns are ours)."""
+    where: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    for column, value in equal.items():
+        if value is not None:
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    return where, params
