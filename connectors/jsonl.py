@@ -1,0 +1,203 @@
+"""JSON lines: append each delivered record to a local file (audit, export, quickstart).
+
+One line per delivery, UTF-8, written as an envelope so a consumer can tell
+deliveries apart and drop the rare duplicate (delivery is at-least-once: a
+crash between the fsync and the store's commit writes the lead again)::
+
+    {"lead_id": "led_...", "destination": "audit", "delivered_at": "2024-05-01T12:00:00.123Z",
+     "record": {...the mapped record...}}
+
+Concurrent sends are group-committed: lines queued while a write is in flight
+go out together in the next write and share one fsync. ``send`` returns only
+after its line is on disk (``fsync: true``).
+
+Rotation (optional): before a write that would take the file past
+``rotate_bytes``, or on the first write of a new UTC day with ``rotate_daily``,
+the file is renamed to ``<stem>.<UTC timestamp><suffix>`` and a new one begun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from bridge.errors import DeliveryError, PermanentError, RetryableError
+from connectors.base import (
+    Connector,
+    ConnectorSettings,
+    DeliveryContext,
+    DeliveryResult,
+    FlowDefaults,
+)
+
+
+class JsonlSettings(ConnectorSettings):
+    path: Path
+    fsync: bool = True
+    rotate_bytes: int | None = Field(None, ge=1024)
+    rotate_daily: bool = False
+
+
+def _utc_day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def _classify(exc: OSError, path: Path) -> DeliveryError:
+    """The one place that turns file-system errors into delivery errors.
+
+    Every OSError is retryable: a full disk or a wrong permission is fixed by an
+    operator, after which the queued records must still arrive.
+    """
+    return RetryableError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@dataclass
+class _Pending:
+    line: bytes
+    done: asyncio.Future[int] = field(repr=False)
+
+
+class _Writer:
+    """Blocking file operations; called from one worker thread at a time."""
+
+    def __init__(self, settings: JsonlSettings) -> None:
+        self.settings = settings
+        self.path = settings.path
+        self.fd: int | None = None
+        self.size = 0
+        self.day = ""
+
+    def open(self) -> None:
+        if self.fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Leads are personal data: owner-only permissions on a new file.
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        stat = os.fstat(self.fd)
+        self.size = stat.st_size
+        self.day = _utc_day(stat.st_mtime if self.size else time.time())
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _rotate_if_due(self, incoming: int, now: float) -> None:
+        due = self.size > 0 and (
+            (
+                self.settings.rotate_bytes is not None
+                and self.size + incoming > self.settings.rotate_bytes
+            )
+            or (self.settings.rotate_daily and _utc_day(now) != self.day)
+        )
+        if not due:
+            return
+        self.close()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        target = self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}")
+        counter = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.stem}.{stamp}-{counter}{self.path.suffix}")
+            counter += 1
+        os.replace(self.path, target)
+        self.open()
+
+    def write(self, lines: list[bytes]) -> list[int]:
+        """Append the lines, fsync once; return each line's byte offset."""
+        now = time.time()
+        self._rotate_if_due(sum(len(line) for line in lines), now)
+        self.open()
+        assert self.fd is not None
+        offsets = []
+        end = self.size
+        for line in lines:
+            offsets.append(end)
+            end += len(line)
+        view = memoryview(b"".join(lines))
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+            if self.settings.fsync:
+                os.fsync(self.fd)
+        except OSError:
+            # Never leave half a line behind: the whole batch is retried.
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                self.close()
+            raise
+        self.size = end
+        self.day = _utc_day(now)
+        return offsets
+
+
+class JsonlConnector(Connector):
+    type_name = "jsonl"
+    Settings = JsonlSettings
+    # High concurrency lets group commit share one fsync between many lines.
+    flow_defaults = FlowDefaults(concurrency=32)
+    settings: JsonlSettings
+
+    def __init__(self, name: str, settings: ConnectorSettings) -> None:
+        super().__init__(name, settings)
+        self._writer = _Writer(self.settings)
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        try:
+            await asyncio.to_thread(self._writer.open)
+        except OSError as exc:
+            raise _classify(exc, self.settings.path) from exc
+
+    async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
+        envelope = {
+            "lead_id": context.lead_id,
+            "destination": context.destination,
+            "delivered_at": _iso(time.time()),
+            "record": record,
+        }
+        try:
+            text = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
+        pending = _Pending(text.encode() + b"\n", asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        offset = await asyncio.shield(pending.done)
+        return DeliveryResult(remote_id=f"{self.settings.path.name}:{offset}")
+
+    async def _flush(self) -> None:
+        # Runs until the queue is empty; each round writes everything queued so far.
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                offsets = await asyncio.to_thread(self._writer.write, [p.line for p in batch])
+            except OSError as exc:
+                error = _classify(exc, self.settings.path)
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(error)
+                continue
+            for item, offset in zip(batch, offsets, strict=True):
+                if not item.done.done():
+                    item.done.set_result(offset)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+            self._flusher = None
+        await asyncio.to_thread(self._writer.close)

@@ -1,0 +1,263 @@
+"""Generic webhook: send the record as JSON to any HTTP endpoint.
+
+Requests are signed per the Standard Webhooks spec
+(https://www.standardwebhooks.com/) when ``secret`` is set:
+
+* ``webhook-id``         stable per lead and destination: the receiver's idempotency key;
+* ``webhook-timestamp``  integer UNIX seconds of this attempt;
+* ``webhook-signature``  ``v1,`` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")),
+                         key = the base64-decoded part of ``whsec_<base64>``.
+
+Outbound safety: only http/https, redirects are never followed, and hosts that
+resolve to loopback, private, link-local, multicast or reserved addresses are
+refused unless the destination sets ``allow_private: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import Field, SecretStr, field_validator
+
+from bridge.errors import DeliveryError, PermanentError, RetryableError
+from bridge.logs import register_secret
+from connectors import _http
+from connectors.base import (
+    Connector,
+    ConnectorSettings,
+    DeliveryContext,
+    DeliveryResult,
+    FlowDefaults,
+)
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
+# Headers the connector owns; a configured header must not replace them.
+_RESERVED = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "host"}
+_TOKEN_CHARS = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# How long a host's "public address" verdict is trusted before resolving again.
+RESOLVE_TTL = 60.0
+
+
+def decode_secret(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret; ValueError names the problem."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("expected a Standard Webhooks secret 'whsec_<base64>'")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after 'whsec_' is not valid base64") from None
+    if len(key) < 16:
+        raise ValueError("the secret is too short; use at least 16 random bytes (24 is common)")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+class WebhookSettings(ConnectorSettings):
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    # Values are ${VAR}-expanded when the config loads.
+    headers: dict[str, str] = {}
+    secret: SecretStr | None = None
+    timeout: float = Field(10.0, gt=0, le=300)
+    # Allow destinations on loopback/private networks (tests, sidecars, intranets).
+    allow_private: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"expected an http:// or https:// URL, got scheme {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("the URL has no host")
+        if parts.username or parts.password:
+            raise ValueError("credentials in the URL are not allowed; use headers")
+        return value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not name or not set(name) <= _TOKEN_CHARS:
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in _RESERVED:
+                raise ValueError(f"header {name!r} is set by the connector; remove it")
+            if "\r" in header_value or "\n" in header_value:
+                raise ValueError(f"the value of header {name!r} contains a line break")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_secret(value.get_secret_value())
+        return value
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+class AddressGuard:
+    """Refuse hosts resolving to non-public addresses; verdicts are cached briefly.
+
+    The check runs before the request; a host whose DNS answer changes between
+    the check and the connection (DNS rebinding) is bounded by the TTL.
+    """
+
+    def __init__(self, ttl: float = RESOLVE_TTL) -> None:
+        self.ttl = ttl
+        self._verdicts: dict[tuple[str, int], tuple[float, str | None]] = {}
+
+    async def check(self, host: str, port: int) -> None:
+        now = time.monotonic()
+        cached = self._verdicts.get((host, port))
+        if cached is None or cached[0] < now:
+            cached = (now + self.ttl, await self._resolve(host, port))
+            self._verdicts[(host, port)] = cached
+        if cached[1] is not None:
+            raise PermanentError(cached[1])
+
+    async def _resolve(self, host: str, port: int) -> str | None:
+        """A refusal message, or None when every address is public."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            # Not cached as a verdict: DNS failures are usually temporary.
+            raise RetryableError(f"cannot resolve webhook host {host!r}: {exc}") from exc
+        for info in infos:
+            address = str(info[4][0])
+            if not _is_public(address):
+                return (
+                    f"webhook host {host!r} resolves to the non-public address {address}; "
+                    "set allow_private: true on the destination to allow it"
+                )
+        return None
+
+
+def _classify(response: httpx.Response) -> DeliveryError | None:
+    """The one place that reads the receiver's answer.
+
+    2xx success; 410 permanent (endpoint gone); 408, 429, 5xx retryable; other
+    4xx permanent. The body is not quoted: a receiver may echo our payload.
+    """
+    return _http.status_error(response, response.reason_phrase)
+
+
+def _remote_id(response: httpx.Response) -> str | None:
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("id"), str | int):
+        return str(body["id"])
+    return None
+
+
+class WebhookConnector(Connector):
+    type_name = "webhook"
+    Settings = WebhookSettings
+    flow_defaults = FlowDefaults(concurrency=32)
+    settings: WebhookSettings
+
+    def __init__(
+        self,
+        name: str,
+        settings: ConnectorSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        super().__init__(name, settings)
+        self._transport = transport
+        self._max_connections = max_connections
+        self._client: httpx.AsyncClient | None = None
+        self._guard = AddressGuard()
+        self._key = (
+            decode_secret(self.settings.secret.get_secret_value())
+            if self.settings.secret is not None
+            else None
+        )
+        parts = urlsplit(self.settings.url)
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._headers = {"content-type": "application/json", **self.settings.headers}
+
+    async def startup(self) -> None:
+        if self._client is None:
+            if self.settings.secret is not None:
+                register_secret(self.settings.secret.get_secret_value())
+            self._client = _http.make_client(
+                timeout=self.settings.timeout,
+                max_connections=self._max_connections,
+                transport=self._transport,
+            )
+
+    async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
+        try:
+            body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
+        # Unsigned receivers get the idempotency key too.
+        headers = {**self._headers, "webhook-id": context.idempotency_key}
+        if self._key is not None:
+            timestamp = int(time.time())
+            headers["webhook-timestamp"] = str(timestamp)
+            headers["webhook-signature"] = sign(self._key, context.idempotency_key, timestamp, body)
+        if not self.settings.allow_private:
+            await self._guard.check(self._host, self._port)
+        if self._client is None:
+            await self.startup()
+        assert self._client is not None
+        try:
+            response = await self._client.request(
+                self.settings.method, self.settings.url, content=body, headers=headers
+            )
+            await response.aread()
+        except _http.TRANSPORT_ERRORS as exc:
+            raise _http.classify_transport_error(exc, "webhook") from exc
+        error = _classify(response)
+        if error is not None:
+            raise error
+        return DeliveryResult(remote_id=_remote_id(response), status_code=response.status_code)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
