@@ -443,11 +443,12 @@ class PostgresStore(Store):
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
-        # One statement for the whole batch; a delivery id repeated in the batch is
-        # applied once (the first), as the token is cleared by the first update.
-        unique: dict[int, Outcome] = {}
+        # One statement for the whole batch. The same (delivery, token) twice is
+        # applied once, like the second of two sequential updates would find the
+        # token already cleared.
+        unique: dict[tuple[int, str], Outcome] = {}
         for o in outcomes:
-            unique.setdefault(o.delivery_id, o)
+            unique.setdefault((o.delivery_id, o.lease_token), o)
         rows = [
             (
                 o.delivery_id,
@@ -479,22 +480,22 @@ class PostgresStore(Store):
                 "last_status_code = o.code, remote_id = coalesce(o.rid, d.remote_id), "
                 "delivered_at = coalesce(o.dat, d.delivered_at), updated_at = o.upd "
                 "FROM o WHERE d.id = o.id AND d.lease_token = o.tok "
-                "RETURNING d.id, d.lead_id, d.destination, d.attempts), "
+                "RETURNING d.id, o.tok, d.lead_id, d.destination, d.attempts), "
                 "a AS (INSERT INTO attempts (delivery_id, lead_id, destination, number, "
                 "started_at, duration, outcome, error, status_code, remote_id) "
                 "SELECT u.id, u.lead_id, u.destination, "
                 "CASE WHEN o.ca THEN u.attempts ELSE u.attempts + 1 END, "
-                "o.sa, o.dur, o.out, o.err, o.code, o.rid FROM u JOIN o ON o.id = u.id) "
-                "SELECT id FROM u",
+                "o.sa, o.dur, o.out, o.err, o.code, o.rid "
+                "FROM u JOIN o ON o.id = u.id AND o.tok = u.tok) "
+                "SELECT id, tok FROM u",
                 columns,
             )
-            applied = {r[0] for r in await cur.fetchall()}
-        done: set[int] = set()
+            applied = {(r[0], r[1]) for r in await cur.fetchall()}
         result = []
         for o in outcomes:
-            ok = o.delivery_id in applied and o.delivery_id not in done
-            done.add(o.delivery_id)
-            result.append(ok)
+            key = (o.delivery_id, o.lease_token)
+            result.append(key in applied)
+            applied.discard(key)
         return result
 
     async def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
