@@ -12,7 +12,13 @@ from pydantic import ValidationError
 from bridge import registry
 from bridge.config import Config, DestinationConfig, format_path
 from bridge.errors import ConfigError
-from bridge.mapping import CompiledMapping, LeadFilter, compile_filter, compile_mapping
+from bridge.mapping import (
+    DEFAULT_MAPPINGS,
+    CompiledMapping,
+    LeadFilter,
+    compile_filter,
+    compile_mapping,
+)
 from connectors.base import Connector, ConnectorSettings
 
 
@@ -74,7 +80,9 @@ def build_destination(
             cfg.mapping,
             unmapped=cfg.unmapped if isinstance(cfg.unmapped, str) else cfg.unmapped.model_dump(),
             path=f"{base}.mapping",
-            default=cls.default_mapping,
+            default=cls.default_mapping
+            if cls.default_mapping is not None
+            else DEFAULT_MAPPINGS.get(cls.type_name),
         )
     except ConfigError as exc:
         problems.extend(exc.problems)

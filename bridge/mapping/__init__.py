@@ -11,9 +11,18 @@ Public API (used by bridge.destinations, the engine and `lead-bridge map`):
   the provider sent it); raises only MappingError.
 * ``CompiledMapping.targets`` the target field names (for connector field checks).
 * ``compile_filter(when, *, path) -> LeadFilter | None`` and ``LeadFilter.matches(lead)``.
+* ``DEFAULT_MAPPINGS`` the built-in connector types' default mappings.
 """
 
+from bridge.mapping.defaults import DEFAULT_MAPPINGS
 from bridge.mapping.filters import LeadFilter, compile_filter
 from bridge.mapping.rules import CompiledMapping, MappedRecord, compile_mapping
 
-__all__ = ["CompiledMapping", "LeadFilter", "MappedRecord", "compile_filter", "compile_mapping"]
+__all__ = [
+    "DEFAULT_MAPPINGS",
+    "CompiledMapping",
+    "LeadFilter",
+    "MappedRecord",
+    "compile_filter",
+    "compile_mapping",
+]
