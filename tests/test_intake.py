@@ -1,0 +1,355 @@
+"""The webhook endpoint: the seed's checklist, auth, limits, bad input, durability."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.app import create_app
+from bridge.errors import StoreUnavailable
+from bridge.intake import MAX_DEPTH
+from bridge.store.sqlite import SQLiteStore
+from tests.conftest import AppHarness, make_lead
+
+SECRET = "s3cr3t-header-value"
+AUTH = {"Authorization": SECRET}
+
+
+def jsonl_dest(name: str = "file", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "jsonl", "settings": {"path": f"./{name}.jsonl"}, **extra}
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., Any]) -> AppHarness:
+    harness: AppHarness = await make_app(
+        auth={"header_secrets": [SECRET]}, destinations=[jsonl_dest("a"), jsonl_dest("b")]
+    )
+    return harness
+
+
+# --------------------------------------------------------------------------- seed checklist
+
+
+async def test_one_lead_is_stored_with_one_delivery_per_destination(
+    app: AppHarness, seed_lead: dict[str, Any]
+) -> None:
+    response = await app.post([seed_lead], headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": 0}
+    assert await app.lead_ids() == [seed_lead["id"]]
+    deliveries = await app.store.get_deliveries(seed_lead["id"])
+    assert [(d.destination, d.status) for d in deliveries] == [("a", "pending"), ("b", "pending")]
+
+
+async def test_several_leads_in_one_payload(app: AppHarness) -> None:
+    leads = [make_lead(f"led_{i}") for i in range(5)]
+    response = await app.post(leads, headers=AUTH)
+    assert response.json() == {"accepted": 5, "duplicates": 0, "rejected": 0}
+    assert await app.lead_ids() == [f"led_{i}" for i in range(5)]
+
+
+async def test_empty_array_is_a_probe(app: AppHarness) -> None:
+    response = await app.post([], headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 0, "duplicates": 0, "rejected": 0}
+    assert await app.lead_ids() == []
+    assert app.metrics.probes_total._value.get() == 1  # type: ignore[attr-defined]
+
+
+async def test_new_keys_are_kept_verbatim(app: AppHarness, seed_lead: dict[str, Any]) -> None:
+    seed_lead["campaign"] = {"utm_source": "newsletter", "score": 7.5}
+    seed_lead["data"]["budget"] = 12000
+    seed_lead["data"]["tags"] = ["a", None, True]
+    await app.post([seed_lead], headers=AUTH)
+    stored = await app.store.get_lead(seed_lead["id"])
+    assert stored is not None and stored.payload is not None
+    assert json.loads(stored.payload) == seed_lead
+    assert stored.created == "2018-07-12T16:29:42Z"
+    assert stored.url == seed_lead["url"]
+
+
+async def test_retried_webhook_is_stored_once(app: AppHarness, seed_lead: dict[str, Any]) -> None:
+    bodies = [await app.post([seed_lead], headers=AUTH) for _ in range(3)]
+    assert [b.json() for b in bodies] == [
+        {"accepted": 1, "duplicates": 0, "rejected": 0},
+        {"accepted": 0, "duplicates": 1, "rejected": 0},
+        {"accepted": 0, "duplicates": 1, "rejected": 0},
+    ]
+    assert len(await app.store.get_deliveries(seed_lead["id"])) == 2
+
+
+async def test_duplicate_within_one_batch(app: AppHarness) -> None:
+    response = await app.post([make_lead("x"), make_lead("x")], headers=AUTH)
+    assert response.json() == {"accepted": 1, "duplicates": 1, "rejected": 0}
+
+
+async def test_trailing_slash_is_accepted(app: AppHarness) -> None:
+    response = await app.post([make_lead("slash")], path="/lead/webhook/", headers=AUTH)
+    assert response.status_code == 200
+
+
+# --------------------------------------------------------------------------- auth
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Authorization": SECRET}, 200),
+        ({"Authorization": f"Bearer {SECRET}"}, 200),
+        ({"Authorization": f"bearer  {SECRET} "}, 200),
+        ({"Authorization": "wrong"}, 401),
+        ({"Authorization": f"{SECRET}x"}, 401),
+        ({}, 401),
+    ],
+)
+async def test_header_secret(app: AppHarness, headers: dict[str, str], status: int) -> None:
+    response = await app.post([make_lead("auth")], headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.json() == {
+            "error": "unauthorized",
+            "message": "missing or invalid Authorization header",
+        }
+        assert await app.lead_ids() == []
+        assert await app.quarantine() == []
+    else:
+        assert await app.lead_ids() == ["auth"]
+
+
+async def test_two_header_secrets_during_rotation(make_app: Callable[..., Any]) -> None:
+    app: AppHarness = await make_app(auth={"header_secrets": ["old-secret", "new-secret"]})
+    assert (
+        await app.post([make_lead("1")], headers={"Authorization": "old-secret"})
+    ).status_code == 200
+    assert (
+        await app.post([make_lead("2")], headers={"Authorization": "new-secret"})
+    ).status_code == 200
+    assert (await app.post([make_lead("3")], headers={"Authorization": "other"})).status_code == 401
+    assert await app.lead_ids() == ["1", "2"]
+
+
+async def test_path_secret(make_app: Callable[..., Any]) -> None:
+    app: AppHarness = await make_app(auth={"path_secrets": ["abc123", "def456"]})
+    ok = await app.post([make_lead("p1")], path="/lead/webhook/abc123")
+    ok2 = await app.post([make_lead("p2")], path="/lead/webhook/def456/")
+    wrong = await app.post([make_lead("p3")], path="/lead/webhook/nope")
+    missing = await app.post([make_lead("p4")], path="/lead/webhook")
+    assert (ok.status_code, ok2.status_code) == (200, 200)
+    for response in (wrong, missing):
+        assert response.status_code == 404
+        assert response.json() == {"error": "not_found", "message": "no such endpoint"}
+    assert await app.lead_ids() == ["p1", "p2"]
+
+
+async def test_path_and_header_secrets_together(make_app: Callable[..., Any]) -> None:
+    app: AppHarness = await make_app(auth={"path_secrets": ["p"], "header_secrets": ["h"]})
+    assert (await app.post([make_lead("1")], path="/lead/webhook/p")).status_code == 401
+    assert (
+        await app.post([make_lead("2")], path="/lead/webhook/p", headers={"Authorization": "h"})
+    ).status_code == 200
+    assert (
+        await app.post([make_lead("3")], path="/lead/webhook", headers={"Authorization": "h"})
+    ).status_code == 404
+
+
+async def test_without_path_secrets_an_extra_segment_is_404(app: AppHarness) -> None:
+    response = await app.post([make_lead("x")], path="/lead/webhook/extra", headers=AUTH)
+    assert response.status_code == 404
+
+
+async def test_open_endpoint_warns_at_startup(
+    make_runtime: Callable[..., Any], caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    runtime = make_runtime()
+    store = SQLiteStore(runtime.config.storage.url)
+    app = create_app(runtime, store=store, start_workers=False)
+    await store.open()
+    try:
+        with caplog.at_level("WARNING"):
+            async with app.router.lifespan_context(app):
+                pass
+    finally:
+        await store.close()
+    assert "the webhook endpoint is open" in caplog.text
+
+
+# --------------------------------------------------------------------------- limits and bad input
+
+
+async def test_body_over_limit_is_413(make_app: Callable[..., Any]) -> None:
+    app: AppHarness = await make_app(server={"behind_proxy": True, "max_body_bytes": 2048})
+    big = [make_lead("big", interested_in="x" * 4096)]
+    response = await app.post(big)
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+    assert "2048 bytes" in response.json()["message"]
+    assert await app.lead_ids() == []
+
+
+async def test_chunked_body_over_limit_stops_reading(make_app: Callable[..., Any]) -> None:
+    app: AppHarness = await make_app(server={"behind_proxy": True, "max_body_bytes": 2048})
+    sent: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            sent.append(1)
+            yield b" " * 1024
+
+    response = await app.client.post("/lead/webhook", content=chunks())
+    assert response.status_code == 413
+    assert await app.lead_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (b"{not json", "invalid_json", "the body is not valid JSON: Expecting property name"),
+        (b"", "invalid_json", "the body is not valid JSON: Expecting value at line 1, column 1"),
+        (b"\xff\xfe", "invalid_json", "the body is not valid JSON"),
+        (
+            b'{"id": "x"}',
+            "not_an_array",
+            "the body must be a JSON array of lead objects, got an object",
+        ),
+        (b'"hello"', "not_an_array", "the body must be a JSON array of lead objects, got a string"),
+        (
+            b"[" + b'{"id": "deep", "data": ' + b'{"a": ' * 40 + b"1" + b"}" * 41 + b"]",
+            "too_deep",
+            f"the JSON nests deeper than {MAX_DEPTH} levels",
+        ),
+        (b"[" * 5000 + b"]" * 5000, "too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels"),
+    ],
+)
+async def test_malformed_bodies_are_400_and_quarantined(
+    app: AppHarness, body: bytes, code: str, message: str
+) -> None:
+    response = await app.post(body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"] == code
+    assert response.json()["message"].startswith(message)
+    assert await app.lead_ids() == []
+    [item] = await app.quarantine()
+    assert item["reason"].startswith(code)
+    assert item["raw"] == body.decode("utf-8", "backslashreplace")
+
+
+async def test_nesting_at_the_limit_is_accepted(app: AppHarness) -> None:
+    # array (1) > lead (2) > data (3) > ... up to exactly MAX_DEPTH
+    nested: Any = "leaf"
+    for _ in range(MAX_DEPTH - 3):
+        nested = {"n": nested}
+    lead = make_lead("edge", nested=nested)
+    assert (await app.post([lead], headers=AUTH)).status_code == 200
+
+
+async def test_invalid_elements_are_quarantined_one_by_one(app: AppHarness) -> None:
+    body = [
+        make_lead("good-1"),
+        "a string",
+        {"url": "no id"},
+        {"id": ""},
+        {"id": 42},
+        {"id": "x" * 256},
+        {"id": "bad-data", "data": ["not", "an", "object"]},
+        make_lead("good-2"),
+    ]
+    response = await app.post(body, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": 6}
+    assert await app.lead_ids() == ["good-1", "good-2"]
+    reasons = sorted(q["reason"] for q in await app.quarantine())
+    assert reasons == [
+        "element 1: expected an object, got a string",
+        "element 2: missing 'id'",
+        "element 3: 'id' must be a non-empty string, got a string",
+        "element 4: 'id' must be a non-empty string, got a number",
+        "element 5: 'id' is longer than 255 characters",
+        "element 6: 'data' must be an object, got an array",
+    ]
+    bad = next(q for q in await app.quarantine() if q["item_index"] == 6)
+    assert bad["lead_id"] == "bad-data"
+    assert json.loads(bad["raw"]) == {"id": "bad-data", "data": ["not", "an", "object"]}
+
+
+async def test_non_string_values_are_kept(app: AppHarness) -> None:
+    lead = {
+        "id": "typed",
+        "created": 1531412982,
+        "url": None,
+        "data": {"n": 1, "f": 1.5, "b": False},
+    }
+    assert (await app.post([lead], headers=AUTH)).status_code == 200
+    stored = await app.store.get_lead("typed")
+    assert stored is not None and stored.payload is not None
+    assert json.loads(stored.payload) == lead
+    assert stored.created is None  # not a string: kept only in the payload
+
+
+async def test_error_bodies_never_echo_the_input(app: AppHarness) -> None:
+    response = await app.post(b'{"email": "canary@example.com"', headers=AUTH)
+    assert response.status_code == 400
+    assert "canary" not in response.text
+
+
+# --------------------------------------------------------------------------- durability
+
+
+class FailingStore(SQLiteStore):
+    async def ingest(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("disk on fire")
+
+
+async def test_commit_failure_answers_503(make_runtime: Callable[..., Any]) -> None:
+    runtime = make_runtime()
+    store = FailingStore(runtime.config.storage.url)
+    await store.open()
+    app = create_app(runtime, store=store, start_workers=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://t") as c:
+        response = await c.post("/lead/webhook", json=[make_lead("x")])
+        bad = await c.post("/lead/webhook", content=b"nope")
+    await store.close()
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "unavailable",
+        "message": "the leads could not be stored; retry later",
+    }
+    assert bad.status_code == 503
+
+
+async def test_without_destinations_leads_are_stored_and_reported_undelivered(
+    make_app: Callable[..., Any],
+) -> None:
+    app: AppHarness = await make_app()
+    await app.post([make_lead("lonely")])
+    status = await app.store.status(0)
+    assert status.leads == 1 and status.undelivered == 1
+
+
+async def test_disabled_destination_gets_no_deliveries(make_app: Callable[..., Any]) -> None:
+    app: AppHarness = await make_app(
+        destinations=[jsonl_dest("on"), jsonl_dest("off", enabled=False)]
+    )
+    await app.post([make_lead("l1")])
+    assert [d.destination for d in await app.store.get_deliveries("l1")] == ["on"]
+
+
+# --------------------------------------------------------------------------- probes
+
+
+async def test_health_and_readiness(app: AppHarness) -> None:
+    assert (await app.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await app.client.get("/readyz")).json() == {"status": "ready"}
+    await app.store.close()
+    ready = await app.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "store": "unreachable"}
+
+
+async def test_get_on_the_webhook_is_405(app: AppHarness) -> None:
+    response = await app.client.get("/lead/webhook")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
