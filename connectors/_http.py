@@ -55,10 +55,14 @@ def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     ``what`` names the destination kind for the message (``"Slack"``, ``"webhook"``).
     Messages hold the exception type and text, never the request body.
     """
+    # httpx_aiohttp re-raises aiohttp errors as httpx ones, but maps every
+    # connection error to ConnectTimeout: the original is the better witness.
+    if isinstance(exc, httpx.HTTPError) and isinstance(exc.__cause__, aiohttp.ClientError):
+        exc = exc.__cause__
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
         return RetryableError(f"{what} request timed out ({detail})")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | aiohttp.InvalidURL):
         return PermanentError(f"{what} URL cannot be requested ({detail})")
     if isinstance(exc, httpx.TransportError | aiohttp.ClientError | OSError):
         return RetryableError(f"{what} connection failed ({detail})")
