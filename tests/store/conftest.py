@@ -48,8 +48,10 @@ async def make_pg(pg_schema: str) -> AsyncIterator[Callable[..., PostgresStore]]
     """Build PostgreSQL stores on the test's schema (several = several replicas)."""
     built: list[PostgresStore] = []
 
-    def make(**kwargs: object) -> PostgresStore:
-        store = PostgresStore(PG_URL, schema=pg_schema, **kwargs)  # type: ignore[arg-type]
+    def make(url: str = PG_URL, **kwargs: object) -> PostgresStore:
+        # application_name = the schema, so a test can kill exactly its own backends
+        url = f"{url}{'&' if '?' in url else '?'}application_name={pg_schema}"
+        store = PostgresStore(url, schema=pg_schema, **kwargs)  # type: ignore[arg-type]
         built.append(store)
         return store
 

@@ -1,0 +1,193 @@
+"""PostgreSQL-only behaviour: replicas sharing one database, restarts, outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from bridge.errors import ConfigError, StoreError, StoreUnavailable
+from bridge.store.base import LeadIn, QuarantineIn
+from bridge.store.postgres import PostgresStore
+from tests.store.conftest import PG_URL
+from tests.store.test_store import T0, lead
+
+pytestmark = pytest.mark.postgres
+
+MakePG = Callable[..., PostgresStore]
+
+
+async def test_replicas_starting_at_once_migrate_exactly_once(
+    make_pg: MakePG, pg_schema: str
+) -> None:
+    replicas = [make_pg() for _ in range(4)]
+    await asyncio.gather(*(r.open() for r in replicas))
+    with psycopg.connect(PG_URL) as conn:
+        versions = conn.execute(f"SELECT version FROM {pg_schema}.schema_version").fetchall()  # noqa: S608
+    assert versions == [(1,)]
+    await replicas[0].close()
+    again = make_pg()
+    await again.open()  # nothing left to apply
+    assert (await again.status(T0)).leads == 0
+
+
+async def test_two_replicas_claiming_at_once_never_share_a_row(make_pg: MakePG) -> None:
+    a, b = make_pg(), make_pg()
+    await a.open()
+    await b.open()
+    for start in range(0, 400, 100):
+        await a.ingest([lead(f"l{i}") for i in range(start, start + 100)], ["crm"], [], T0)
+
+    async def drain(replica: PostgresStore) -> list[int]:
+        got: list[int] = []
+        while batch := await replica.claim(destination="crm", limit=7, lease_seconds=60, now=T0):
+            got.extend(c.delivery_id for c in batch)
+        return got
+
+    got_a, got_b = await asyncio.gather(drain(a), drain(b))
+    assert not set(got_a) & set(got_b)
+    assert len(got_a) + len(got_b) == 400 and len(set(got_a) | set(got_b)) == 400
+
+
+async def test_same_lead_at_two_replicas_at_once_is_stored_once(make_pg: MakePG) -> None:
+    a, b = make_pg(), make_pg()
+    await a.open()
+    await b.open()
+    leads = [lead(f"dup{i}") for i in range(50)]
+    results = await asyncio.gather(
+        *(replica.ingest([one], ["crm"], [], T0) for one in leads for replica in (a, b))
+    )
+    accepted = [x for r in results for x in r.accepted]
+    assert sorted(accepted) == sorted(x.id for x in leads)
+    assert sum(len(r.duplicates) for r in results) == 50
+    assert (await b.status(T0)).destinations[0].counts["pending"] == 50
+
+
+async def test_one_bad_request_does_not_fail_its_batch_neighbours(make_pg: MakePG) -> None:
+    store = make_pg()
+    await store.open()
+    too_big = QuarantineIn("bad", "{}", None, 2**40)  # overflows the integer column
+    calls = [store.ingest([lead(f"n{i}")], ["crm"], [], T0) for i in range(5)]
+    calls.insert(2, store.ingest([lead("bad")], ["crm"], [too_big], T0))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[2], StoreError) and not isinstance(results[2], StoreUnavailable)
+    assert "NumericValueOutOfRange" in str(results[2])
+    assert [r.accepted for r in results if not isinstance(r, BaseException)] == [
+        [f"n{i}"] for i in range(5)
+    ]
+    assert await store.get_lead("bad") is None  # nothing half-stored
+
+
+async def test_nul_characters(make_pg: MakePG) -> None:
+    store = make_pg()
+    await store.open()
+    with pytest.raises(StoreError, match="NUL"):
+        await store.ingest([LeadIn("a\x00b", "{}")], ["crm"], [], T0)
+    await store.ingest([], [], [QuarantineIn("binary", "ab\x00cd")], T0)
+    (item,) = await store.list_quarantine()
+    assert item["raw"] == "ab\\u0000cd"
+
+
+def _terminate_backends(application_name: str) -> int:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
+
+
+async def test_reconnects_after_connections_are_killed(make_pg: MakePG, pg_schema: str) -> None:
+    store = make_pg(pool_size=3)
+    await store.open()
+    await store.ingest([lead("before")], ["crm"], [], T0)
+    assert _terminate_backends(pg_schema) >= 1
+    # the pool checks connections before handing them out: no request sees the break
+    result = await store.ingest([lead("after")], ["crm"], [], T0)
+    assert result.accepted == ["after"]
+    await store.ping()
+    claims = await store.claim(destination="crm", limit=10, lease_seconds=5, now=T0)
+    assert sorted(c.lead_id for c in claims) == ["after", "before"]
+
+
+async def test_unreachable_database_is_store_unavailable() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/test", timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.ingest([lead("x")], [], [], T0)
+
+
+class TcpProxy:
+    """127.0.0.1 -> the PostgreSQL server; ``down()`` is a database outage (listener
+    closed, connections cut) without disturbing the shared server."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_outage_fails_ping_and_ingest_then_recovers(make_pg: MakePG) -> None:
+    proxy = TcpProxy()
+    await proxy.up()
+    store = make_pg(f"postgresql://postgres@127.0.0.1:{proxy.port}/test", pool_size=2, timeout=1.0)
+    await store.open()
+    await proxy.down()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.ingest([lead("during")], ["crm"], [], T0)
+    await proxy.up()
+    for _ in range(100):  # the pool reconnects in the background, with backoff
+        try:
+            await store.ping()
+            break
+        except StoreUnavailable:
+            await asyncio.sleep(0.1)
+    assert (await store.ingest([lead("after")], ["crm"], [], T0)).accepted == ["after"]
+    assert await store.get_lead("during") is None
+    await store.close()
+    await proxy.down()
+
+
+def test_schema_from_url_options_and_bad_names() -> None:
+    store = PostgresStore(f"{PG_URL}?options=-csearch_path%3Dlb_from_url")
+    assert store.schema == "lb_from_url"
+    assert "search_path=lb_from_url" in store.conninfo
+    assert PostgresStore(PG_URL).schema is None
+    with pytest.raises(ConfigError, match="schema name"):
+        PostgresStore(PG_URL, schema="x; DROP TABLE leads")
