@@ -1,0 +1,379 @@
+"""HubSpot: create or update one contact per lead (hubspot-api-client).
+
+Every delivery is a batch upsert of one input, so a retried delivery updates the
+contact the first attempt created instead of making a duplicate. The contact is
+found by ``id_property``: ``email`` (the default) or a unique custom property
+that holds the lead id (set automatically unless the mapping fills it).
+
+The SDK is blocking (urllib3), so calls run in worker threads, each with an
+explicit timeout; urllib3's own retries are off because the delivery engine
+owns retries. ``hubspot`` is imported only when a HubSpot destination starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+
+from bridge.config import Duration
+from bridge.errors import (
+    AuthError,
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+    error_for_status,
+    parse_retry_after,
+)
+from bridge.logs import redact, register_secret
+from connectors.base import (
+    Connector,
+    ConnectorSettings,
+    DeliveryContext,
+    DeliveryResult,
+    FlowDefaults,
+)
+
+if TYPE_CHECKING:
+    from hubspot.crm.contacts import BatchApi
+
+_PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_PROPERTY_HINT = "lowercase letters, digits and underscores, starting with a letter"
+
+# HubSpot does not promise a Retry-After header on 429.
+_RATE_LIMIT_FALLBACK = 10.0
+# Error texts quote HubSpot's message, which may echo a value; keep dead letters short.
+_MAX_MESSAGE = 500
+_INSTALL_HINT = "pip install hubspot-api-client"
+
+
+class HubSpotSettings(ConnectorSettings):
+    # A private app's access token (Settings > Integrations > Private apps).
+    access_token: SecretStr
+    # The unique property that finds the contact: email, or a custom unique
+    # property holding the lead id.
+    id_property: str = "email"
+    host: str = "https://api.hubapi.com"
+    timeout: Duration = Field(30.0, gt=0)
+    # PEM bundle that verifies HubSpot (or a TLS-intercepting proxy); None: system CAs.
+    ca_bundle: Path | None = None
+
+    @field_validator("access_token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("the private app access token is empty")
+        return value
+
+    @field_validator("id_property")
+    @classmethod
+    def _id_property(cls, value: str) -> str:
+        if not _PROPERTY_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a HubSpot property internal name ({_PROPERTY_HINT})"
+            )
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("expected a base URL such as https://api.hubapi.com")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle file {value} does not exist")
+        return value
+
+
+class HubSpotConnector(Connector):
+    type_name = "hubspot"
+    Settings: ClassVar[type[ConnectorSettings]] = HubSpotSettings
+    requirement = "hubspot-api-client"
+    # Private apps may make 100 requests per 10 s (more on higher tiers).
+    flow_defaults = FlowDefaults(concurrency=10, rate_per_second=10, burst=10)
+
+    settings: HubSpotSettings
+
+    def __init__(self, name: str, settings: ConnectorSettings) -> None:
+        assert isinstance(settings, HubSpotSettings)
+        super().__init__(name, settings)
+        self._api: BatchApi | None = None
+        self._sdk_errors: tuple[type[Exception], ...] = ()
+
+    @classmethod
+    def check_fields(cls, settings: ConnectorSettings, fields: list[str]) -> list[tuple[str, str]]:
+        problems = [
+            (name, f"not a HubSpot property internal name ({_PROPERTY_HINT})")
+            for name in fields
+            if not _PROPERTY_RE.match(name)
+        ]
+        assert isinstance(settings, HubSpotSettings)
+        if settings.id_property == "email" and "email" not in fields:
+            problems.append(
+                ("email", "required: id_property is email, so HubSpot finds the contact by it")
+            )
+        return problems
+
+    async def startup(self) -> None:
+        register_secret(self.settings.access_token.get_secret_value())
+        self._api = self._build_api()
+
+    async def reauthenticate(self) -> None:
+        # A private app token cannot be refreshed. A fresh client gives a passing
+        # 401 one more chance; a revoked token fails again and the engine gives up.
+        await self.close()
+        self._api = self._build_api()
+
+    async def close(self) -> None:
+        api, self._api = self._api, None
+        if api is not None:
+            api.api_client.rest_client.pool_manager.clear()
+            api.api_client.close()
+
+    def _build_api(self) -> BatchApi:
+        try:
+            import hubspot
+            import urllib3
+            from hubspot.crm.contacts import ApiException
+        except ModuleNotFoundError:
+            raise ConfigError(
+                f"destination {self.name!r} (type hubspot) needs hubspot-api-client: "
+                f"{_INSTALL_HINT}"
+            ) from None
+        self._sdk_errors = (ApiException, urllib3.exceptions.HTTPError)
+        options: dict[str, Any] = {
+            "access_token": self.settings.access_token.get_secret_value(),
+            "host": self.settings.host,
+            # Retry(0): one request per call; the engine schedules retries.
+            "retry": urllib3.Retry(total=0, redirect=0),
+            "connection_pool_maxsize": max(10, self.flow_defaults.concurrency),
+        }
+        if self.settings.ca_bundle is not None:
+            options["ssl_ca_cert"] = str(self.settings.ca_bundle)
+        # Each access to .crm.contacts.batch_api builds a new client and pool: keep one.
+        api: BatchApi = hubspot.Client.create(**options).crm.contacts.batch_api
+        return api
+
+    async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
+        api = self._api
+        if api is None:
+            raise RuntimeError(f"HubSpot destination {self.name!r} was not started")
+        properties = contact_properties(record)
+        id_value = self._id_value(properties, context)
+        from hubspot.crm.contacts import (
+            BatchInputSimplePublicObjectBatchInputUpsert,
+            SimplePublicObjectBatchInputUpsert,
+        )
+
+        batch = BatchInputSimplePublicObjectBatchInputUpsert(
+            inputs=[
+                SimplePublicObjectBatchInputUpsert(
+                    id_property=self.settings.id_property, id=id_value, properties=properties
+                )
+            ]
+        )
+        try:
+            # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
+            response = await asyncio.to_thread(
+                api.upsert_with_http_info,
+                batch,
+                _request_timeout=self.settings.timeout,
+                _preload_content=False,
+            )
+        except self._sdk_errors as exc:
+            raise classify(exc) from exc
+        return _result(response.status, _read(response))
+
+    def _id_value(self, properties: dict[str, str], context: DeliveryContext) -> str:
+        id_property = self.settings.id_property
+        if id_property == "email":
+            email = properties.get("email", "").strip()
+            if not email:
+                raise PermanentError(
+                    "the record has no email, which HubSpot needs to find or create the "
+                    "contact (id_property is email); map one or use a unique lead id property"
+                )
+            return email
+        if not properties.get(id_property):
+            properties[id_property] = context.lead_id
+        return properties[id_property]
+
+
+def contact_properties(record: Mapping[str, Any]) -> dict[str, str]:
+    """HubSpot property values are strings; None leaves a property unchanged."""
+    out: dict[str, str] = {}
+    for name, value in record.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            # Multiple checkboxes: HubSpot separates options with semicolons.
+            out[name] = ";".join(str(v) for v in value if v is not None)
+        elif isinstance(value, dict):
+            raise PermanentError(
+                f"property {name!r} holds an object; HubSpot properties take plain values"
+            )
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _read(response: Any) -> bytes:
+    try:
+        data: bytes = response.data
+    finally:
+        response.release_conn()
+    return data
+
+
+def _result(status: int, data: bytes) -> DeliveryResult:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        # The upsert may have happened; retrying an upsert is harmless.
+        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
+    results = body.get("results")
+    if isinstance(results, list) and results and isinstance(results[0], dict):
+        first = results[0]
+        if first.get("id"):
+            detail = "created" if first.get("new") else "updated"
+            return DeliveryResult(remote_id=str(first["id"]), status_code=status, detail=detail)
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        raise _from_body(status, errors[0], {})
+    raise RetryableError(f"HubSpot answered {status} without a contact id", status_code=status)
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """The one place that turns SDK and urllib3 exceptions into Lead Bridge errors."""
+    import urllib3
+
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        reason = getattr(exc, "reason", None) or exc
+        return RetryableError(
+            f"cannot reach HubSpot: {type(reason).__name__}: {_clip(str(reason))}"
+        )
+    status = getattr(exc, "status", None)
+    if not isinstance(status, int) or status == 0:
+        # The SDK reports TLS failures as status 0 with urllib3's text as the reason.
+        reason = str(getattr(exc, "reason", "") or "").splitlines()
+        return RetryableError(
+            f"cannot reach HubSpot: {reason[0] if reason else type(exc).__name__}"
+        )
+    raw = getattr(exc, "body", None)
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {}
+    headers = getattr(exc, "headers", None) or {}
+    return _from_body(status, body if isinstance(body, dict) else {}, headers)
+
+
+def _from_body(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> DeliveryError:
+    category = str(body.get("category") or body.get("errorType") or "")
+    retry_after = parse_retry_after(_header(headers, "Retry-After"))
+    if status == 429 or category in ("RATE_LIMIT", "RATE_LIMITS"):
+        policy = str(body.get("policyName") or "")
+        if policy == "DAILY":
+            return RateLimited(
+                "HubSpot daily API limit reached; it resets at midnight in the account's time zone",
+                status_code=status,
+                retry_after=retry_after if retry_after is not None else until_next_hour(),
+            )
+        return RateLimited(
+            f"HubSpot rate limit {policy or 'reached'}: {_describe(body)}",
+            status_code=status,
+            retry_after=retry_after if retry_after is not None else _RATE_LIMIT_FALLBACK,
+        )
+    if status == 207:
+        # One input of a batch failed; the others (none here) went through.
+        return PermanentError(f"HubSpot refused the contact: {_describe(body)}", status_code=status)
+    error = error_for_status(status, _describe(body), retry_after=retry_after)
+    if error is None:
+        return RetryableError(f"HubSpot answered {status} with an error", status_code=status)
+    if isinstance(error, AuthError):
+        return AuthError(f"HubSpot refused the access token: {error.message}", status_code=status)
+    return error
+
+
+def until_next_hour(now: float | None = None) -> float:
+    """Seconds to the next full UTC hour (at least one minute).
+
+    HubSpot resets the daily limit at midnight in the account's time zone, which
+    the connector does not know; probing hourly finds the reset within an hour for
+    any time zone, at the cost of one refused request per hour.
+    """
+    current = time.time() if now is None else now
+    wait = math.ceil(current / 3600) * 3600 - current
+    return max(60.0, wait)
+
+
+def _describe(body: Mapping[str, Any]) -> str:
+    """HubSpot's category and message, naming refused properties when it says which."""
+    category = str(body.get("category") or body.get("errorType") or "")
+    message = str(body.get("message") or "no message")
+    details = _property_errors(message)
+    if details:
+        message = "; ".join(details)
+    # The context names the property or the missing scope, e.g. propertyName=email.
+    nested = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    for item in [body, *nested]:
+        if item.get("context"):
+            message += f" ({_flatten(item['context'])})"
+    text = f"{category}: {message}" if category else message
+    return _clip(redact(text))
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _property_errors(message: str) -> list[str]:
+    # "Property values were not valid: [{...,"error":"INVALID_OPTION","name":"numemployees"}]"
+    _head, sep, tail = message.partition(": [")
+    if not sep:
+        return []
+    try:
+        items = json.loads("[" + tail)
+    except ValueError:
+        return []
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and item.get("name"):
+            what = str(item.get("message") or "").split(": [")[0]
+            out.append(f"{item['name']}: {item.get('error') or 'invalid'} ({what})")
+    return out
+
+
+def _flatten(context: Any) -> str:
+    if not isinstance(context, dict):
+        return str(context)
+    parts = []
+    for key, value in context.items():
+        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
