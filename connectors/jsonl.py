@@ -117,8 +117,8 @@ class _Writer:
     def write(self, lines: list[bytes]) -> list[int]:
         """Append the lines, fsync once; return each line's byte offset."""
         now = time.time()
-        self._rotate_if_due(sum(len(line) for line in lines), now)
         self.open()
+        self._rotate_if_due(sum(len(line) for line in lines), now)
         assert self.fd is not None
         offsets = []
         end = self.size
