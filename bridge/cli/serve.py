@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from bridge.cli.common import add_config_option
@@ -90,8 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     runtime = load_runtime(args.config)  # exits 2 on a bad config, before binding
     config = runtime.config
-    certfile, keyfile = prepare_tls(config)
     _configure_logging(args, config.logging.level, config.logging.format)
+    certfile, keyfile = prepare_tls(config)
     app = create_app(runtime, start_workers=False if args.no_workers else None)
     uv_config = uvicorn.Config(
         app,
@@ -110,9 +112,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uv_config.load()
     if uv_config.ssl is not None:
         harden(uv_config.ssl, config.server.tls.min_version)
-    server = uvicorn.Server(uv_config)
+    server = _server_class()(uv_config)
     server.run()
     return 0 if server.started else 1
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # The shutdown was graceful: exit 0 instead of re-raising SIGTERM.
+                self._captured_signals.clear()
+
+    return Server
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
