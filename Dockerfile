@@ -30,8 +30,8 @@ ENV PATH=/opt/lead-bridge/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     LEAD_BRIDGE_CONFIG=/etc/lead-bridge/config.yaml \
     LEAD_BRIDGE_HEALTHCHECK_URL=https://127.0.0.1:8443/healthz
-RUN groupadd --system --gid 10001 lead-bridge \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+RUN groupadd --gid 10001 lead-bridge \
+    && useradd --uid 10001 --gid 10001 --no-create-home \
         --home-dir /var/lib/lead-bridge --shell /usr/sbin/nologin lead-bridge \
     && mkdir -p /etc/lead-bridge /var/lib/lead-bridge \
     && chown lead-bridge:lead-bridge /var/lib/lead-bridge

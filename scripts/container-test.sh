@@ -129,7 +129,9 @@ podman run -d --name "$NAME" \
     -v "$WORK/etc:/etc/lead-bridge:ro" \
     -e "WEBHOOK_SECRET=$SECRET" \
     -e "LEAD_BRIDGE_HEALTHCHECK_URL=https://127.0.0.1:$PORT/healthz" \
-    "$IMAGE" >/dev/null
+    "$IMAGE" >/dev/null 2>"$WORK/run.err" || { cat "$WORK/run.err" >&2; fail "podman run failed"; }
+# (podman complains on stderr that it cannot schedule healthcheck timers without
+# systemd; the HEALTHCHECK itself is run explicitly below.)
 for _ in $(seq 1 60); do
     if curl -fsS --cacert "$WORK/etc/cert.pem" "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
         break
