@@ -54,6 +54,7 @@ _RATE_LIMIT_FALLBACK = 10.0
 # Error texts quote HubSpot's message, which may echo a value; keep dead letters short.
 _MAX_MESSAGE = 500
 _INSTALL_HINT = "pip install hubspot-api-client"
+_POOL_SIZE = 32
 
 
 class HubSpotSettings(ConnectorSettings):
@@ -129,7 +130,8 @@ class HubSpotConnector(Connector):
 
     async def startup(self) -> None:
         register_secret(self.settings.access_token.get_secret_value())
-        self._api = self._build_api()
+        if self._api is None:
+            self._api = self._build_api()
 
     async def reauthenticate(self) -> None:
         # A private app token cannot be refreshed. A fresh client gives a passing
@@ -159,7 +161,9 @@ class HubSpotConnector(Connector):
             "host": self.settings.host,
             # Retry(0): one request per call; the engine schedules retries.
             "retry": urllib3.Retry(total=0, redirect=0),
-            "connection_pool_maxsize": max(10, self.flow_defaults.concurrency),
+            # Room for a raised per-destination concurrency; a full pool would log
+            # a warning and reconnect for every extra request.
+            "connection_pool_maxsize": _POOL_SIZE,
         }
         if self.settings.ca_bundle is not None:
             options["ssl_ca_cert"] = str(self.settings.ca_bundle)

@@ -15,7 +15,7 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from bridge.errors import AuthError, PermanentError, RateLimited, RetryableError
+from bridge.errors import AuthError, ConfigError, PermanentError, RateLimited, RetryableError
 from connectors.base import DeliveryContext
 from connectors.hubspot import (
     HubSpotConnector,
@@ -463,3 +463,10 @@ def test_importing_the_connector_does_not_import_hubspot() -> None:
     code = "import sys, connectors.hubspot; print('hubspot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_missing_sdk_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "hubspot", None)
+    connector = HubSpotConnector("crm", HubSpotSettings.model_validate({"access_token": TOKEN}))
+    with pytest.raises(ConfigError, match=r"'crm'.*pip install hubspot-api-client"):
+        await connector.startup()
