@@ -124,7 +124,11 @@ class HubSpotConnector(Connector):
         assert isinstance(settings, HubSpotSettings)
         if settings.id_property == "email" and "email" not in fields:
             problems.append(
-                ("email", "required: id_property is email, so HubSpot finds the contact by it")
+                (
+                    "email",
+                    "no rule fills email, which HubSpot needs to find the contact "
+                    "(id_property: email)",
+                )
             )
         return problems
 

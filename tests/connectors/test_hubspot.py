@@ -412,7 +412,10 @@ def test_check_fields() -> None:
         for name in ("FirstName", "job title", "1x")
     ]
     assert HubSpotConnector.check_fields(by_email, ["firstname"]) == [
-        ("email", "required: id_property is email, so HubSpot finds the contact by it")
+        (
+            "email",
+            "no rule fills email, which HubSpot needs to find the contact (id_property: email)",
+        )
     ]
     assert HubSpotConnector.check_fields(by_lead, ["firstname"]) == []
 
@@ -470,3 +473,28 @@ async def test_missing_sdk_names_the_pip_install(monkeypatch: pytest.MonkeyPatch
     connector = HubSpotConnector("crm", HubSpotSettings.model_validate({"access_token": TOKEN}))
     with pytest.raises(ConfigError, match=r"'crm'.*pip install hubspot-api-client"):
         await connector.startup()
+
+
+def test_config_problems_name_their_key_path() -> None:
+    from bridge.config import DestinationConfig
+    from bridge.destinations import build_destination
+
+    config = DestinationConfig.model_validate(
+        {
+            "name": "crm",
+            "type": "hubspot",
+            "settings": {"access_token": TOKEN, "timeout": "soon"},
+            "mapping": {"FirstName": "data.first_name"},
+        }
+    )
+    destination, problems, _ = build_destination(3, config)
+
+    assert destination is None
+    paths = [path for path, _ in problems]
+    assert paths == ["destinations[3].settings.timeout"]
+    config = config.model_copy(update={"settings": {"access_token": TOKEN}})
+    destination, problems, _ = build_destination(3, config)
+    assert [path for path, _ in problems] == [
+        "destinations[3].mapping.FirstName",
+        "destinations[3].mapping.email",
+    ]
