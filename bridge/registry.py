@@ -44,6 +44,18 @@ BUILTIN_REQUIREMENTS: dict[str, str | None] = {
 }
 
 
+# Import name -> pip requirement, where they differ (`pip install hubspot` is
+# another project).
+PIP_NAMES: dict[str, str] = {
+    "simple_salesforce": "simple-salesforce",
+    "hubspot": "hubspot-api-client",
+}
+
+
+def pip_name(module: str) -> str:
+    return PIP_NAMES.get(module, module)
+
+
 @dataclass(frozen=True)
 class ConnectorInfo:
     name: str
@@ -90,7 +102,9 @@ def _import(target: str, key_path: str) -> type[Connector]:
     except ModuleNotFoundError as exc:
         hint = ""
         if exc.name and exc.name != module_name:
-            hint = f"; install the missing dependency: pip install {exc.name.split('.')[0]}"
+            hint = (
+                f"; install the missing dependency: pip install {pip_name(exc.name.split('.')[0])}"
+            )
         raise ConfigError(
             f"cannot import connector module {module_name!r}: {exc}{hint}", key_path
         ) from None

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge import registry
+from bridge.errors import ConfigError
+from connectors.jsonl import JsonlConnector
+from connectors.slack import SlackConnector
+from connectors.webhook import WebhookConnector
+
+
+def test_builtins_resolve() -> None:
+    assert registry.resolve("slack") is SlackConnector
+    assert registry.resolve("webhook") is WebhookConnector
+    assert registry.resolve("jsonl") is JsonlConnector
+    assert registry.resolve("connectors.jsonl:JsonlConnector") is JsonlConnector
+
+
+def test_unknown_type_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        registry.resolve("slak", "destinations[0].type")
+    ((path, message),) = info.value.problems
+    assert path == "destinations[0].type"
+    assert "unknown connector type 'slak'" in message
+    for name in ("hubspot", "jsonl", "salesforce", "slack", "webhook"):
+        assert name in message
+    assert "module:ClassName" in message
+
+
+@pytest.fixture
+def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("lb_test_plugin", "lb_test_broken", "lb_test_needs"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / "lb_test_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from connectors.base import Connector
+
+            class Echo(Connector):
+                type_name = "echo"
+
+            NotAConnector = dict
+            """
+        )
+    )
+    (tmp_path / "lb_test_broken.py").write_text("raise RuntimeError('plugin bug')\n")
+    (tmp_path / "lb_test_needs.py").write_text("import lb_no_such_sdk\n")
+    registry.add_plugin_paths([tmp_path])
+    return tmp_path
+
+
+def test_module_class_from_a_plugins_path(plugins: Path) -> None:
+    cls = registry.resolve("lb_test_plugin:Echo")
+    assert cls.type_name == "echo"
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("lb_test_plugin:Missing", "has no attribute 'Missing'"),
+        ("lb_test_plugin:NotAConnector", "is not a connector class"),
+        ("lb_test_plugin:", "expected 'module:ClassName'"),
+        ("lb_test_nowhere:X", "cannot import connector module 'lb_test_nowhere'"),
+        ("lb_test_broken:X", "RuntimeError: plugin bug"),
+        ("lb_test_needs:X", "pip install lb_no_such_sdk"),
+    ],
+)
+def test_plugin_errors_are_config_errors(plugins: Path, target: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        registry.resolve(target)
+
+
+def test_install_hints_use_pip_names() -> None:
+    assert registry.pip_name("hubspot") == "hubspot-api-client"
+    assert registry.pip_name("simple_salesforce") == "simple-salesforce"
+
+
+def test_describe_lists_builtins_with_their_dependency() -> None:
+    infos = {info.name: info for info in registry.describe()}
+    assert infos["slack"].dependency is None and infos["slack"].installed
+    assert infos["salesforce"].dependency == "simple_salesforce"
+    assert infos["webhook"].package == "lead-bridge"
+
+
+def test_http_connectors_do_not_import_heavy_sdks() -> None:
+    code = (
+        "import sys\n"
+        "from bridge import registry\n"
+        "for name in ('slack', 'webhook', 'jsonl'):\n"
+        "    registry.resolve(name)\n"
+        "heavy = [m for m in ('simple_salesforce', 'hubspot', 'requests') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_connectors_command(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bridge.cli import main
+
+    assert main(["connectors"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["TYPE", "PACKAGE", "DEPENDENCY", "INSTALLED", "CLASS"]
+    assert any(line.startswith("slack ") for line in out.splitlines())
+    assert main(["connectors", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"name", "target", "package", "dependency", "installed"} <= set(rows[0])
+    assert "webhook" in {row["name"] for row in rows}
