@@ -439,14 +439,17 @@ class DestinationWorker:
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.task, timeout)
-        pending = [task for _, task in self.inflight.values()]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=timeout)
-            for task in still:
-                task.cancel()
+        leftover: list[tuple[int, str]] = []
+        running = list(self.inflight.values())
+        if running:
+            _, still = await asyncio.wait([task for _, task in running], timeout=timeout)
+            for claim, task in running:
+                if task in still:
+                    task.cancel()
+                    # Fenced: if its outcome was committed after all, this is a no-op.
+                    leftover.append((claim.delivery_id, claim.lease_token))
             if still:
                 await asyncio.wait(still, timeout=5)
-        leftover = [(c.delivery_id, c.lease_token) for c, _ in self.inflight.values()]
         if leftover:
             with contextlib.suppress(StoreError):
                 released = await self.engine.store.release(leftover, self.engine.clock())

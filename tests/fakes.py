@@ -1,0 +1,109 @@
+"""Test doubles: a scripted connector and a controllable clock.
+
+A destination uses the scripted connector with
+``type: "tests.fakes:ScriptedConnector"`` and ``settings: {script: NAME}``;
+the test registers ``SCRIPTS[NAME] = Script([...])`` with one action per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.errors import AuthError, DeliveryError
+from connectors.base import (
+    Connector,
+    ConnectorSettings,
+    DeliveryContext,
+    DeliveryResult,
+    FlowDefaults,
+)
+
+
+@dataclass
+class Call:
+    lead_id: str
+    attempt: int
+    record: dict[str, Any]
+    idempotency_key: str
+    at: float
+
+
+@dataclass
+class Script:
+    """Actions taken by successive sends: an exception to raise, ``"ok"``, or
+    ``"block"`` (wait until ``release`` is set). After the list: ``"ok"``."""
+
+    actions: list[Any] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    reauths: int = 0
+    reauth_error: Exception | None = None
+    release: asyncio.Event | None = None
+    clock: Any = None
+
+    def next_action(self) -> Any:
+        return self.actions.pop(0) if self.actions else "ok"
+
+
+SCRIPTS: dict[str, Script] = {}
+
+
+class ScriptedSettings(ConnectorSettings):
+    script: str = "default"
+
+
+class ScriptedConnector(Connector):
+    type_name = "scripted"
+    Settings = ScriptedSettings
+    flow_defaults = FlowDefaults(concurrency=4)
+
+    @property
+    def script(self) -> Script:
+        assert isinstance(self.settings, ScriptedSettings)
+        return SCRIPTS.setdefault(self.settings.script, Script())
+
+    async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
+        script = self.script
+        at = script.clock.time() if script.clock else 0.0
+        script.calls.append(
+            Call(context.lead_id, context.attempt, dict(record), context.idempotency_key, at)
+        )
+        action = script.next_action()
+        if action == "block":
+            assert script.release is not None
+            await script.release.wait()
+            action = "ok"
+        if isinstance(action, BaseException):
+            raise action
+        return DeliveryResult(remote_id=f"rec-{context.lead_id}", status_code=201)
+
+    async def reauthenticate(self) -> None:
+        script = self.script
+        script.reauths += 1
+        if script.reauth_error is not None:
+            raise script.reauth_error
+
+
+class NoReauthConnector(ScriptedConnector):
+    async def reauthenticate(self) -> None:
+        raise NotImplementedError
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+__all__ = ["SCRIPTS", "AuthError", "DeliveryError", "FakeClock", "Script", "ScriptedConnector"]

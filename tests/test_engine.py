@@ -1,0 +1,390 @@
+"""The delivery engine with a scripted connector and an injectable clock (no real backoff sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bridge.destinations import Runtime
+from bridge.engine import Engine, idempotency_key
+from bridge.errors import AuthError, PermanentError, RateLimited, RetryableError
+from bridge.metrics import Metrics
+from bridge.store.base import DeliveryRecord, LeadIn
+from bridge.store.sqlite import SQLiteStore
+from tests.conftest import make_lead
+from tests.fakes import SCRIPTS, FakeClock, Script
+
+SCHEDULE = [5, 300, 1800, 7200]
+
+
+def dest(name: str, script: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": extra.pop("type", "tests.fakes:ScriptedConnector"),
+        "settings": {"script": script or name},
+        "retry": {
+            "schedule": SCHEDULE,
+            "jitter": 0,
+            "connect_retries": 1,
+            **extra.pop("retry", {}),
+        },
+        **extra,
+    }
+
+
+class Harness:
+    def __init__(self, runtime: Runtime, store: SQLiteStore, clock: FakeClock) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.clock = clock
+        self.metrics = Metrics()
+        self.engines: list[Engine] = []
+
+    def engine(self) -> Engine:
+        engine = Engine(
+            self.store,
+            self.runtime.active,
+            self.metrics,
+            self.runtime.config.worker,
+            clock=self.clock.time,
+            sleep=self.clock.sleep,
+            rng=lambda: 0.5,
+        )
+        self.engines.append(engine)
+        return engine
+
+    async def add(self, *lead_ids: str, **data: Any) -> None:
+        leads = [LeadIn(i, json.dumps(make_lead(i, **data))) for i in lead_ids]
+        names = [d.name for d in self.runtime.active]
+        await self.store.ingest(leads, names, [], self.clock.time())
+        for engine in self.engines:
+            engine.wake()
+
+    async def delivery(self, lead_id: str, destination: str) -> DeliveryRecord:
+        [row] = [
+            d for d in await self.store.get_deliveries(lead_id) if d.destination == destination
+        ]
+        return row
+
+    async def settle(
+        self,
+        lead_id: str,
+        destination: str,
+        statuses: tuple[str, ...] = ("delivered", "dead", "skipped"),
+    ) -> DeliveryRecord:
+        """Advance the fake clock to each retry until the delivery is final."""
+        for _ in range(2000):
+            row = await self.delivery(lead_id, destination)
+            if row.status in statuses:
+                return row
+            if row.status == "pending" and not row.leased and row.next_attempt_at is not None:
+                if row.next_attempt_at > self.clock.time():
+                    self.clock.now = row.next_attempt_at
+                for engine in self.engines:
+                    engine.wake()
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"delivery did not settle: {row}")
+
+
+@pytest.fixture
+async def make_harness(
+    make_runtime: Callable[..., Runtime],
+) -> AsyncIterator[Callable[..., Any]]:
+    harnesses: list[Harness] = []
+
+    async def make(*destinations: dict[str, Any], worker: dict[str, Any] | None = None) -> Harness:
+        runtime = make_runtime(
+            destinations=list(destinations),
+            worker={"poll_interval": "10ms", "lease": "60s", **(worker or {})},
+        )
+        store = SQLiteStore(runtime.config.storage.url)
+        await store.open()
+        clock = FakeClock()
+        for d in destinations:
+            SCRIPTS.setdefault(d["settings"]["script"], Script()).clock = clock
+        harness = Harness(runtime, store, clock)
+        harnesses.append(harness)
+        return harness
+
+    yield make
+    for h in harnesses:
+        for engine in h.engines:
+            if not engine.stopping:
+                await engine.stop(2)
+        await h.store.close()
+    SCRIPTS.clear()
+
+
+def script(name: str, *actions: Any) -> Script:
+    SCRIPTS[name] = Script(list(actions))
+    return SCRIPTS[name]
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+async def test_flaky_destination_is_delivered_once_at_growing_delays(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", *[RetryableError("HTTP 503", status_code=503)] * 3)
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    start = h.clock.time()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert row.status == "delivered"
+    assert row.remote_id == "rec-led_1"
+    assert row.attempts == 4
+    assert [c.attempt for c in s.calls] == [1, 2, 3, 4]
+    assert [round(c.at - start) for c in s.calls] == [0, 5, 305, 2105]
+    attempts = await h.store.get_attempts("led_1")
+    assert [a.outcome for a in attempts] == ["retry", "retry", "retry", "delivered"]
+    assert [a.error for a in attempts][:3] == ["HTTP 503"] * 3
+    assert h.metrics.deliveries_total.labels("crm", "retry")._value.get() == 3  # type: ignore[attr-defined]
+    # Delivered is final: nothing more is sent however long we wait.
+    h.clock.advance(86400)
+    await asyncio.sleep(0.05)
+    assert len(s.calls) == 4
+
+
+async def test_connection_error_is_retried_inside_the_attempt(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", RetryableError("connection refused"))
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts) == ("delivered", 1)
+    assert len(s.calls) == 2  # tenacity's quick retry, same attempt
+
+
+async def test_permanent_error_is_dead_after_one_attempt(make_harness: Callable[..., Any]) -> None:
+    s = script("crm", PermanentError("HTTP 400: REQUIRED_FIELD_MISSING: LastName", status_code=400))
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts, row.last_status_code) == ("dead", 1, 400)
+    assert row.last_error == "HTTP 400: REQUIRED_FIELD_MISSING: LastName"
+    assert len(s.calls) == 1
+
+
+async def test_auth_error_reauthenticates_once_then_dead(make_harness: Callable[..., Any]) -> None:
+    s = script(
+        "crm", AuthError("HTTP 401: INVALID_SESSION_ID"), AuthError("HTTP 401: INVALID_SESSION_ID")
+    )
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert row.status == "dead"
+    assert (
+        row.last_error == "check the credentials of destination crm: HTTP 401: INVALID_SESSION_ID"
+    )
+    assert (s.reauths, len(s.calls)) == (1, 2)
+
+
+async def test_auth_error_then_success_after_reauthentication(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", AuthError("HTTP 401: session expired"))
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts, s.reauths) == ("delivered", 1, 1)
+
+
+async def test_auth_error_without_renewable_credentials_is_dead_at_once(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("hook", AuthError("HTTP 403"))
+    h: Harness = await make_harness(dest("hook", type="tests.fakes:NoReauthConnector"))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "hook")
+    assert row.status == "dead" and "check the credentials of destination hook" in (
+        row.last_error or ""
+    )
+    assert len(s.calls) == 1
+
+
+async def test_rate_limit_retry_after_pauses_the_whole_destination(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", RateLimited("HTTP 429", status_code=429, retry_after=120))
+    h: Harness = await make_harness(dest("crm", flow={"concurrency": 1}))
+    await h.engine().start()
+    t0 = h.clock.time()
+    await h.add("led_1")
+    for _ in range(200):
+        if len(s.calls) == 1 and (await h.delivery("led_1", "crm")).attempts == 1:
+            break
+        await asyncio.sleep(0.005)
+    row = await h.delivery("led_1", "crm")
+    assert row.next_attempt_at == pytest.approx(t0 + 120)
+    await h.add("led_2")  # due now, but the destination is paused
+    await asyncio.sleep(0.1)
+    assert [c.lead_id for c in s.calls] == ["led_1"]
+    await h.settle("led_1", "crm")
+    await h.settle("led_2", "crm")
+    assert all(c.at >= t0 + 120 for c in s.calls[1:])
+
+
+async def test_gives_up_after_max_age(make_harness: Callable[..., Any]) -> None:
+    script("crm", *[RetryableError("HTTP 502", status_code=502)] * 100)
+    h: Harness = await make_harness(dest("crm", retry={"max_age": "1h"}))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert row.status == "dead"
+    assert row.attempts == 4  # at 0s, 5s, 305s, 2105s; the next (9305s) would pass 1h
+    assert row.last_error is not None and row.last_error.startswith(
+        "gave up after 4 attempt(s) over 35m (max_age 60m)"
+    )
+    assert row.last_error.endswith("last error: HTTP 502")
+
+
+async def test_unclassified_exception_is_retried_and_logged_with_traceback(
+    make_harness: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    script("crm", ZeroDivisionError("boom"))
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    with caplog.at_level(logging.ERROR, logger="lead_bridge.engine"):
+        await h.add("led_1")
+        row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts) == ("delivered", 2)
+    [first, _] = await h.store.get_attempts("led_1")
+    assert first.error == "unexpected error: ZeroDivisionError: boom"
+    assert "event=unclassified_error" in caplog.text
+    assert any(r.exc_info or r.exc_text for r in caplog.records)
+
+
+async def test_when_filter_skips_and_lead_is_unrouted(make_harness: Callable[..., Any]) -> None:
+    script("us")
+    h: Harness = await make_harness(
+        dest("us", when={"field": "data.organization_country", "equals": "Canada"})
+    )
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "us")
+    assert row.status == "skipped"
+    assert SCRIPTS["us"].calls == []
+    assert (await h.store.status(h.clock.time())).unrouted == 1
+
+
+async def test_mapping_error_is_a_dead_letter_naming_the_field(
+    make_harness: Callable[..., Any],
+) -> None:
+    script("crm")
+    h: Harness = await make_harness(
+        dest("crm", mapping={"Email": {"source": "data.email", "required": True}})
+    )
+    await h.engine().start()
+    await h.add("led_1", email="")
+    row = await h.settle("led_1", "crm")
+    assert row.status == "dead"
+    assert row.last_error is not None and row.last_error.startswith("mapping error: Email")
+    assert SCRIPTS["crm"].calls == []
+
+
+async def test_records_idempotency_key_and_mapped_record(make_harness: Callable[..., Any]) -> None:
+    s = script("crm")
+    h: Harness = await make_harness(dest("crm", mapping={"Email": "data.email", "Id": "id"}))
+    await h.engine().start()
+    await h.add("led_1")
+    await h.settle("led_1", "crm")
+    [call] = s.calls
+    assert call.record == {"Email": "sergunich@gmail.com", "Id": "led_1"}
+    assert call.idempotency_key == idempotency_key("led_1", "crm")
+
+
+# --------------------------------------------------------------------------- isolation and leases
+
+
+async def test_a_stuck_destination_does_not_delay_another(make_harness: Callable[..., Any]) -> None:
+    stuck = script("slow", "block")
+    stuck.release = asyncio.Event()
+    fast = script("fast")
+    h: Harness = await make_harness(dest("slow"), dest("fast"))
+    await h.engine().start()
+    await h.add("led_1", "led_2", "led_3")
+    for lead in ("led_1", "led_2", "led_3"):
+        assert (await h.settle(lead, "fast")).status == "delivered"
+    assert (await h.delivery("led_1", "slow")).leased or (await h.delivery("led_2", "slow")).leased
+    assert len(fast.calls) == 3
+    stuck.release.set()
+    for lead in ("led_1", "led_2", "led_3"):
+        assert (await h.settle(lead, "slow")).status == "delivered"
+
+
+async def test_expired_lease_is_fenced(make_harness: Callable[..., Any]) -> None:
+    first = script("crm", "block")
+    first.release = asyncio.Event()
+    h: Harness = await make_harness(dest("crm", retry={"timeout": "5s"}), worker={"lease": "20s"})
+    a = h.engine()
+    await a.start()
+    await h.add("led_1")
+    while not first.calls:
+        await asyncio.sleep(0.005)
+    # Worker A hangs past its lease; worker B takes the delivery over and succeeds.
+    h.clock.advance(3600)
+    b = h.engine()
+    await b.start()
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts) == ("delivered", 1)
+    # A wakes up late: its result must not overwrite B's.
+    first.release.set()
+    await asyncio.sleep(0.05)
+    row = await h.delivery("led_1", "crm")
+    assert (row.status, row.attempts) == ("delivered", 1)
+    assert len(await h.store.get_attempts("led_1")) == 1
+
+
+async def test_stop_releases_leases_of_unfinished_attempts(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", "block", "block")
+    s.release = asyncio.Event()
+    h: Harness = await make_harness(dest("crm"))
+    engine = h.engine()
+    await engine.start()
+    await h.add("led_1", "led_2")
+    while len(s.calls) < 2:
+        await asyncio.sleep(0.005)
+    await engine.stop(0.1)
+    for lead in ("led_1", "led_2"):
+        row = await h.delivery(lead, "crm")
+        assert row.status == "pending" and not row.leased
+        assert row.next_attempt_at is not None and row.next_attempt_at <= h.clock.time()
+
+
+# --------------------------------------------------------------------------- replay
+
+
+async def test_replay_dead_after_the_destination_is_fixed(make_harness: Callable[..., Any]) -> None:
+    s = script("crm", PermanentError("HTTP 400: bad field"), PermanentError("HTTP 400: bad field"))
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1", "led_2")
+    assert (await h.settle("led_1", "crm")).status == "dead"
+    assert (await h.settle("led_2", "crm")).status == "dead"
+    s.actions.clear()  # the destination is fixed
+    result = await h.store.replay(now=h.clock.time(), dead_only=True)
+    assert result.requeued == 2
+    h.engines[0].wake()
+    for lead in ("led_1", "led_2"):
+        row = await h.settle(lead, "crm")
+        assert (row.status, row.attempts) == ("delivered", 2)
+    refused = await h.store.replay(now=h.clock.time(), lead_id="led_1")
+    assert (refused.requeued, refused.refused_delivered) == (0, 1)
+    forced = await h.store.replay(now=h.clock.time(), lead_id="led_1", force=True)
+    assert forced.requeued == 1
+    assert (await h.settle("led_1", "crm")).attempts == 3
