@@ -32,7 +32,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,14 +358,15 @@ def _quote_id(value: str) -> str:
     return quote(value, safe="")
 
 
-def _values(record: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for value in record.values():
-        if isinstance(value, str):
-            out.append(value)
-        elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
-            out.extend(v for v in value if isinstance(v, str))
-    return out
+def _values(value: Any) -> list[str]:
+    """Every string inside a record, to keep out of stored error messages."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _values(item)]
+    return []
 
 
 # --------------------------------------------------------------------------- connector
@@ -452,25 +453,31 @@ class SalesforceConnector(Connector):
         return problems
 
     async def startup(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            MAX_THREADS, thread_name_prefix=f"salesforce-{self.name}"
-        )
-        self._requests = _http_session(self.config)
-        verify: ssl.SSLContext | bool = True
-        if self.config.ca_bundle is not None:
-            verify = ssl.create_default_context(cafile=str(self.config.ca_bundle))
-        self._http = httpx.AsyncClient(
-            verify=verify, timeout=self.config.timeout, follow_redirects=False
-        )
-        if self.config.external_id_field is None:
-            event(
-                log,
-                "salesforce_plain_create",
-                logging.WARNING,
-                destination=self.name,
-                detail="no external_id_field: a retried attempt can create a duplicate",
+        # Idempotent: the engine calls it again after a failed start (token refused).
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                MAX_THREADS, thread_name_prefix=f"salesforce-{self.name}"
+            )
+        if self._requests is None:
+            self._requests = _http_session(self.config)
+        if self._http is None:
+            verify: ssl.SSLContext | bool = True
+            if self.config.ca_bundle is not None:
+                verify = ssl.create_default_context(cafile=str(self.config.ca_bundle))
+            self._http = httpx.AsyncClient(
+                verify=verify, timeout=self.config.timeout, follow_redirects=False
             )
         async with self._lock:
+            if self._current is not None:
+                return
+            if self.config.external_id_field is None:
+                event(
+                    log,
+                    "salesforce_plain_create",
+                    logging.WARNING,
+                    destination=self.name,
+                    detail="no external_id_field: a retried attempt can create a duplicate",
+                )
             self._current = await self._authenticate()
 
     async def reauthenticate(self) -> None:
@@ -499,6 +506,7 @@ class SalesforceConnector(Connector):
             raise
 
     async def close(self) -> None:
+        self._current = self._stale = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from bridge.errors import AuthError, PermanentError, RateLimited, RetryableError
 from connectors.base import DeliveryContext
 from connectors.salesforce import SalesforceConnector, Settings, classify
+from connectors.testing import Scenario, check_connector
 from tests.connectors.fake_salesforce import JWT_GRANT, FakeSalesforce
 
 EXTERNAL = "Lead_Bridge_Id__c"
@@ -65,6 +66,34 @@ def test_importing_the_connector_does_not_import_the_sdk() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+async def test_connector_contract(fake: FakeSalesforce) -> None:
+    def fail(status: int, code: str, message: str = "") -> Callable[[], None]:
+        return lambda: fake.fail_next(status, code, message, fields=["Email"])
+
+    results = await check_connector(
+        SalesforceConnector,
+        fake.settings(external_id_field=EXTERNAL),
+        LEAD,
+        scenarios=[
+            Scenario("created", lambda: None),
+            Scenario("updated", lambda: None),
+            Scenario(
+                "invalid",
+                fail(400, "INVALID_EMAIL_ADDRESS", "bad: john@example.com"),
+                PermanentError,
+            ),
+            Scenario("locked", fail(400, "UNABLE_TO_LOCK_ROW"), RetryableError),
+            Scenario("limit", fail(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests"), RateLimited),
+            Scenario("expired", fake.expire_tokens, AuthError),
+            Scenario("dropped", fake.drop_next, RetryableError),
+        ],
+        accepted_fields=["FirstName", "LastName", "Company", "Email", "Lead_Score__c"],
+        rejected_fields=["data.email", "Id", EXTERNAL],
+    )
+    assert [r.status_code for r in results] == [201, 200]
+    assert fake.grants == ["client_credentials"]  # a second startup() reuses the token
 
 
 # --------------------------------------------------------------------------- settings
