@@ -92,9 +92,10 @@ class DestinationWorker:
         self.paused_until = 0.0  # wall clock; set by a 429
         self.wakeup = asyncio.Event()
         self.slot_free = asyncio.Event()
-        # An attempt may take retry.timeout plus in-attempt retries; the lease
-        # must outlast it or another worker would take the delivery over.
-        self.lease = max(engine.worker.lease, self.retry.timeout * 2 + 10)
+        # An attempt is bounded by retry.timeout, or three times that with a
+        # re-authentication; the lease must outlast it or another worker would
+        # take the delivery over while it is still running.
+        self.lease = max(engine.worker.lease, self.retry.timeout * 3 + 5)
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ loop

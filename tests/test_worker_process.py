@@ -1,0 +1,142 @@
+"""`lead-bridge worker` as a real process: SIGKILL mid-run, SIGTERM graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.store.base import LeadIn
+from bridge.store.sqlite import SQLiteStore
+from tests.connectors.fake_http import Answer, FakeHTTP
+from tests.conftest import make_lead
+from tests.processes import BridgeProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sink() -> Iterator[FakeHTTP]:
+    with FakeHTTP(default=Answer(200, b"ok", delay=0.01)) as server:
+        yield server
+
+
+def setup(tmp_path: Path, sink_url: str, count: int) -> Path:
+    db = tmp_path / "bridge.db"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"behind_proxy": True},
+                "storage": {"url": f"sqlite:///{db}"},
+                "worker": {"poll_interval": "50ms", "lease": "2s", "shutdown_timeout": "5s"},
+                "destinations": [
+                    {
+                        "name": "sink",
+                        "type": "webhook",
+                        "settings": {"url": f"{sink_url}/hook", "allow_private": True},
+                        "retry": {"timeout": "1s"},
+                        "flow": {"concurrency": 4},
+                    }
+                ],
+            }
+        )
+    )
+
+    async def fill() -> None:
+        store = SQLiteStore(f"sqlite:///{db}")
+        await store.open()
+        leads = [
+            LeadIn(f"led_{i:04d}", json.dumps(make_lead(f"led_{i:04d}"))) for i in range(count)
+        ]
+        await store.ingest(leads, ["sink"], [], time.time())
+        await store.close()
+
+    asyncio.run(fill())
+    return config
+
+
+def statuses(db: Path) -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
+        store = SQLiteStore(f"sqlite:///{db}")
+        await store.open()
+        try:
+            rows = await store._read(
+                lambda c: c.execute(
+                    "SELECT status, lease_token IS NOT NULL AND next_attempt_at > ?, count(*) "
+                    "FROM deliveries GROUP BY 1, 2",
+                    (time.time(),),
+                ).fetchall()
+            )
+            return {f"{s}{'+leased' if leased else ''}": n for s, leased, n in rows}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def worker(tmp_path: Path, config: Path, n: int) -> BridgeProcess:
+    return BridgeProcess(
+        ["worker", "--config", str(config)], cwd=tmp_path, log=tmp_path / f"worker{n}.log"
+    )
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def seen_ids(sink: FakeHTTP) -> Counter[str]:
+    return Counter(r.headers["webhook-id"] for r in list(sink.requests))
+
+
+def test_sigkill_mid_run_then_restart_delivers_everything(tmp_path: Path, sink: FakeHTTP) -> None:
+    count = 300
+    config = setup(tmp_path, sink.url, count)
+    first = worker(tmp_path, config, 1)
+    try:
+        wait_until(lambda: len(sink.requests) >= 60, 30, "the first deliveries")
+        first.kill()
+    finally:
+        first.close()
+    mid = len(seen_ids(sink))
+    assert mid < count, "the worker finished before it could be killed"
+    second = worker(tmp_path, config, 2)
+    try:
+        wait_until(lambda: len(seen_ids(sink)) == count, 60, "all leads at the sink")
+        wait_until(
+            lambda: statuses(tmp_path / "bridge.db") == {"delivered": count}, 30, "the store"
+        )
+        assert second.terminate() == 0
+    finally:
+        second.close()
+    seen = seen_ids(sink)
+    assert len(seen) == count
+    assert max(seen.values()) <= 2, "a lead reached the destination more than twice"
+
+
+def test_sigterm_lets_inflight_finish_and_leaves_nothing_leased(tmp_path: Path) -> None:
+    with FakeHTTP(default=Answer(200, b"ok", delay=0.3)) as slow:
+        config = setup(tmp_path, slow.url, 50)
+        proc = worker(tmp_path, config, 1)
+        try:
+            wait_until(lambda: len(slow.requests) >= 4, 30, "deliveries in flight")
+            assert proc.terminate(timeout=20) == 0
+        finally:
+            proc.close()
+    counts = statuses(tmp_path / "bridge.db")
+    assert not any(key.endswith("+leased") for key in counts), counts
+    assert counts.get("delivered", 0) >= 4
+    assert sum(counts.values()) == 50
+    assert "event=engine_stopped" in (tmp_path / "worker1.log").read_text()
