@@ -15,8 +15,8 @@ import yaml
 
 from bridge.store.base import LeadIn
 from bridge.store.sqlite import SQLiteStore
-from tests.connectors.fake_http import Answer, FakeHTTP
 from tests.conftest import make_lead
+from tests.connectors.fake_http import Answer, FakeHTTP
 from tests.processes import BridgeProcess
 
 pytestmark = pytest.mark.slow
