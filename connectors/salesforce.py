@@ -303,7 +303,7 @@ def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
     if isinstance(exc, SalesforceMoreThanOneRecord):
         matches = len(exc.content) if isinstance(exc.content, list) else "several"
         return PermanentError(
-            f"Salesforce HTTP 300: {matches} {exc.resource_name or 'records'} records share "
+            f"Salesforce HTTP 300: {matches} {exc.resource_name or 'Salesforce'} records share "
             "this lead's external id; deduplicate them in Salesforce",
             status_code=300,
         )
