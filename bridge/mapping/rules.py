@@ -258,7 +258,8 @@ def _source(
 
 
 def _compile_rule(target: str, spec: Any, where: str, problems: _Problems) -> _Rule | None:
-    if isinstance(spec, str):
+    shorthand = isinstance(spec, str)
+    if shorthand:
         spec = {"source": spec}
     if not isinstance(spec, Mapping):
         problems.add(
@@ -288,7 +289,8 @@ def _compile_rule(target: str, spec: Any, where: str, problems: _Problems) -> _R
         return None
     if "separator" in spec and kinds[0] != "join":
         problems.add(f"{where}.separator", "separator only applies to join")
-    found = _source(kinds[0], spec[kinds[0]], spec, f"{where}.{kinds[0]}", problems)
+    source_where = where if shorthand else f"{where}.{kinds[0]}"
+    found = _source(kinds[0], spec[kinds[0]], spec, source_where, problems)
     rule = _Rule(target, source=found[0], paths=found[1], origin=found[2]) if found else None
 
     steps_raw = spec.get("transform", [])

@@ -60,7 +60,9 @@ def _title(value: Any) -> str:
     # str.title() turns "o'neil" into "O'Neil" but "john's" into "John'S"; capitalise
     # each word (letters joined by apostrophes) instead.
     return re.sub(
-        r"[^\W\d_]+(?:'[^\W\d_]+)*", lambda m: m.group(0).capitalize(), text(value, "title")
+        r"(?<![\w'])[^\W\d_]+(?:'[^\W\d_]+)*",
+        lambda m: m.group(0).capitalize(),
+        text(value, "title"),
     )
 
 
