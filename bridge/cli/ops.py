@@ -1,0 +1,338 @@
+"""Operator commands that read the store directly: status, deliveries, show, replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from bridge.cli.common import (
+    add_config_option,
+    add_json_option,
+    duration,
+    iso,
+    parse_since,
+    print_json,
+    relative,
+    table,
+)
+from bridge.destinations import Runtime
+from bridge.store.base import STATUSES, Store
+
+T = TypeVar("T")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="deliveries per destination and status, oldest pending, dead")
+    add_config_option(p)
+    add_json_option(p)
+    p.set_defaults(func=cmd_status)
+
+    d = sub.add_parser("deliveries", help="list deliveries, newest first")
+    add_config_option(d)
+    add_json_option(d)
+    d.add_argument("--status", choices=STATUSES)
+    d.add_argument("--destination", metavar="NAME")
+    d.add_argument("--since", type=parse_since, metavar="AGE", help="e.g. 30m, 1h, 2d")
+    d.add_argument("--limit", type=int, default=50)
+    d.set_defaults(func=cmd_deliveries)
+
+    s = sub.add_parser("show", help="a lead, its mapped record per destination, every attempt")
+    add_config_option(s)
+    add_json_option(s)
+    s.add_argument("lead_id", metavar="LEAD_ID")
+    s.set_defaults(func=cmd_show)
+
+    r = sub.add_parser("replay", help="deliver again (after fixing a mapping or credentials)")
+    add_config_option(r)
+    add_json_option(r)
+    r.add_argument("lead_id", nargs="?", metavar="LEAD_ID")
+    r.add_argument("--dead", action="store_true", help="every dead delivery")
+    r.add_argument("--destination", metavar="NAME")
+    r.add_argument("--force", action="store_true", help="also deliveries already delivered")
+    r.set_defaults(func=cmd_replay)
+
+
+def _load(args: argparse.Namespace) -> Runtime:
+    from bridge.destinations import load_runtime
+
+    # Operators inspect the store without the destinations' secrets at hand.
+    return load_runtime(args.config, lenient=True)
+
+
+def _with_store(runtime: Runtime, fn: Callable[[Store], Awaitable[T]]) -> T:
+    from bridge.store import create_store
+
+    async def run() -> T:
+        store = create_store(runtime.config.storage)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+# --------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    runtime = _load(args)
+    now = time.time()
+    status = _with_store(runtime, lambda s: s.status(now))
+    if args.json:
+        print_json(
+            {
+                **asdict(status),
+                "destinations": [
+                    {
+                        **asdict(d),
+                        "oldest_pending_age_seconds": None
+                        if d.oldest_pending_at is None
+                        else round(now - d.oldest_pending_at, 3),
+                    }
+                    for d in status.destinations
+                ],
+            }
+        )
+        return 0
+    rows = []
+    configured = {d.name for d in runtime.destinations}
+    for d in status.destinations:
+        name = d.destination if d.destination in configured else f"{d.destination} (not configured)"
+        oldest = "-" if d.oldest_pending_at is None else duration(now - d.oldest_pending_at)
+        rows.append(
+            [
+                name,
+                d.counts.get("pending", 0),
+                d.in_flight,
+                d.counts.get("delivered", 0),
+                d.counts.get("dead", 0),
+                d.counts.get("skipped", 0),
+                oldest,
+            ]
+        )
+    for name in sorted(configured - {d.destination for d in status.destinations}):
+        rows.append([name, 0, 0, 0, 0, 0, "-"])
+    print(
+        f"leads: {status.leads}   quarantined: {status.quarantined}   "
+        f"undelivered: {status.undelivered}   unrouted: {status.unrouted}"
+    )
+    print()
+    print(
+        table(
+            [
+                "destination",
+                "pending",
+                "in flight",
+                "delivered",
+                "dead",
+                "skipped",
+                "oldest pending",
+            ],
+            rows,
+        )
+    )
+    dead = sum(d.counts.get("dead", 0) for d in status.destinations)
+    if dead:
+        print(
+            f"\n{dead} dead deliveries: `lead-bridge deliveries --status dead`, then "
+            "`lead-bridge replay --dead` once the cause is fixed"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    runtime = _load(args)
+    rows = _with_store(
+        runtime,
+        lambda s: s.list_deliveries(
+            status=args.status, destination=args.destination, since=args.since, limit=args.limit
+        ),
+    )
+    if args.json:
+        print_json([asdict(r) for r in rows])
+        return 0
+    if not rows:
+        print("no deliveries match")
+        return 0
+    now = time.time()
+    print(
+        table(
+            ["lead", "destination", "status", "attempts", "updated", "next attempt", "last error"],
+            [
+                [
+                    r.lead_id,
+                    r.destination,
+                    "pending (in flight)" if r.leased else r.status,
+                    r.attempts,
+                    relative(r.updated_at, now),
+                    relative(r.next_attempt_at, now) if r.status == "pending" else "-",
+                    _short(r.last_error),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def _short(text: str | None, width: int = 70) -> str:
+    if not text:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------- show
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    runtime = _load(args)
+
+    async def gather(store: Store) -> tuple[Any, Any, Any]:
+        return (
+            await store.get_lead(args.lead_id),
+            await store.get_deliveries(args.lead_id),
+            await store.get_attempts(args.lead_id),
+        )
+
+    lead, deliveries, attempts = _with_store(runtime, gather)
+    if lead is None:
+        print(f"lead {args.lead_id!r} is not stored", file=sys.stderr)
+        return 1
+    payload = json.loads(lead.payload) if lead.payload else None
+    mapped = _mapped(runtime, payload)
+    if args.json:
+        print_json(
+            {
+                "lead": {**asdict(lead), "payload": payload},
+                "mapped": mapped,
+                "deliveries": [asdict(d) for d in deliveries],
+                "attempts": [asdict(a) for a in attempts],
+            }
+        )
+        return 0
+    now = time.time()
+    print(f"lead {lead.id}")
+    print(f"  received  {iso(lead.received_at)} ({relative(lead.received_at, now)})")
+    print(f"  created   {lead.created or '-'}")
+    print(f"  url       {lead.url or '-'}")
+    if payload is None:
+        print("  payload   (purged or erased)")
+    else:
+        print("  payload")
+        for line in json.dumps(payload, indent=2, ensure_ascii=False).splitlines():
+            print(f"    {line}")
+    print()
+    for d in deliveries:
+        state = "pending (in flight)" if d.leased else d.status
+        print(f"destination {d.destination}: {state}, {d.attempts} attempt(s)")
+        if d.remote_id or d.last_status_code:
+            print(f"  remote id {d.remote_id or '-'} (HTTP {d.last_status_code or '-'})")
+        if d.status == "pending" and d.next_attempt_at:
+            print(f"  next attempt {relative(d.next_attempt_at, now)}")
+        if d.last_error and d.status != "delivered":
+            print(f"  last error: {d.last_error}")
+        info = mapped.get(d.destination)
+        if info is not None:
+            if "error" in info:
+                print(f"  mapping (current config): {info['error']}")
+            elif not info["when"]:
+                print("  mapping (current config): `when:` does not match")
+            else:
+                print("  mapped record (current config):")
+                for line in json.dumps(info["record"], indent=2, ensure_ascii=False).splitlines():
+                    print(f"    {line}")
+        mine = [a for a in attempts if a.delivery_id == d.id]
+        if mine:
+            print(
+                "  "
+                + table(
+                    ["#", "time", "duration", "outcome", "status", "error"],
+                    [
+                        [
+                            a.number,
+                            f"{iso(a.started_at)} ({relative(a.started_at, now)})",
+                            duration(a.duration),
+                            a.outcome,
+                            a.status_code,
+                            _short(a.error, 60),
+                        ]
+                        for a in mine
+                    ],
+                ).replace("\n", "\n  ")
+            )
+        print()
+    if not deliveries:
+        print("no deliveries (no destination was configured when it arrived)")
+    return 0
+
+
+def _mapped(runtime: Runtime, payload: Any) -> dict[str, dict[str, Any]]:
+    from bridge.errors import MappingError
+
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(payload, dict):
+        return out
+    for dest in runtime.destinations:
+        matched = dest.when.matches(payload) if dest.when is not None else True
+        try:
+            record = dest.mapping.apply(payload).record
+        except MappingError as exc:
+            out[dest.name] = {"when": matched, "error": f"mapping error: {exc}"}
+            continue
+        out[dest.name] = {"when": matched, "record": record}
+    return out
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if not args.lead_id and not args.dead:
+        print("lead-bridge replay: give a LEAD_ID or --dead", file=sys.stderr)
+        return 2
+    runtime = _load(args)
+    if args.destination and runtime.destination(args.destination) is None:
+        known = ", ".join(d.name for d in runtime.destinations) or "none"
+        print(
+            f"lead-bridge replay: no destination named {args.destination!r} (configured: {known})",
+            file=sys.stderr,
+        )
+        return 2
+
+    result = _with_store(
+        runtime,
+        lambda s: s.replay(
+            now=time.time(),
+            lead_id=args.lead_id,
+            destination=args.destination,
+            dead_only=args.dead,
+            force=args.force,
+        ),
+    )
+    if args.json:
+        print_json(asdict(result))
+    else:
+        print(f"requeued {result.requeued} deliver{'y' if result.requeued == 1 else 'ies'}")
+        if result.refused_delivered:
+            print(
+                f"{result.refused_delivered} already delivered: not requeued "
+                "(use --force to send them again)"
+            )
+    if result.not_found and args.lead_id:
+        print(f"no deliveries found for lead {args.lead_id!r}", file=sys.stderr)
+        return 1
+    if result.refused_delivered and not result.requeued:
+        return 1
+    return 0
