@@ -1,0 +1,98 @@
+"""The container files: Dockerfile invariants, and the compose examples' configs load.
+
+The image is built and run for real by scripts/container-test.sh (CI's last step).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.destinations import load_runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "compose"
+ENV = {
+    "WEBHOOK_SECRET": "s" * 24,
+    "ADMIN_TOKEN": "a" * 24,
+    "TLS_CERTFILE": "/var/lib/lead-bridge/tls/cert.pem",
+    "TLS_KEYFILE": "/var/lib/lead-bridge/tls/key.pem",
+    "DATABASE_URL": "postgresql://lead_bridge:pw@postgres:5432/lead_bridge",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX",
+}
+
+
+def dockerfile() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text()
+    joined = re.sub(r"\\\n\s*", " ", text)  # continuation lines
+    return [
+        line.strip() for line in joined.splitlines() if line.strip() and not line.startswith("#")
+    ]
+
+
+def test_base_image_is_a_build_argument_with_the_slim_default() -> None:
+    lines = dockerfile()
+    first_from = next(i for i, line in enumerate(lines) if line.startswith("FROM"))
+    assert "ARG BASE_IMAGE=python:3.12-slim" in lines[:first_from]
+    froms = [line for line in lines if line.startswith("FROM")]
+    assert froms == ["FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"]  # multi-stage
+
+
+def test_runtime_stage_contract() -> None:
+    lines = dockerfile()
+    runtime = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM")) :]
+    user = next(line for line in runtime if line.startswith("USER "))
+    assert user.split()[1].split(":")[0] not in ("0", "root")
+    assert "EXPOSE 8443" in runtime
+    assert "VOLUME /var/lib/lead-bridge" in runtime
+    assert 'ENTRYPOINT ["lead-bridge"]' in runtime
+    assert 'CMD ["serve", "--config", "/etc/lead-bridge/config.yaml"]' in runtime
+    health = next(line for line in runtime if line.startswith("HEALTHCHECK"))
+    assert "LEAD_BRIDGE_HEALTHCHECK_URL" in health
+    assert any(
+        "LEAD_BRIDGE_HEALTHCHECK_URL=https://127.0.0.1:8443/healthz" in line for line in runtime
+    )
+    assert "COPY --from=build /opt/lead-bridge /opt/lead-bridge" in runtime
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    rules = (ROOT / ".dockerignore").read_text().split()
+    assert rules[rules.index("*") :][:1] == ["*"]  # deny by default
+    assert {"!bridge/", "!connectors/", "!pyproject.toml"} <= set(rules)
+
+
+@pytest.mark.parametrize("name", ["config.single.yaml", "config.caddy.yaml"])
+def test_compose_configs_load(name: str) -> None:
+    runtime = load_runtime(COMPOSE / name, env=ENV)
+    assert runtime.config.admin.tokens and runtime.config.retention.payload_days == 30
+    assert [str(p) for p in runtime.config.plugins.paths] == ["/etc/lead-bridge/plugins"]
+
+
+def test_single_container_example() -> None:
+    compose = yaml.safe_load((COMPOSE / "single.yaml").read_text())
+    service = compose["services"]["lead-bridge"]
+    assert service["ports"] == ["8443:8443"]
+    assert "./config.single.yaml:/etc/lead-bridge/config.yaml:ro" in service["volumes"]
+    config = load_runtime(COMPOSE / "config.single.yaml", env=ENV).config
+    assert config.storage.url.startswith("sqlite:////var/lib/lead-bridge/")
+    assert config.server.tls.certfile is not None and not config.server.behind_proxy
+
+
+def test_caddy_example_runs_two_replicas_behind_the_proxy() -> None:
+    compose = yaml.safe_load((COMPOSE / "caddy.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"caddy", "lead-bridge", "postgres"}
+    assert services["postgres"]["profiles"] == ["postgres"]  # optional
+    bridge = services["lead-bridge"]
+    assert bridge["deploy"]["replicas"] == "${REPLICAS:-2}"
+    assert "ports" not in bridge  # only Caddy is published
+    assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in services["caddy"]["volumes"]
+    config = load_runtime(COMPOSE / "config.caddy.yaml", env=ENV).config
+    assert config.server.behind_proxy and config.storage.url.startswith("postgresql://")
+    subnet = compose["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert config.server.forwarded_allow_ips == [subnet]
+    caddyfile = (COMPOSE / "Caddyfile").read_text()
+    assert "dynamic a lead-bridge 8443" in caddyfile and "handle /admin/*" in caddyfile
