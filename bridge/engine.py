@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -133,9 +134,9 @@ class DestinationWorker:
             for claim in claims:
                 task = asyncio.create_task(self._deliver(claim))
                 self.inflight[claim.delivery_id] = (claim, task)
-                task.add_done_callback(lambda _t, did=claim.delivery_id: self._done(did))
+                task.add_done_callback(functools.partial(self._done, claim.delivery_id))
 
-    def _done(self, delivery_id: int) -> None:
+    def _done(self, delivery_id: int, _task: object = None) -> None:
         self.inflight.pop(delivery_id, None)
         self.slot_free.set()
 

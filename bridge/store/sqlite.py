@@ -258,8 +258,8 @@ class SQLiteStore(Store):
             failure = StoreUnavailable(f"commit failed: {exc}")
             results = [(op, None, failure) for op in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-        for op, result, error in results:
-            by_loop.setdefault(op.loop, []).append((op.future, result, error))
+        for op, result, failed in results:
+            by_loop.setdefault(op.loop, []).append((op.future, result, failed))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve, items)
