@@ -11,6 +11,7 @@ per-thread connections (WAL lets them run beside the writer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -242,7 +243,9 @@ class SQLiteStore(Store):
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     error: BaseException = (
-                        exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
+                        exc
+                        if isinstance(exc, StoreError)
+                        else StoreError(f"{type(exc).__name__}: {exc}")
                     )
                     results.append((op, None, error))
                 else:
@@ -251,13 +254,13 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
         except Exception as exc:
             log.error("event=commit_failed backend=sqlite error=%s", type(exc).__name__)
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             failure = StoreUnavailable(f"commit failed: {exc}")
             results = [(op, None, failure) for op in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        ] = {}
         for op, result, failed in results:
             by_loop.setdefault(op.loop, []).append((op.future, result, failed))
         for loop, items in by_loop.items():
@@ -543,7 +546,9 @@ class SQLiteStore(Store):
     def _delivery(row: tuple[Any, ...], now: float) -> DeliveryRecord:
         (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
         leased = token is not None and status == "pending" and (nxt or 0) > now
-        return DeliveryRecord(did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd)
+        return DeliveryRecord(
+            did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
+        )
 
     async def list_deliveries(
         self,
@@ -584,7 +589,9 @@ class SQLiteStore(Store):
     async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
         sql = f"SELECT {self._DELIVERY_COLS} FROM deliveries WHERE lead_id = ? ORDER BY destination"  # noqa: S608
         now = time.time()
-        return await self._read(lambda c: [self._delivery(r, now) for r in c.execute(sql, (lead_id,))])
+        return await self._read(
+            lambda c: [self._delivery(r, now) for r in c.execute(sql, (lead_id,))]
+        )
 
     async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
         sql = (
@@ -599,7 +606,9 @@ class SQLiteStore(Store):
             "ORDER BY id DESC LIMIT ?"
         )
         keys = ("id", "received_at", "reason", "lead_id", "item_index", "raw")
-        return await self._read(lambda c: [dict(zip(keys, r, strict=True)) for r in c.execute(sql, (limit,))])
+        return await self._read(
+            lambda c: [dict(zip(keys, r, strict=True)) for r in c.execute(sql, (limit,))]
+        )
 
     # ------------------------------------------------------------------ data protection
 
@@ -630,7 +639,9 @@ class SQLiteStore(Store):
                     if _payload_has_email(payload, needle):
                         ids.add(lid)
             for lid in sorted(ids):
-                report.attempts += conn.execute("DELETE FROM attempts WHERE lead_id = ?", (lid,)).rowcount
+                report.attempts += conn.execute(
+                    "DELETE FROM attempts WHERE lead_id = ?", (lid,)
+                ).rowcount
                 report.deliveries += conn.execute(
                     "DELETE FROM deliveries WHERE lead_id = ?", (lid,)
                 ).rowcount
@@ -643,7 +654,8 @@ class SQLiteStore(Store):
                 ).rowcount
             if email is not None:
                 report.quarantine += conn.execute(
-                    "DELETE FROM quarantine WHERE instr(lower(raw), ?) > 0", (email.strip().lower(),)
+                    "DELETE FROM quarantine WHERE instr(lower(raw), ?) > 0",
+                    (email.strip().lower(),),
                 ).rowcount
                 report.attempts += conn.execute(
                     "DELETE FROM attempts WHERE instr(lower(coalesce(error, '')), ?) > 0",
