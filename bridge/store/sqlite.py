@@ -264,10 +264,9 @@ class SQLiteStore(Store):
         for op, result, failed in results:
             by_loop.setdefault(op.loop, []).append((op.future, result, failed))
         for loop, items in by_loop.items():
-            try:
+            # A closed loop means nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # the loop is closed; nobody is waiting any more
-                pass
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
