@@ -300,30 +300,23 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             where = format_path(tuple(first["loc"])) or "body"
             message = str(first["msg"]).replace("Input should be", "expected")
             raise BadRequest(f"{where}: {message}") from None
-        if body.lead_id is None and body.destination is None and not body.dead:
-            raise BadRequest(
-                "give lead_id, destination or dead: true (refusing to replay everything)"
-            )
+        if body.lead_id is None and not body.dead:
+            # the CLI's rule too: a lead, or the dead letters (of one destination)
+            raise BadRequest("give lead_id or dead: true (refusing to replay everything)")
         names = [d.name for d in state.runtime.active]
         if body.destination is not None and body.destination not in names:
             known = ", ".join(names) or "none configured"
             raise BadRequest(
                 f"destination: unknown or disabled {body.destination!r}; known: {known}"
             )
-        now = time.time()
-        created = 0
-        if body.lead_id is not None and not body.dead:
-            # A destination added after the lead arrived has no delivery row yet.
-            targets = [body.destination] if body.destination else names
-            created = await store.add_deliveries(body.lead_id, targets, now)
         result = await store.replay(
-            now=now,
+            now=time.time(),
             lead_id=body.lead_id,
             destination=body.destination,
             dead_only=body.dead,
             force=body.force,
         )
-        if result.not_found and not created:
+        if result.not_found:
             return error(404, "not_found", "no delivery matched")
         if state.engine is not None:
             state.engine.wake()
@@ -335,13 +328,11 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             dead=body.dead,
             force=body.force,
             requeued=result.requeued,
-            created=created,
         )
         return json_response(
             200,
             {
                 "requeued": result.requeued,
-                "created": created,
                 "refused_delivered": result.refused_delivered,
             },
         )
@@ -510,7 +501,6 @@ OPENAPI_BASE: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "requeued": {"type": "integer"},
-                    "created": {"type": "integer"},
                     "refused_delivered": {
                         "type": "integer",
                         "description": "delivered rows left alone (set force: true to resend)",
