@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
+import httpx
 import psycopg
 import pytest
 
+from bridge.app import create_app
+from bridge.destinations import Runtime
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store.base import LeadIn, QuarantineIn
 from bridge.store.postgres import PostgresStore
+from tests.conftest import make_lead
 from tests.store.conftest import PG_URL
 from tests.store.test_store import T0, lead
 
@@ -180,6 +185,35 @@ async def test_outage_fails_ping_and_ingest_then_recovers(make_pg: MakePG) -> No
             await asyncio.sleep(0.1)
     assert (await store.ingest([lead("after")], ["crm"], [], T0)).accepted == ["after"]
     assert await store.get_lead("during") is None
+    await store.close()
+    await proxy.down()
+
+
+async def test_intake_answers_503_and_readiness_fails_while_the_database_is_down(
+    make_pg: MakePG, make_runtime: Callable[..., Runtime]
+) -> None:
+    proxy = TcpProxy()
+    await proxy.up()
+    store = make_pg(f"postgresql://postgres@127.0.0.1:{proxy.port}/test", timeout=1.0)
+    await store.open()
+    app = create_app(make_runtime(), store=store, start_workers=False)
+    body = json.dumps([make_lead("led_outage")])
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://test"
+    ) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await proxy.down()
+        assert (await client.get("/readyz")).status_code == 503
+        response = await client.post("/lead/webhook", content=body, headers=headers)
+        assert response.status_code == 503
+        await proxy.up()
+        for _ in range(100):
+            if (await client.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        response = await client.post("/lead/webhook", content=body, headers=headers)
+        assert (response.status_code, response.json()["accepted"]) == (200, 1)
     await store.close()
     await proxy.down()
 
