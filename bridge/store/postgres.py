@@ -363,53 +363,45 @@ class PostgresStore(Store):
                 first.setdefault(lead.id, (op, lead))
         ids = sorted(first)
         rows = [first[i] for i in ids]
-        async with self._connection() as conn, conn.transaction():
-            accepted: set[str] = set()
-            if ids:
-                cur = await conn.execute(
-                    "INSERT INTO leads (id, received_at, created, url, payload) "
-                    "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
-                    "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id",
-                    (
-                        ids,
-                        [op.now for op, _ in rows],
-                        [lead.created for _, lead in rows],
-                        [lead.url for _, lead in rows],
-                        [lead.payload for _, lead in rows],
-                    ),
-                )
-                accepted = {r[0] for r in await cur.fetchall()}
-            d_lead: list[str] = []
-            d_dest: list[str] = []
-            d_now: list[float] = []
-            for lid in ids:
-                op, _ = first[lid]
-                if lid in accepted:
-                    for dest in op.destinations:
-                        d_lead.append(lid)
-                        d_dest.append(dest)
-                        d_now.append(op.now)
-            if d_lead:
-                await conn.execute(
-                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "
-                    "next_attempt_at, updated_at) SELECT l, d, 'pending', n, n, n "
-                    "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n)",
-                    (d_lead, d_dest, d_now),
-                )
-            quarantine = [(op.now, q) for op in batch for q in op.quarantine]
-            if quarantine:
-                await conn.execute(
-                    "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
-                    "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], "
-                    "%s::text[])",
-                    (
-                        [n for n, _ in quarantine],
-                        [_strip_nul(q.reason) for _, q in quarantine],
-                        [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
-                        [q.item_index for _, q in quarantine],
-                        [_strip_nul(q.raw) for _, q in quarantine],
-                    ),
-                )
+        deliveries = [
+            (lid, d, op.now)
+            for lid, (op, _) in zip(ids, rows, strict=True)
+            for d in op.destinations
+        ]
+        quarantine = [(op.now, q) for op in batch for q in op.quarantine]
+        # One statement, so one round trip and one implicit transaction: the leads,
+        # the deliveries of the leads actually inserted (the foreign key is checked
+        # at the end of the statement) and the quarantine rows.
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload) "
+                "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
+                "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id), "
+                "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
+                "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n) "
+                "JOIN l ON l.id = u.l), "
+                "q AS (INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], "
+                "%s::text[])) "
+                "SELECT id FROM l",
+                (
+                    ids,
+                    [op.now for op, _ in rows],
+                    [lead.created for _, lead in rows],
+                    [lead.url for _, lead in rows],
+                    [lead.payload for _, lead in rows],
+                    [lid for lid, _, _ in deliveries],
+                    [d for _, d, _ in deliveries],
+                    [n for _, _, n in deliveries],
+                    [n for n, _ in quarantine],
+                    [_strip_nul(q.reason) for _, q in quarantine],
+                    [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
+                    [q.item_index for _, q in quarantine],
+                    [_strip_nul(q.raw) for _, q in quarantine],
+                ),
+            )
+            accepted = {r[0] for r in await cur.fetchall()}
         for op in batch:
             for lead in op.leads:
                 if lead.id in accepted and first[lead.id][0] is op and first[lead.id][1] is lead:
