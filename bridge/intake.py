@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -109,7 +110,12 @@ def _json_type(value: Any) -> str:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        # orjson is ~10x faster; it refuses what it cannot represent exactly
+        # (integers beyond 64 bits, NaN), and then the standard library takes over.
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -241,7 +247,8 @@ class Intake:
                     "not_an_array",
                     f"the body must be a JSON array of lead objects, got {_json_type(parsed)}",
                 )
-            elif too_deep(parsed, MAX_DEPTH):
+            # Fewer brackets than the limit cannot nest deeper than it: skip the walk.
+            elif body.count(b"[") + body.count(b"{") > MAX_DEPTH and too_deep(parsed, MAX_DEPTH):
                 problem = ("too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels")
         if problem is not None:
             return await self._quarantine_body(body, *problem)

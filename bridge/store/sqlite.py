@@ -1,11 +1,11 @@
 """SQLite store: one process, zero setup.
 
-All writes go through one writer thread that commits whatever has queued up
-since the previous commit in a single transaction ("group commit"): with
-``synchronous=FULL`` each commit costs an fsync, so batching concurrent
-requests is what makes durable intake fast. Each operation runs inside its own
-savepoint, so one failing operation does not fail its neighbours. Reads use
-per-thread connections (WAL lets them run beside the writer).
+All writes are queued and committed together once per event-loop turn, in a
+single transaction ("group commit", see ``_write``): with ``synchronous=FULL``
+each commit costs an fsync, so batching concurrent requests is what makes
+durable intake fast. If a batch fails, its operations are retried one per
+transaction, so one failing operation does not fail its neighbours. Reads run
+in threads on per-thread connections (WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -112,36 +111,36 @@ def sqlite_path(url: str) -> Path:
 
 
 class _Op:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("fn", "future")
 
     def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
+        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
     ) -> None:
         self.fn = fn
         self.future = future
-        self.loop = loop
 
 
-def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in items:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the write happened anyway
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class SQLiteStore(Store):
+    # At most one commit (one fsync) per this many seconds while busy.
+    commit_interval = 0.002
+
     def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 2000) -> None:
         self.path = sqlite_path(url)
         self.synchronous = synchronous
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Op] = []
+        self._flush_scheduled = False
+        self._last_commit = 0.0
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -168,11 +167,8 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._migrate(conn)
+        self._conn = conn
         self._closed = False
-        self._writer = threading.Thread(
-            target=self._run_writer, args=(conn,), name="sqlite-writer", daemon=True
-        )
-        self._writer.start()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -199,82 +195,84 @@ class SQLiteStore(Store):
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        if self._writer is not None:
-            await asyncio.to_thread(self._writer.join)
+        if self._pending:
+            self._flush()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
         with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
+            for reader in self._readers:
+                reader.close()
             self._readers.clear()
 
-    def _run_writer(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                op = self._queue.get()
-                if op is None:
-                    break
-                batch = [op]
-                stop = False
-                while len(batch) < self.max_batch:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                self._commit_batch(conn, batch)
-                if stop:
-                    break
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            conn.close()
-
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        results: list[tuple[_Op, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op.fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    error: BaseException = (
-                        exc
-                        if isinstance(exc, StoreError)
-                        else StoreError(f"{type(exc).__name__}: {exc}")
-                    )
-                    results.append((op, None, error))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((op, result, None))
-            conn.execute("COMMIT")
-        except Exception as exc:
-            log.error("event=commit_failed backend=sqlite error=%s", type(exc).__name__)
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"commit failed: {exc}")
-            results = [(op, None, failure) for op in batch]
-        by_loop: dict[
-            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-        ] = {}
-        for op, result, failed in results:
-            by_loop.setdefault(op.loop, []).append((op.future, result, failed))
-        for loop, items in by_loop.items():
-            # A closed loop means nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, items)
-
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue a write; it commits with every other write queued in this loop turn.
+
+        Group commit on the event loop thread: the first write of a turn schedules
+        one flush with ``call_soon``, so every request handled in the same turn
+        shares one transaction and one fsync. Doing it on the loop thread (rather
+        than in a writer thread) avoids GIL hand-offs that cost milliseconds per
+        commit; the loop is blocked only for the commit itself (~0.2 ms fsync plus
+        the statements).
+        """
         if self._closed:
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, future, loop))
+        self._pending.append(_Op(fn, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # Under load, pace commits so that each fsync carries a larger batch;
+            # when idle, commit at once.
+            wait = self._last_commit + self.commit_interval - time.monotonic()
+            if wait > 0:
+                loop.call_later(wait, self._flush)
+            else:
+                loop.call_soon(self._flush)
         return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._last_commit = time.monotonic()
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Op]) -> None:
+        conn = self._conn
+        if conn is None:
+            for op in batch:
+                _settle(op.future, None, StoreUnavailable("the store is closed"))
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [op.fn(conn) for op in batch]
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if len(batch) > 1:
+                # Find the culprit: one transaction per operation, so one failing
+                # operation does not fail its neighbours.
+                for op in batch:
+                    self._commit_batch([op])
+                return
+            if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.IntegrityError
+            ):
+                log.error("event=commit_failed backend=sqlite error=%s", type(exc).__name__)
+                error: BaseException = StoreUnavailable(f"commit failed: {exc}")
+            elif isinstance(exc, StoreError):
+                error = exc
+            else:
+                error = StoreError(f"{type(exc).__name__}: {exc}")
+            _settle(batch[0].future, None, error)
+            return
+        for op, result in zip(batch, results, strict=True):
+            _settle(op.future, result, None)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -298,8 +296,8 @@ class SQLiteStore(Store):
         return await asyncio.to_thread(run)
 
     async def ping(self) -> None:
-        if self._closed or self._writer is None or not self._writer.is_alive():
-            raise StoreUnavailable("the SQLite writer is not running")
+        if self._closed or self._conn is None:
+            raise StoreUnavailable("the SQLite store is closed")
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
     # ------------------------------------------------------------------ intake
@@ -313,21 +311,39 @@ class SQLiteStore(Store):
     ) -> IngestResult:
         def op(conn: sqlite3.Connection) -> IngestResult:
             result = IngestResult()
-            for lead in leads:
-                cur = conn.execute(
-                    "INSERT INTO leads (id, received_at, created, url, payload) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    (lead.id, now, lead.created, lead.url, lead.payload),
+            inserted: set[str] = set()
+            # One multi-row statement per chunk: far cheaper than one per lead.
+            for start in range(0, len(leads), 500):
+                chunk = leads[start : start + 500]
+                marks = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+                params: list[Any] = []
+                for lead in chunk:
+                    params += (lead.id, now, lead.created, lead.url, lead.payload)
+                inserted.update(
+                    row[0]
+                    for row in conn.execute(
+                        "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
+                        f"VALUES {marks} ON CONFLICT (id) DO NOTHING RETURNING id",
+                        params,
+                    )
                 )
-                if cur.rowcount == 1:
+            for lead in leads:
+                if lead.id in inserted:
+                    inserted.discard(lead.id)  # a repeat within the batch is a duplicate
                     result.accepted.append(lead.id)
                 else:
                     result.duplicates.append(lead.id)
-            if result.accepted and destinations:
-                conn.executemany(
-                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "
-                    "next_attempt_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)",
-                    [(lid, d, now, now, now) for lid in result.accepted for d in destinations],
+            rows = [(lid, d) for lid in result.accepted for d in destinations]
+            for start in range(0, len(rows), 1000):
+                chunk_rows = rows[start : start + 1000]
+                marks = ",".join(["(?, ?, 'pending', ?, ?, ?)"] * len(chunk_rows))
+                values: list[Any] = []
+                for lid, dest in chunk_rows:
+                    values += (lid, dest, now, now, now)
+                conn.execute(
+                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
+                    f"next_attempt_at, updated_at) VALUES {marks}",
+                    values,
                 )
             if quarantine:
                 conn.executemany(

@@ -1,0 +1,249 @@
+"""Intake benchmark: `lead-bridge serve` against the ceiling of a Python receiver.
+
+    python bench/intake.py                      # SQLite, HTTPS, 2 rounds of 10 s each
+    python bench/intake.py --storage-url postgresql://postgres@127.0.0.1:5432/test
+
+Both servers run on the same uvicorn settings (TLS, uvloop, httptools, one
+process); the ceiling (bench/ceiling.py) only parses the JSON and answers 200.
+wrk (apt-get install wrk) posts bodies of 1 and 10 leads with unique ids at
+concurrency 64. The rounds alternate ceiling / service so that noise on this
+shared machine hits both; the report gives each figure as a ratio to the
+ceiling measured in the same round. Nothing here is a test: CI times nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+HERE = Path(__file__).resolve().parent
+SECRET = "bench-secret-value"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url, verify=False, timeout=1)  # noqa: S501 - local self-signed cert
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def run_wrk(url: str, leads: int, seconds: int, connections: int) -> dict[str, Any]:
+    env = {**os.environ, "LEADS": str(leads), "SECRET": SECRET}
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(HERE / "wrk_leads.lua"),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK_RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
+    secs = result["duration_us"] / 1e6
+    result["rps"] = result["requests"] / secs
+    result["leads_per_s"] = result["rps"] * leads
+    return result
+
+
+class Server:
+    def __init__(self, args: list[str], cwd: Path, log: Path) -> None:
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def make_cert(work: Path) -> tuple[Path, Path]:
+    sys.path.insert(0, str(HERE.parent))
+    from bridge.tls import make_self_signed
+
+    cert, key = work / "cert.pem", work / "key.pem"
+    make_self_signed(cert, key, hostnames=["localhost"])
+    return cert, key
+
+
+def service_config(work: Path, port: int, cert: Path, key: Path, storage_url: str | None) -> Path:
+    tree = {
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "tls": {"certfile": str(cert), "keyfile": str(key)},
+        },
+        "auth": {"header_secrets": [SECRET]},
+        "storage": {"url": storage_url or f"sqlite:///{work / 'bench.db'}", "synchronous": "FULL"},
+        # A destination, so intake writes its outbox row too; workers off: intake only.
+        "worker": {"enabled": False},
+        "logging": {"level": "INFO"},
+        "destinations": [
+            {
+                "name": "sink",
+                "type": "webhook",
+                "settings": {"url": "http://127.0.0.1:9/none", "allow_private": True},
+            }
+        ],
+    }
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def reset_postgres(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("attempts", "deliveries", "quarantine", "leads"):
+            conn.execute(f"TRUNCATE {table} CASCADE")  # noqa: S608 - fixed names
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--storage-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="lb-bench-", dir="/var/tmp"))
+    cert, key = make_cert(work)
+    results: dict[str, list[dict[str, Any]]] = {}
+    py = sys.executable
+    try:
+        for rnd in range(args.rounds):
+            for leads in (1, 10):
+                port = free_port()
+                ceiling = Server(
+                    [
+                        py,
+                        str(HERE / "ceiling.py"),
+                        "--port",
+                        str(port),
+                        "--certfile",
+                        str(cert),
+                        "--keyfile",
+                        str(key),
+                    ],
+                    work,
+                    work / "ceiling.log",
+                )
+                wait_ready(f"https://127.0.0.1:{port}/lead/webhook", ceiling.proc)
+                base = run_wrk(
+                    f"https://127.0.0.1:{port}/lead/webhook", leads, args.seconds, args.connections
+                )
+                ceiling.stop()
+
+                port = free_port()
+                db = work / "bench.db"
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                if args.storage_url:
+                    reset_postgres(args.storage_url) if rnd or leads > 1 else None
+                config = service_config(work, port, cert, key, args.storage_url)
+                service = Server(
+                    [
+                        py,
+                        "-m",
+                        "bridge",
+                        "serve",
+                        "--config",
+                        str(config),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    work,
+                    work / "service.log",
+                )
+                wait_ready(f"https://127.0.0.1:{port}/healthz", service.proc)
+                svc = run_wrk(
+                    f"https://127.0.0.1:{port}/lead/webhook", leads, args.seconds, args.connections
+                )
+                service.stop()
+                row = {
+                    "round": rnd + 1,
+                    "leads_per_post": leads,
+                    "ceiling": base,
+                    "service": svc,
+                    "ratio": svc["rps"] / base["rps"],
+                }
+                results.setdefault(str(leads), []).append(row)
+                print(
+                    f"round {rnd + 1} {leads:>2}-lead: ceiling {base['rps']:7.0f} req/s "
+                    f"p99 {base['p99_us'] / 1000:5.1f} ms | service {svc['rps']:7.0f} req/s "
+                    f"({svc['leads_per_s']:7.0f} leads/s) p50 {svc['p50_us'] / 1000:5.1f} ms "
+                    f"p99 {svc['p99_us'] / 1000:5.1f} ms errors {svc['errors']} | ratio {row['ratio']:.2f}",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print("summary (median over rounds; ratio = service req/s / ceiling req/s in the same round)")
+    summary = {}
+    for leads, rows in results.items():
+        med = {
+            "ratio": statistics.median(r["ratio"] for r in rows),
+            "service_rps": statistics.median(r["service"]["rps"] for r in rows),
+            "service_leads_per_s": statistics.median(r["service"]["leads_per_s"] for r in rows),
+            "ceiling_rps": statistics.median(r["ceiling"]["rps"] for r in rows),
+            "p50_ms": statistics.median(r["service"]["p50_us"] for r in rows) / 1000,
+            "p99_ms": statistics.median(r["service"]["p99_us"] for r in rows) / 1000,
+            "errors": sum(r["service"]["errors"] for r in rows),
+        }
+        summary[leads] = med
+        print(
+            f"  {leads:>2}-lead posts: {med['ratio']:.2f}x ceiling, {med['service_rps']:.0f} req/s, "
+            f"{med['service_leads_per_s']:.0f} leads/s, p50 {med['p50_ms']:.1f} ms, "
+            f"p99 {med['p99_ms']:.1f} ms (ceiling {med['ceiling_rps']:.0f} req/s), errors {med['errors']}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "rounds": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
