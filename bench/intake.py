@@ -132,7 +132,7 @@ def reset_postgres(url: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         for table in ("attempts", "deliveries", "quarantine", "leads"):
-            conn.execute(f"TRUNCATE {table} CASCADE")  # noqa: S608 - fixed names
+            conn.execute(f"TRUNCATE {table} CASCADE")
 
 
 def main() -> int:

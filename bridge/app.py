@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from bridge.destinations import Runtime
 from bridge.errors import StoreError
@@ -54,7 +55,7 @@ def create_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     start_workers: bool | None = None,
-) -> Starlette:
+) -> LeadBridgeApp:
     """The ASGI app. ``store`` given: the caller opens and closes it."""
     config = runtime.config
     owns_store = store is None
@@ -70,6 +71,7 @@ def create_app(
         header_secrets=[s.get_secret_value() for s in config.auth.header_secrets],
         path_secrets=[s.get_secret_value() for s in config.auth.path_secrets],
         max_body_bytes=config.server.max_body_bytes,
+        path=config.server.path,
     )
 
     async def healthz(request: Request) -> Response:
@@ -155,4 +157,25 @@ def create_app(
         exception_handlers={404: not_found, 405: method_not_allowed},
     )
     app.state.lb = state
-    return app
+    return LeadBridgeApp(app, intake)
+
+
+class LeadBridgeApp:
+    """The ASGI app: webhook POSTs go straight to intake (the hot path), everything
+    else (probes, admin, lifespan, errors) through Starlette."""
+
+    def __init__(self, app: Starlette, intake: Intake) -> None:
+        self.app = app
+        self.intake = intake
+        self.state = app.state
+        self.router = app.router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and self.intake.match(scope["path"])[0]
+        ):
+            await self.intake(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

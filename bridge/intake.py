@@ -11,13 +11,14 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from bridge.errors import StoreError
 from bridge.logs import event
@@ -43,19 +44,30 @@ def error(status: int, code: str, message: str) -> Response:
     return json_response(status, {"error": code, "message": message})
 
 
+Answer = tuple[int, dict[str, Any]]
+
+
+def _error(status: int, code: str, message: str) -> Answer:
+    return status, {"error": code, "message": message}
+
+
 class BodyTooLarge(Exception):
     pass
 
 
+def declared_too_large(content_length: str | None, limit: int) -> bool:
+    if content_length is None:
+        return False
+    try:
+        return int(content_length) > limit
+    except ValueError:
+        return False
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; stop as soon as the limit is passed."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise BodyTooLarge
-        except ValueError:
-            pass
+    if declared_too_large(request.headers.get("content-length"), limit):
+        raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -64,6 +76,27 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def read_asgi_body(receive: Receive, limit: int) -> bytes:
+    """The ASGI version of :func:`read_body` for the fast path."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def too_deep(node: Any, limit: int) -> bool:
@@ -172,8 +205,10 @@ class Intake:
         header_secrets: Sequence[str],
         path_secrets: Sequence[str],
         max_body_bytes: int,
+        path: str = "/lead/webhook",
         clock: Any = time.time,
     ) -> None:
+        self.path = path.rstrip("/")
         self.store = store
         self.metrics = metrics
         self.destinations = list(destinations)
@@ -194,18 +229,29 @@ class Intake:
             found |= hmac.compare_digest(candidate, secret)
         return found
 
-    def _path_ok(self, request: Request) -> bool:
+    def match(self, path: str) -> tuple[bool, str | None]:
+        """Is this the webhook path, and which path-secret segment does it carry?
+        Trailing slashes are optional."""
+        base = self.path
+        if path == base or path == base + "/":
+            return True, None
+        if not path.startswith(base + "/"):
+            return False, None
+        segment = path[len(base) + 1 :].removesuffix("/")
+        if not segment or "/" in segment:
+            return False, None
+        return True, segment
+
+    def _path_ok(self, segment: str | None) -> bool:
         if not self.path_secrets:
-            return "secret" not in request.path_params
-        segment = request.path_params.get("secret")
+            return segment is None
         if segment is None:
             return False
-        return self._matches(str(segment).encode(), self.path_secrets)
+        return self._matches(segment.encode(), self.path_secrets)
 
-    def _header_ok(self, request: Request) -> bool:
+    def _header_ok(self, value: str | None) -> bool:
         if not self.header_secrets:
             return True
-        value = request.headers.get("authorization")
         if value is None:
             return False
         value = value.strip()
@@ -215,21 +261,72 @@ class Intake:
 
     # ------------------------------------------------------------------ endpoint
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path: a raw ASGI endpoint for ``POST {server.path}[/{secret}]``.
+
+        Webhook requests are the hot path, so they skip the framework's routing
+        and request objects; everything else goes through Starlette.
+        """
+        _, segment = self.match(scope["path"])
+        authorization = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = value.decode("latin-1")
+        limit = self.max_body_bytes
+
+        async def read() -> bytes:
+            if declared_too_large(content_length, limit):
+                raise BodyTooLarge
+            return await read_asgi_body(receive, limit)
+
+        try:
+            status, answer = await self.process(segment, authorization, read)
+        except ClientGone:
+            return
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
     async def handle(self, request: Request) -> Response:
+        """The same endpoint as a Starlette handler."""
+        status, answer = await self.process(
+            request.path_params.get("secret"),
+            request.headers.get("authorization"),
+            lambda: read_body(request, self.max_body_bytes),
+        )
+        return json_response(status, answer)
+
+    async def process(
+        self,
+        segment: str | None,
+        authorization: str | None,
+        read: Callable[[], Awaitable[bytes]],
+    ) -> Answer:
         started = time.perf_counter()
-        if not self._path_ok(request):
+        if not self._path_ok(segment):
             self.metrics.request("not_found")
-            return error(404, "not_found", "no such endpoint")
-        if not self._header_ok(request):
+            return _error(404, "not_found", "no such endpoint")
+        if not self._header_ok(authorization):
             self.metrics.request("unauthorized")
             event(log, "webhook", logging.WARNING, outcome="unauthorized", status=401)
-            return error(401, "unauthorized", "missing or invalid Authorization header")
+            return _error(401, "unauthorized", "missing or invalid Authorization header")
         try:
-            body = await read_body(request, self.max_body_bytes)
+            body = await read()
         except BodyTooLarge:
             self.metrics.request("too_large")
             event(log, "webhook", logging.WARNING, outcome="too_large", status=413)
-            return error(
+            return _error(
                 413,
                 "payload_too_large",
                 f"the body exceeds the limit of {self.max_body_bytes} bytes",
@@ -257,7 +354,7 @@ class Intake:
             self.metrics.probe()
             self.metrics.request("probe")
             event(log, "webhook", outcome="probe", leads=0, status=200)
-            return json_response(200, {"accepted": 0, "duplicates": 0, "rejected": 0})
+            return 200, {"accepted": 0, "duplicates": 0, "rejected": 0}
 
         batch = split_batch(parsed)
         try:
@@ -275,7 +372,7 @@ class Intake:
                 leads=len(parsed),
                 error=type(exc).__name__,
             )
-            return error(503, "unavailable", "the leads could not be stored; retry later")
+            return _error(503, "unavailable", "the leads could not be stored; retry later")
         if result.accepted and self.destinations and self.on_commit is not None:
             self.on_commit()
         accepted, duplicates, rejected = (
@@ -299,11 +396,9 @@ class Intake:
             lead_ids=_ids([lead.id for lead in batch.leads]),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        return json_response(
-            200, {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
-        )
+        return 200, {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
 
-    async def _quarantine_body(self, body: bytes, code: str, message: str) -> Response:
+    async def _quarantine_body(self, body: bytes, code: str, message: str) -> Answer:
         raw = body.decode("utf-8", "backslashreplace")
         try:
             await self.store.ingest(
@@ -312,10 +407,10 @@ class Intake:
         except StoreError:
             # Nothing was accepted, so nothing is lost: the provider will retry.
             self.metrics.request("unavailable")
-            return error(503, "unavailable", "the request could not be stored; retry later")
+            return _error(503, "unavailable", "the request could not be stored; retry later")
         self.metrics.request("bad_request")
         event(log, "webhook", logging.WARNING, outcome=code, status=400, bytes=len(body))
-        return error(400, code, message)
+        return _error(400, code, message)
 
 
 def _json_error(exc: Exception) -> str:

@@ -7,6 +7,7 @@ lead data.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -81,21 +82,31 @@ class Metrics:
             registry=r,
         )
         self._unmapped_seen: set[str] = set()
+        self._request_children: dict[str, Any] = {}
+        self._lead_children = {
+            name: self.leads_total.labels(name)
+            for name in ("received", "accepted", "duplicate", "rejected")
+        }
 
     def request(self, outcome: str) -> None:
-        self.requests_total.labels(outcome).inc()
+        # Resolving label children costs more than the increment: cache them (hot path).
+        child = self._request_children.get(outcome)
+        if child is None:
+            child = self._request_children[outcome] = self.requests_total.labels(outcome)
+        child.inc()
 
     def leads(
         self, *, received: int = 0, accepted: int = 0, duplicates: int = 0, rejected: int = 0
     ) -> None:
-        for name, value in (
-            ("received", received),
-            ("accepted", accepted),
-            ("duplicate", duplicates),
-            ("rejected", rejected),
-        ):
-            if value:
-                self.leads_total.labels(name).inc(value)
+        children = self._lead_children
+        if received:
+            children["received"].inc(received)
+        if accepted:
+            children["accepted"].inc(accepted)
+        if duplicates:
+            children["duplicate"].inc(duplicates)
+        if rejected:
+            children["rejected"].inc(rejected)
 
     def probe(self) -> None:
         self.probes_total.inc()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +55,7 @@ MIGRATIONS: list[list[str]] = [
             url TEXT,
             payload TEXT,
             purged_at REAL
-        )""",
+        ) WITHOUT ROWID""",
         "CREATE INDEX leads_received ON leads (received_at)",
         """CREATE TABLE deliveries (
             id INTEGER PRIMARY KEY,
@@ -75,7 +77,8 @@ MIGRATIONS: list[list[str]] = [
         # its cost does not grow with the number of delivered rows or the backlog.
         """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
             WHERE status = 'pending'""",
-        "CREATE INDEX deliveries_updated ON deliveries (updated_at)",
+        # No index on updated_at: every index costs each intake insert, and operator
+        # listings can afford a scan in a reader thread.
         """CREATE TABLE attempts (
             id INTEGER PRIMARY KEY,
             delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
@@ -111,13 +114,88 @@ def sqlite_path(url: str) -> Path:
 
 
 class _Op:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "ingest")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        ingest: _Ingest | None = None,
     ) -> None:
         self.fn = fn
         self.future = future
+        self.ingest = ingest
+
+
+class _Ingest:
+    __slots__ = ("destinations", "leads", "now", "quarantine")
+
+    def __init__(
+        self,
+        leads: Sequence[LeadIn],
+        destinations: Sequence[str],
+        quarantine: Sequence[QuarantineIn],
+        now: float,
+    ) -> None:
+        self.leads = leads
+        self.destinations = destinations
+        self.quarantine = quarantine
+        self.now = now
+
+
+def _run_ingests(conn: sqlite3.Connection, requests: Sequence[_Ingest]) -> list[IngestResult]:
+    """Store the leads of several requests with a few multi-row statements.
+
+    Concurrent webhook requests committed together share statements too, not
+    only the fsync. The first occurrence of an id wins; later ones, in the same
+    request or another, are duplicates.
+    """
+    inserted: set[str] = set()
+    rows = [
+        (lead.id, req.now, lead.created, lead.url, lead.payload)
+        for req in requests
+        for lead in req.leads
+    ]
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        marks = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        inserted.update(
+            row[0]
+            for row in conn.execute(
+                "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
+                f"VALUES {marks} ON CONFLICT (id) DO NOTHING RETURNING id",
+                [value for row in chunk for value in row],
+            )
+        )
+    results = []
+    deliveries: list[tuple[str, str, float]] = []
+    quarantined: list[tuple[Any, ...]] = []
+    for req in requests:
+        result = IngestResult()
+        for lead in req.leads:
+            if lead.id in inserted:
+                inserted.discard(lead.id)
+                result.accepted.append(lead.id)
+            else:
+                result.duplicates.append(lead.id)
+        deliveries += [(lid, d, req.now) for lid in result.accepted for d in req.destinations]
+        quarantined += [(req.now, q.reason, q.lead_id, q.item_index, q.raw) for q in req.quarantine]
+        results.append(result)
+    for start in range(0, len(deliveries), 1000):
+        chunk_d = deliveries[start : start + 1000]
+        marks = ",".join(["(?, ?, 'pending', ?, ?, ?)"] * len(chunk_d))
+        conn.execute(
+            "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
+            f"next_attempt_at, updated_at) VALUES {marks}",
+            [v for lid, dest, now in chunk_d for v in (lid, dest, now, now, now)],
+        )
+    if quarantined:
+        conn.executemany(
+            "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+            "VALUES (?, ?, ?, ?, ?)",
+            quarantined,
+        )
+    return results
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -130,8 +208,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class SQLiteStore(Store):
-    # At most one commit (one fsync) per this many seconds while busy.
-    commit_interval = 0.002
+    checkpoint_interval = 1.0
 
     def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 2000) -> None:
         self.path = sqlite_path(url)
@@ -140,7 +217,10 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Op] = []
         self._flush_scheduled = False
-        self._last_commit = 0.0
+        self._inflight = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_stop = threading.Event()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -158,6 +238,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA busy_timeout=30000")
         # Erased data must not linger in free pages (see `lead-bridge erase`).
         conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
         return conn
 
     async def open(self) -> None:
@@ -167,8 +248,29 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         self._migrate(conn)
+        # Checkpoints copy the WAL into the database file and fsync it: done by a
+        # background thread (SQLite releases the GIL), not inside intake's commits.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
         self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._checkpoint_stop.clear()
+        self._checkpointer = threading.Thread(
+            target=self._run_checkpointer, name="sqlite-checkpointer", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _run_checkpointer(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._checkpoint_stop.wait(self.checkpoint_interval):
+                try:
+                    # PASSIVE never blocks the writer nor waits for readers.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("event=checkpoint_failed backend=sqlite error=%s", exc)
+        finally:
+            conn.close()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -195,8 +297,17 @@ class SQLiteStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._pending:
-            self._flush()
+        while self._inflight or self._pending:
+            if not self._inflight:
+                self._flush()
+            await asyncio.sleep(0.001)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._checkpoint_stop.set()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -207,49 +318,62 @@ class SQLiteStore(Store):
                 reader.close()
             self._readers.clear()
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue a write; it commits with every other write queued in this loop turn.
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], ingest: _Ingest | None = None
+    ) -> T:
+        """Queue a write; it commits together with every write queued meanwhile.
 
-        Group commit on the event loop thread: the first write of a turn schedules
-        one flush with ``call_soon``, so every request handled in the same turn
-        shares one transaction and one fsync. Doing it on the loop thread (rather
-        than in a writer thread) avoids GIL hand-offs that cost milliseconds per
-        commit; the loop is blocked only for the commit itself (~0.2 ms fsync plus
-        the statements).
+        Group commit: one batch at a time runs in the writer thread (SQLite
+        releases the GIL while it works and fsyncs, so the event loop keeps
+        serving requests on the other core); whatever queues up during that
+        commit becomes the next batch, so batches grow with the load and each
+        fsync carries many requests.
         """
         if self._closed:
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Op(fn, future))
-        if not self._flush_scheduled:
+        self._pending.append(_Op(fn, future, ingest))
+        if not self._inflight and not self._flush_scheduled:
             self._flush_scheduled = True
-            # Under load, pace commits so that each fsync carries a larger batch;
-            # when idle, commit at once.
-            wait = self._last_commit + self.commit_interval - time.monotonic()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._last_commit = time.monotonic()
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            self._commit_batch(batch)
+        if self._inflight or not self._pending or self._executor is None:
+            return
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        self._inflight = True
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._executor, self._execute_batch, batch)
+        done.add_done_callback(functools.partial(self._batch_done, batch))
 
-    def _commit_batch(self, batch: list[_Op]) -> None:
+    def _batch_done(self, batch: list[_Op], done: asyncio.Future[list[Any]]) -> None:
+        self._inflight = False
+        try:
+            outcomes = done.result()
+        except BaseException as exc:  # the thread itself failed: nothing was committed
+            outcomes = [(None, StoreUnavailable(f"commit failed: {exc}"))] * len(batch)
+        for op, (result, error) in zip(batch, outcomes, strict=True):
+            _settle(op.future, result, error)
+        if self._pending:
+            self._flush()
+
+    def _execute_batch(self, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
+        """Runs in the writer thread: one transaction for the whole batch."""
         conn = self._conn
         if conn is None:
-            for op in batch:
-                _settle(op.future, None, StoreUnavailable("the store is closed"))
-            return
+            return [(None, StoreUnavailable("the store is closed"))] * len(batch)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [op.fn(conn) for op in batch]
+            ingests = [op for op in batch if op.ingest is not None]
+            merged: dict[int, Any] = {}
+            if len(ingests) > 1:
+                stored = _run_ingests(conn, [op.ingest for op in ingests if op.ingest])
+                merged = {id(op): r for op, r in zip(ingests, stored, strict=True)}
+            results = [merged[id(op)] if id(op) in merged else op.fn(conn) for op in batch]
             conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -257,22 +381,16 @@ class SQLiteStore(Store):
             if len(batch) > 1:
                 # Find the culprit: one transaction per operation, so one failing
                 # operation does not fail its neighbours.
-                for op in batch:
-                    self._commit_batch([op])
-                return
+                return [self._execute_batch([op])[0] for op in batch]
             if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
                 exc, sqlite3.IntegrityError
             ):
                 log.error("event=commit_failed backend=sqlite error=%s", type(exc).__name__)
-                error: BaseException = StoreUnavailable(f"commit failed: {exc}")
-            elif isinstance(exc, StoreError):
-                error = exc
-            else:
-                error = StoreError(f"{type(exc).__name__}: {exc}")
-            _settle(batch[0].future, None, error)
-            return
-        for op, result in zip(batch, results, strict=True):
-            _settle(op.future, result, None)
+                return [(None, StoreUnavailable(f"commit failed: {exc}"))]
+            if isinstance(exc, StoreError):
+                return [(None, exc)]
+            return [(None, StoreError(f"{type(exc).__name__}: {exc}"))]
+        return [(result, None) for result in results]
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -309,51 +427,8 @@ class SQLiteStore(Store):
         quarantine: Sequence[QuarantineIn],
         now: float,
     ) -> IngestResult:
-        def op(conn: sqlite3.Connection) -> IngestResult:
-            result = IngestResult()
-            inserted: set[str] = set()
-            # One multi-row statement per chunk: far cheaper than one per lead.
-            for start in range(0, len(leads), 500):
-                chunk = leads[start : start + 500]
-                marks = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-                params: list[Any] = []
-                for lead in chunk:
-                    params += (lead.id, now, lead.created, lead.url, lead.payload)
-                inserted.update(
-                    row[0]
-                    for row in conn.execute(
-                        "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
-                        f"VALUES {marks} ON CONFLICT (id) DO NOTHING RETURNING id",
-                        params,
-                    )
-                )
-            for lead in leads:
-                if lead.id in inserted:
-                    inserted.discard(lead.id)  # a repeat within the batch is a duplicate
-                    result.accepted.append(lead.id)
-                else:
-                    result.duplicates.append(lead.id)
-            rows = [(lid, d) for lid in result.accepted for d in destinations]
-            for start in range(0, len(rows), 1000):
-                chunk_rows = rows[start : start + 1000]
-                marks = ",".join(["(?, ?, 'pending', ?, ?, ?)"] * len(chunk_rows))
-                values: list[Any] = []
-                for lid, dest in chunk_rows:
-                    values += (lid, dest, now, now, now)
-                conn.execute(
-                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
-                    f"next_attempt_at, updated_at) VALUES {marks}",
-                    values,
-                )
-            if quarantine:
-                conn.executemany(
-                    "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(now, q.reason, q.lead_id, q.item_index, q.raw) for q in quarantine],
-                )
-            return result
-
-        return await self._write(op)
+        request = _Ingest(leads, destinations, quarantine, now)
+        return await self._write(lambda conn: _run_ingests(conn, [request])[0], ingest=request)
 
     # ------------------------------------------------------------------ delivery
 
