@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -55,8 +54,10 @@ def create_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     start_workers: bool | None = None,
+    serve_metrics_port: bool = True,
 ) -> LeadBridgeApp:
-    """The ASGI app. ``store`` given: the caller opens and closes it."""
+    """The ASGI app. ``store`` given: the caller opens and closes it.
+    ``serve_metrics_port``: start the separate ``metrics.port`` listener, if configured."""
     config = runtime.config
     owns_store = store is None
     the_store = store if store is not None else create_store(config.storage)
@@ -95,15 +96,23 @@ def create_app(
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
     routes += [Route(p, intake.handle, methods=["POST"]) for p in webhook_paths(config.server.path)]
-    if importlib.util.find_spec("bridge.admin") is not None:
-        from bridge.admin import admin_routes
+    from bridge.admin import admin_routes, metrics_routes
 
-        routes.append(Mount("/admin", routes=admin_routes(state)))
+    routes.append(Mount("/admin", routes=admin_routes(state)))
+    routes += metrics_routes(state)  # /metrics behind the admin token, unless metrics.port
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if owns_store:
             await the_store.open()
+        metrics_server = None
+        if config.metrics.enabled and config.metrics.port is not None and serve_metrics_port:
+            from bridge.metrics_server import start_metrics_server
+
+            # Started here, not as a task, so a busy port fails the startup loudly.
+            metrics_server = await start_metrics_server(
+                state.metrics, config.metrics.host, config.metrics.port, store=the_store
+            )
         if not config.auth.header_secrets and not config.auth.path_secrets:
             event(
                 log,
@@ -125,9 +134,7 @@ def create_app(
             state.engine = Engine(the_store, runtime.active, state.metrics, config.worker)
             await state.engine.start()
             intake.on_commit = state.engine.wake
-        if config.retention.payload_days is not None and importlib.util.find_spec(
-            "bridge.retention"
-        ):
+        if config.retention.payload_days is not None:
             from bridge.retention import retention_task
 
             state.tasks.append(asyncio.create_task(retention_task(the_store, config.retention)))
@@ -147,6 +154,8 @@ def create_app(
             for task in state.tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if metrics_server is not None:
+                await metrics_server.close()
             if owns_store:
                 await the_store.close()
             event(log, "shutdown")

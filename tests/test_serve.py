@@ -233,3 +233,31 @@ def test_self_signed_certificate_is_created_on_first_run(
     assert (tmp_path / "tls" / "cert.pem").exists()
     assert (tmp_path / "tls" / "key.pem").stat().st_mode & 0o077 == 0
     assert proc.terminate() == 0
+
+
+def test_metrics_on_a_separate_port(
+    tmp_path: Path, tls_files: tuple[Path, Path, Path], processes: list[BridgeProcess]
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    tree = https_config(tmp_path, tls_files, port)
+    tree["metrics"] = {"port": metrics_port, "host": "127.0.0.1"}
+    proc = start(processes, tmp_path, write(tmp_path, tree))
+    context = ssl.create_default_context(cafile=str(tls_files[2]))
+    proc.wait_ready(f"https://127.0.0.1:{port}/healthz", verify=context)
+    with httpx.Client(verify=context, timeout=10) as client:
+        client.post(
+            f"https://127.0.0.1:{port}/lead/webhook",
+            content=SEED_BODY,
+            headers={"Authorization": SECRET},
+        )
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        if 'lead_bridge_deliveries_total{destination="file",outcome="delivered"} 1.0' in text:
+            break
+        time.sleep(0.1)
+    assert 'lead_bridge_leads_total{result="accepted"} 1.0' in text
+    assert 'lead_bridge_deliveries_total{destination="file",outcome="delivered"} 1.0' in text
+    assert "led_slp3mt0qxvIXYUIK" not in text and "sergunich" not in text
+    assert proc.terminate() == 0

@@ -157,13 +157,24 @@ async def _run_worker(runtime: object) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    engine = Engine(store, runtime.active, Metrics(), runtime.config.worker)
+    metrics = Metrics()
+    metrics_cfg = runtime.config.metrics
+    metrics_server = None
+    if metrics_cfg.enabled and metrics_cfg.port is not None:
+        from bridge.metrics_server import start_metrics_server
+
+        metrics_server = await start_metrics_server(
+            metrics, metrics_cfg.host, metrics_cfg.port, store=store
+        )
+    engine = Engine(store, runtime.active, metrics, runtime.config.worker)
     await engine.start()
     event(log, "worker_started", destinations=len(runtime.active))
     try:
         await stop.wait()
     finally:
         await engine.stop(runtime.config.worker.shutdown_timeout)
+        if metrics_server is not None:
+            await metrics_server.close()
         await store.close()
         event(log, "worker_stopped")
     return 0
