@@ -123,6 +123,9 @@ def element_problem(element: Any) -> str | None:
         return f"'id' must be a non-empty string, got {_json_type(lead_id)}"
     if len(lead_id) > MAX_ID_LENGTH:
         return f"'id' is longer than {MAX_ID_LENGTH} characters"
+    if not lead_id.isprintable():
+        # Ids end up in URLs, log lines and database keys (PostgreSQL text refuses NUL).
+        return "'id' contains control characters"
     if "data" in element and not isinstance(element["data"], dict):
         return f"'data' must be an object, got {_json_type(element['data'])}"
     return None
@@ -179,11 +182,18 @@ def split_batch(elements: list[Any]) -> Batch:
             LeadIn(
                 id=element["id"],
                 payload=_dump(element),
-                created=created if isinstance(created, str) else None,
-                url=url if isinstance(url, str) else None,
+                created=_column(created),
+                url=_column(url),
             )
         )
     return Batch(leads, rejected)
+
+
+def _column(value: Any) -> str | None:
+    # Indexed copies of `created` and `url`; the payload keeps the original anyway.
+    if isinstance(value, str) and "\x00" not in value and len(value) <= 2048:
+        return value
+    return None
 
 
 def _ids(ids: Sequence[str]) -> str:

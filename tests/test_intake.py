@@ -256,10 +256,11 @@ async def test_invalid_elements_are_quarantined_one_by_one(app: AppHarness) -> N
         {"id": "x" * 256},
         {"id": "bad-data", "data": ["not", "an", "object"]},
         make_lead("good-2"),
+        {"id": "nul\x00id"},
     ]
     response = await app.post(body, headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": 6}
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": 7}
     assert await app.lead_ids() == ["good-1", "good-2"]
     reasons = sorted(q["reason"] for q in await app.quarantine())
     assert reasons == [
@@ -269,6 +270,7 @@ async def test_invalid_elements_are_quarantined_one_by_one(app: AppHarness) -> N
         "element 4: 'id' must be a non-empty string, got a number",
         "element 5: 'id' is longer than 255 characters",
         "element 6: 'data' must be an object, got an array",
+        "element 8: 'id' contains control characters",
     ]
     bad = next(q for q in await app.quarantine() if q["item_index"] == 6)
     assert bad["lead_id"] == "bad-data"
