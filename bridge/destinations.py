@@ -93,7 +93,7 @@ def build_destination(
         problems.extend(exc.problems)
     if mapping is not None and cfg.mapping is not None:
         checked = settings
-        if checked is None:
+        if checked is None and lenient:
             # Lenient mode (`lead-bridge map` without secrets): still check the
             # target fields, against the settings as written plus defaults.
             try:
