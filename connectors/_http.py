@@ -1,15 +1,20 @@
 """The HTTP seam shared by the Slack and webhook connectors.
 
-One ``httpx.AsyncClient`` per connector instance, over the aiohttp transport:
-httpx's default transport costs ~1.2 ms of CPU per request (~750 req/s on one
-core) while the same API over ``httpx_aiohttp`` reaches ~2,600 req/s.
+Two clients, chosen by how hot the path is (measured on one core, POSTs of one
+lead to a local sink, see bench/README.md):
 
-Tests inject a transport (``httpx.MockTransport``) or use
-``respx.mock(using="httpx")``, which patches the client rather than httpcore and
-therefore works with any transport.
+* webhook: a raw ``aiohttp.ClientSession`` (:func:`make_session`), ~0.1 ms of
+  CPU per request (~9,000 req/s). The webhook destination must drain backlogs at
+  thousands of leads a second, and the engine, the store and the log line need
+  most of the CPU budget per delivery.
+* Slack (rate-limited to about one message a second anyway): an
+  ``httpx.AsyncClient`` (:func:`make_client`) over the ``httpx_aiohttp``
+  transport, ~0.37 ms per request (~2,650 req/s); httpx's default transport
+  costs ~1.2 ms (~750 req/s). Its tests inject ``httpx.MockTransport`` or use
+  ``respx.mock(using="httpx")``.
 
 :func:`classify_transport_error` is the one place that turns httpx/aiohttp
-exceptions into :mod:`bridge.errors`.
+exceptions into :mod:`bridge.errors`; :func:`classify_status` reads statuses.
 """
 
 from __future__ import annotations
@@ -49,6 +54,26 @@ def make_client(
     )
 
 
+def make_session(*, timeout: float, max_connections: int) -> aiohttp.ClientSession:
+    """An aiohttp session for one destination; call from the event loop that uses it.
+
+    The connection limit is at least the destination's concurrency (the engine
+    bounds requests in flight), so requests never queue for a connection.
+    Cookies are not kept: a receiver's Set-Cookie must not follow other leads.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+    )
+
+
+def classify_status(status: int, message: str, retry_after: str | None) -> DeliveryError | None:
+    """:func:`bridge.errors.error_for_status` with a raw ``Retry-After`` header value."""
+    return error_for_status(status, message, retry_after=parse_retry_after(retry_after))
+
+
 def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     """Map an exception raised while sending a request to the project's error tree.
 
@@ -81,11 +106,7 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 
 def status_error(response: httpx.Response, message: str) -> DeliveryError | None:
     """:func:`bridge.errors.error_for_status` with the response's ``Retry-After``."""
-    return error_for_status(
-        response.status_code,
-        message,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
-    )
+    return classify_status(response.status_code, message, response.headers.get("retry-after"))
 
 
 def short_body(response: httpx.Response, limit: int = 200) -> str:

@@ -21,14 +21,14 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-import json
 import socket
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import orjson
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.errors import DeliveryError, PermanentError, RetryableError
@@ -169,28 +169,35 @@ class AddressGuard:
         return None
 
 
-def _classify(response: httpx.Response) -> DeliveryError | None:
+def _classify(status: int, reason: str | None, retry_after: str | None) -> DeliveryError | None:
     """The one place that reads the receiver's answer.
 
     2xx success; 410 permanent (endpoint gone); 408, 429, 5xx retryable; other
     4xx permanent. The body is not quoted: a receiver may echo our payload.
     """
-    return _http.status_error(response, response.reason_phrase)
+    return _http.classify_status(status, reason or "", retry_after)
 
 
-def _remote_id(response: httpx.Response) -> str | None:
-    if "json" not in response.headers.get("content-type", ""):
+def _remote_id(content_type: str, body: bytes) -> str | None:
+    if "json" not in content_type:
         return None
     try:
-        body = response.json()
-    except ValueError:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return None
-    if isinstance(body, dict) and isinstance(body.get("id"), str | int):
-        return str(body["id"])
+    if isinstance(data, dict) and isinstance(data.get("id"), str | int):
+        return str(data["id"])
     return None
 
 
 class WebhookConnector(Connector):
+    """One aiohttp session per destination.
+
+    Raw aiohttp rather than httpx: on this hot path (one POST per lead, a few
+    thousand a second) httpx's request/response models cost more CPU than the
+    HTTP exchange itself; see :mod:`connectors._http` for the measurements.
+    """
+
     type_name = "webhook"
     Settings = WebhookSettings
     flow_defaults = FlowDefaults(concurrency=32)
@@ -201,13 +208,13 @@ class WebhookConnector(Connector):
         name: str,
         settings: ConnectorSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 100,
+        # flow.concurrency's upper bound: the engine's per-destination limit is the
+        # one that binds, so requests never wait in the pool for a connection.
+        max_connections: int = 1000,
     ) -> None:
         super().__init__(name, settings)
-        self._transport = transport
         self._max_connections = max_connections
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._guard = AddressGuard()
         self._key = (
             decode_secret(self.settings.secret.get_secret_value())
@@ -220,19 +227,17 @@ class WebhookConnector(Connector):
         self._headers = {"content-type": "application/json", **self.settings.headers}
 
     async def startup(self) -> None:
-        if self._client is None:
+        if self._session is None:
             if self.settings.secret is not None:
                 register_secret(self.settings.secret.get_secret_value())
-            self._client = _http.make_client(
-                timeout=self.settings.timeout,
-                max_connections=self._max_connections,
-                transport=self._transport,
+            self._session = _http.make_session(
+                timeout=self.settings.timeout, max_connections=self._max_connections
             )
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         try:
-            body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
+            body = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
             raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
         # Unsigned receivers get the idempotency key too.
         headers = {**self._headers, "webhook-id": context.idempotency_key}
@@ -242,22 +247,28 @@ class WebhookConnector(Connector):
             headers["webhook-signature"] = sign(self._key, context.idempotency_key, timestamp, body)
         if not self.settings.allow_private:
             await self._guard.check(self._host, self._port)
-        if self._client is None:
+        if self._session is None:
             await self.startup()
-        assert self._client is not None
+        assert self._session is not None
         try:
-            response = await self._client.request(
-                self.settings.method, self.settings.url, content=body, headers=headers
-            )
-            await response.aread()
+            async with self._session.request(
+                self.settings.method,
+                self.settings.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,  # a 3xx is an answer, not a hop
+            ) as response:
+                answer = await response.read()
+                status = response.status
+                error = _classify(status, response.reason, response.headers.get("Retry-After"))
+                content_type = response.headers.get("Content-Type", "")
         except _http.TRANSPORT_ERRORS as exc:
             raise _http.classify_transport_error(exc, "webhook") from exc
-        error = _classify(response)
         if error is not None:
             raise error
-        return DeliveryResult(remote_id=_remote_id(response), status_code=response.status_code)
+        return DeliveryResult(remote_id=_remote_id(content_type, answer), status_code=status)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
