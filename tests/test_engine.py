@@ -164,6 +164,45 @@ async def test_connection_error_is_retried_inside_the_attempt(
     assert len(s.calls) == 2  # tenacity's quick retry, same attempt
 
 
+async def test_connection_retries_wait_growing_pauses_within_the_attempt(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", *[RetryableError("connection refused")] * 3)
+    h: Harness = await make_harness(
+        dest("crm", retry={"connect_retries": 2, "connect_retry_wait": 0.5})
+    )
+    s.clock = h.clock
+    await h.engine().start()
+    await h.add("led_1")
+    for _ in range(400):
+        row = await h.delivery("led_1", "crm")
+        if row.attempts:
+            break
+        await asyncio.sleep(0.005)
+    assert (
+        row.status == "pending"
+        and row.attempts == 1
+        and "connection refused" in (row.last_error or "")
+    )
+    assert [c.attempt for c in s.calls[:3]] == [1, 1, 1]
+    gaps = [b.at - a.at for a, b in zip(s.calls, s.calls[1:3], strict=False)]
+    assert gaps == [0.5, 1.0]  # connect_retry_wait, then doubled
+
+
+async def test_concurrency_bounds_requests_in_flight(make_harness: Callable[..., Any]) -> None:
+    s = script("crm", *["block"] * 6)
+    s.release = asyncio.Event()
+    h: Harness = await make_harness(dest("crm", flow={"concurrency": 2}))
+    await h.engine().start()
+    await h.add(*[f"led_{i}" for i in range(6)])
+    await asyncio.sleep(0.2)
+    assert len(s.calls) == 2  # the others wait for a slot
+    s.release.set()
+    for i in range(6):
+        assert (await h.settle(f"led_{i}", "crm")).status == "delivered"
+    assert len(s.calls) == 6
+
+
 async def test_permanent_error_is_dead_after_one_attempt(make_harness: Callable[..., Any]) -> None:
     s = script("crm", PermanentError("HTTP 400: REQUIRED_FIELD_MISSING: LastName", status_code=400))
     h: Harness = await make_harness(dest("crm"))
