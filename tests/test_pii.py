@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-import respx
 
 from bridge import logs
 from bridge.app import create_app
 from bridge.destinations import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
+from tests.connectors.fake_http import Answer, FakeHTTP, Seen
 
 EMAIL = "pii.canary.7f3a@canary-mail.example"
 PHONE = "+15557654321987"
@@ -36,7 +36,24 @@ CANARIES = [
     ACCESS_TOKEN,
     ADMIN_TOKEN,
 ]
-HOOK_URL = "https://hooks.canary.test/in"
+
+
+class EchoingDestination(FakeHTTP):
+    """Fails the first attempt of each lead with a body quoting everything back."""
+
+    def __init__(self, echo: bytes) -> None:
+        super().__init__()
+        self.echo = echo
+        self.seen: dict[str, int] = {}
+
+    def _next(self, seen: Seen) -> Answer:
+        with self._lock:
+            self.requests.append(seen)
+            key = seen.headers["webhook-id"]
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if self.seen[key] == 1:
+                return Answer(503, self.echo)
+            return Answer(200, b'{"id": "remote-1"}', {"Content-Type": "application/json"})
 
 
 @pytest.fixture
@@ -65,6 +82,10 @@ async def test_no_canary_in_any_log_line_or_error_body(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # The destination fails once per lead with a body that quotes everything back.
+    echo = json.dumps({"error": f"duplicate {EMAIL} {PHONE}", "auth": f"Bearer {ACCESS_TOKEN}"})
+    sink = EchoingDestination(echo.encode()).start()
+    hook_url = f"{sink.url}/in"
     runtime = make_runtime(
         auth={"header_secrets": [HEADER_SECRET], "path_secrets": [PATH_SECRET]},
         admin={"tokens": [ADMIN_TOKEN]},
@@ -74,7 +95,7 @@ async def test_no_canary_in_any_log_line_or_error_body(
                 "name": "crm",
                 "type": "webhook",
                 "settings": {
-                    "url": HOOK_URL,
+                    "url": hook_url,
                     "allow_private": True,
                     "headers": {"Authorization": f"Bearer {ACCESS_TOKEN}"},
                 },
@@ -85,78 +106,66 @@ async def test_no_canary_in_any_log_line_or_error_body(
     store = SQLiteStore(runtime.config.storage.url, synchronous="NORMAL")
     await store.open()
     app = create_app(runtime, store=store)
-    # The destination fails once per lead with a body that quotes everything back.
-    echo = json.dumps({"error": f"duplicate {EMAIL} {PHONE}", "auth": f"Bearer {ACCESS_TOKEN}"})
-    seen: dict[str, int] = {}
-
-    def destination(request: httpx.Request) -> httpx.Response:
-        lead_id = request.headers["webhook-id"]
-        seen[lead_id] = seen.get(lead_id, 0) + 1
-        if seen[lead_id] == 1:
-            return httpx.Response(503, text=echo)
-        return httpx.Response(200, json={"id": "remote-1"})
-
     responses: list[httpx.Response] = []
     hook = f"/lead/webhook/{PATH_SECRET}"  # both secrets are required
     good = {"authorization": HEADER_SECRET, "content-type": "application/json"}
     lead_a = make_lead("led_pii_a", email=EMAIL, phone=PHONE)
     lead_b = make_lead("led_pii_b", email=EMAIL.upper(), phone=PHONE)
     try:
-        with respx.mock(using="httpx", assert_all_called=False) as router:
-            router.post(HOOK_URL).mock(side_effect=destination)
-            router.route(host="test").pass_through()  # the in-process app itself
-            async with (
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="https://test"
-                ) as client,
-            ):
-                post = client.post
-                responses += [
-                    await post(hook, json=[lead_a], headers=good),
-                    await post(hook, json=[lead_b], headers=good),
-                    await post(hook, json=[lead_a], headers=good),  # duplicate
-                    await post(hook, json=[], headers=good),  # probe
-                    # rejected: wrong secret, wrong path secret, broken JSON, not an array
-                    await post(hook, json=[lead_a], headers={"authorization": "nope"}),
-                    await post(f"{hook}x", json=[lead_a], headers=good),
-                    await post(
-                        hook,
-                        content=f'[{{"id": "led_pii_c", "data": {{"email": "{EMAIL}", "phone": "{PHONE}"',
-                        headers=good,
-                    ),
-                    await post(hook, json={"email": EMAIL, "phone": PHONE}, headers=good),
-                    # quarantined element next to a valid one
-                    await post(
-                        hook,
-                        json=[{"id": 7, "data": {"email": EMAIL, "phone": PHONE}}],
-                        headers=good,
-                    ),
-                    await post(hook, content=b"x" * 2_000_000, headers=good),  # too large
-                    await client.get(
-                        "/admin/status", headers={"authorization": f"Bearer {HEADER_SECRET}"}
-                    ),
-                    await client.get(
-                        "/admin/leads/led_nope", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
-                    ),
-                    await client.post(
-                        "/admin/replay",
-                        json={"lead_id": EMAIL, "force": "yes"},
-                        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-                    ),
-                ]
-                for _ in range(250):
-                    rows = await store.list_deliveries(status="delivered")
-                    if len(rows) == 2:
-                        break
-                    await asyncio.sleep(0.02)
-                responses.append(
-                    await client.get(
-                        "/admin/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
-                    )
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="https://test"
+            ) as client,
+        ):
+            post = client.post
+            responses += [
+                await post(hook, json=[lead_a], headers=good),
+                await post(hook, json=[lead_b], headers=good),
+                await post(hook, json=[lead_a], headers=good),  # duplicate
+                await post(hook, json=[], headers=good),  # probe
+                # rejected: wrong secret, wrong path secret, broken JSON, not an array
+                await post(hook, json=[lead_a], headers={"authorization": "nope"}),
+                await post(f"{hook}x", json=[lead_a], headers=good),
+                await post(
+                    hook,
+                    content=f'[{{"id": "led_pii_c", "data": {{"email": "{EMAIL}", "phone": "{PHONE}"',
+                    headers=good,
+                ),
+                await post(hook, json={"email": EMAIL, "phone": PHONE}, headers=good),
+                # quarantined element next to a valid one
+                await post(
+                    hook,
+                    json=[{"id": 7, "data": {"email": EMAIL, "phone": PHONE}}],
+                    headers=good,
+                ),
+                await post(hook, content=b"x" * 2_000_000, headers=good),  # too large
+                await client.get(
+                    "/admin/status", headers={"authorization": f"Bearer {HEADER_SECRET}"}
+                ),
+                await client.get(
+                    "/admin/leads/led_nope", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+                ),
+                await client.post(
+                    "/admin/replay",
+                    json={"lead_id": EMAIL, "force": "yes"},
+                    headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+                ),
+            ]
+            for _ in range(250):
+                rows = await store.list_deliveries(status="delivered")
+                if len(rows) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            responses.append(
+                await client.get(
+                    "/admin/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
                 )
+            )
     finally:
         await store.close()
+        sink.stop()
+    seen = sink.seen
 
     # the flow really happened: two leads, each failed once then delivered
     assert [r.status_code for r in responses[:4]] == [200, 200, 200, 200]
