@@ -14,6 +14,7 @@ Per attempt::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -39,7 +40,7 @@ from bridge.errors import (
 )
 from bridge.logs import event
 from bridge.metrics import Metrics
-from bridge.retry import Clock, Sleep, TokenBucket, plan_retry
+from bridge.retry import Clock, IntakeFirst, Sleep, TokenBucket, plan_retry
 from bridge.store.base import Claim, Outcome, Store
 from connectors.base import Connector, DeliveryContext, DeliveryResult
 
@@ -82,6 +83,7 @@ class DestinationWorker:
         # attempt is still running, i.e. holds one of the destination's slots.
         self.inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self.sending: set[int] = set()
+        self.queued: collections.deque[Claim] = collections.deque()  # claimed, not started
         self.capacity = destination.concurrency
         self.bucket = (
             TokenBucket(
@@ -115,38 +117,64 @@ class DestinationWorker:
                 if pause > 0:
                     await self._idle(min(pause, engine.worker.poll_interval * 4))
                     continue
-                # A slot is free again once its request is answered: waiting for the
-                # outcome's group commit (an fsync) must not idle the destination.
-                # Outcomes waiting for a commit are bounded too, to one more round.
-                free = min(
-                    self.capacity - len(self.sending), 2 * self.capacity - len(self.inflight)
-                )
-                if free <= 0:
+                self._start_queued()
+                room = self._room()
+                if room <= 0 or len(self.queued) >= self.capacity:
                     self.slot_free.clear()
                     await self._wait(self.slot_free, engine.worker.poll_interval)
                     continue
-                limit = min(free, engine.worker.batch_size)
-                if self.dest.rate_per_second:
-                    # Do not hold leases on more than we can send well within the lease.
-                    limit = min(limit, max(1, int(self.dest.rate_per_second * self.lease / 4)))
                 claims = await engine.store.claim(
-                    destination=self.name, limit=limit, lease_seconds=self.lease, now=engine.clock()
+                    destination=self.name,
+                    limit=min(room, engine.worker.batch_size),
+                    lease_seconds=self.lease,
+                    now=engine.clock(),
                 )
             except StoreError as exc:
                 event(log, "claim_failed", logging.WARNING, destination=self.name, error=str(exc))
                 await self._idle(engine.worker.poll_interval * 4)
                 continue
             if not claims:
-                await self._idle(engine.worker.poll_interval)
+                if self.queued or self.sending:
+                    self.slot_free.clear()
+                    await self._wait(self.slot_free, engine.worker.poll_interval)
+                else:
+                    await self._idle(engine.worker.poll_interval)
                 continue
-            for claim in claims:
-                task = asyncio.create_task(self._deliver(claim))
-                self.inflight[claim.delivery_id] = (claim, task)
-                self.sending.add(claim.delivery_id)
-                task.add_done_callback(functools.partial(self._done, claim.delivery_id))
+            self.queued.extend(claims)
+            self._start_queued()
+
+    def _room(self) -> int:
+        """How many more deliveries to claim.
+
+        Up to two rounds of the destination's concurrency are held: one being
+        sent, one queued or waiting for its outcome's commit. Claiming ahead
+        keeps claims large (one store round trip per many deliveries) when the
+        engine is paced (see :class:`bridge.retry.IntakeFirst`).
+        """
+        held = len(self.inflight) + len(self.queued)
+        bound = 2 * self.capacity
+        if self.dest.rate_per_second:
+            # Do not hold leases on more than we can send well within the lease.
+            bound = min(bound, max(1, int(self.dest.rate_per_second * self.lease / 4)))
+        return bound - held
+
+    def _start_queued(self) -> None:
+        # A slot is free again once its request is answered: waiting for the
+        # outcome's group commit (an fsync) must not idle the destination.
+        free = self.capacity - len(self.sending)
+        share = self.engine.share
+        while free > 0 and self.queued and not self.engine.stopping and share.take():
+            claim = self.queued.popleft()
+            task = asyncio.create_task(self._deliver(claim))
+            self.inflight[claim.delivery_id] = (claim, task)
+            self.sending.add(claim.delivery_id)
+            task.add_done_callback(functools.partial(self._done, claim.delivery_id))
+            free -= 1
 
     def _sent(self, delivery_id: int) -> None:
-        self.sending.discard(delivery_id)
+        if delivery_id in self.sending:
+            self.sending.discard(delivery_id)
+            self._start_queued()
         self.slot_free.set()
 
     def _done(self, delivery_id: int, _task: object = None) -> None:
@@ -191,7 +219,7 @@ class DestinationWorker:
         finally:
             self._sent(claim.delivery_id)
         try:
-            applied = await engine.store.finish([outcome])
+            applied = await engine.finisher.finish(outcome)
         except StoreError as exc:
             # The lease will expire and the delivery will be attempted again.
             event(
@@ -203,7 +231,7 @@ class DestinationWorker:
                 error=str(exc),
             )
             return
-        if not applied[0]:
+        if not applied:
             event(
                 log,
                 "lease_lost",
@@ -475,7 +503,8 @@ class DestinationWorker:
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.task, timeout)
-        leftover: list[tuple[int, str]] = []
+        leftover = [(claim.delivery_id, claim.lease_token) for claim in self.queued]
+        self.queued.clear()
         running = list(self.inflight.values())
         if running:
             _, still = await asyncio.wait([task for _, task in running], timeout=timeout)
@@ -493,6 +522,54 @@ class DestinationWorker:
         if self.connector is not None:
             with contextlib.suppress(Exception):
                 await self.connector.close()
+
+
+class Finisher:
+    """Hands outcomes to the store in batches: one ``finish`` call per commit.
+
+    While one call is being committed, the outcomes that arrive meanwhile wait
+    and go together in the next one (group commit, as the store does for its
+    writes), so the store applies them with a few set-based statements instead
+    of two per delivery. Each caller still learns only after the commit whether
+    its outcome was applied: nothing counts as delivered before that.
+    """
+
+    def __init__(self, store: Store, observe: Callable[[float], None]) -> None:
+        self.store = store
+        self.observe = observe  # the commit round trip, a congestion signal
+        self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._busy = False
+
+    async def finish(self, outcome: Outcome) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().call_soon(self._next)
+        # Shielded: a cancelled delivery must not cancel its neighbours' commit.
+        return await asyncio.shield(future)
+
+    def _next(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._busy = False
+            return
+        task = asyncio.create_task(self._commit(batch))
+        task.add_done_callback(lambda _: self._next())
+
+    async def _commit(self, batch: list[tuple[Outcome, asyncio.Future[bool]]]) -> None:
+        start = time.perf_counter()
+        try:
+            applied = await self.store.finish([outcome for outcome, _ in batch])
+            self.observe(time.perf_counter() - start)
+        except Exception as exc:  # StoreError, or a bug: every caller hears of it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), ok in zip(batch, applied, strict=True):
+            if not future.done():
+                future.set_result(ok)
 
 
 def _safe_error(exc: BaseException) -> str:
@@ -523,19 +600,38 @@ class Engine:
         self.sleep = sleep
         self.rng = rng
         self.stopping = False
+        self.share = IntakeFirst()
+        self.finisher = Finisher(store, self.share.observe)
+        self._share_task: asyncio.Task[None] | None = None
         self.workers = [DestinationWorker(self, d) for d in destinations if d.config.enabled]
 
     async def start(self) -> None:
+        self._share_task = asyncio.create_task(
+            self.share.run(self._kick), name="lead-bridge-intake-first"
+        )
         for w in self.workers:
             w.task = asyncio.create_task(w.run(), name=f"lead-bridge-worker-{w.name}")
 
+    def _kick(self) -> None:
+        for w in self.workers:
+            w._start_queued()
+
     def wake(self) -> None:
-        """New deliveries were committed: claim now instead of at the next poll."""
+        """New deliveries were committed: claim now instead of at the next poll.
+
+        Called by intake, which is also how the engine knows it shares the loop
+        with intake (see :class:`bridge.retry.IntakeFirst`).
+        """
+        self.share.intake_active()
         for w in self.workers:
             w.wakeup.set()
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming, let in-flight attempts finish within ``timeout``, release leases."""
         self.stopping = True
+        if self._share_task is not None:
+            self._share_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._share_task
         await asyncio.gather(*(w.stop(timeout) for w in self.workers))
         event(log, "engine_stopped")
