@@ -177,6 +177,40 @@ async def test_finish_records_attempts_and_schedules_retries(store: Store) -> No
     assert attempts[0].error == "HTTP 503" and attempts[0].destination == "crm"
 
 
+async def test_finish_applies_a_large_mixed_batch_in_order(store: Store) -> None:
+    # More outcomes than one statement carries, duplicates, and a stale token.
+    ids = [f"l{i:04d}" for i in range(700)]
+    await seed(store, *ids, dests=["crm"])
+    claims = await store.claim(destination="crm", limit=1000, lease_seconds=5, now=T0)
+    assert len(claims) == 700
+    outcomes = [
+        done(
+            c.delivery_id,
+            c.lease_token,
+            "pending" if n % 2 else "delivered",
+            attempt_outcome="retry" if n % 2 else "delivered",
+            next_attempt_at=T0 + 60 if n % 2 else None,
+            status_code=503 if n % 2 else 201,
+        )
+        for n, c in enumerate(claims)
+    ]
+    first = claims[0]
+    batch = [
+        done(first.delivery_id, "stale"),
+        *outcomes,
+        outcomes[1],  # the same outcome twice is applied once
+    ]
+    applied = await store.finish(batch)
+    assert applied == [False] + [True] * 700 + [False]
+    status = {d.lead_id: d for lid in ids[:3] for d in await store.get_deliveries(lid)}
+    by_claim = {c.lead_id: n for n, c in enumerate(claims)}
+    for lead_id, row in status.items():
+        n = by_claim[lead_id]
+        assert (row.status, row.attempts) == ("pending" if n % 2 else "delivered", 1)
+    attempts = await store.get_attempts(claims[1].lead_id)
+    assert [(a.number, a.outcome, a.status_code) for a in attempts] == [(1, "retry", 503)]
+
+
 # ---------------------------------------------------------------------- release / replay
 
 
