@@ -546,8 +546,12 @@ class Finisher:
         if not self._busy:
             self._busy = True
             asyncio.get_running_loop().call_soon(self._next)
-        # Shielded: a cancelled delivery must not cancel its neighbours' commit.
-        return await asyncio.shield(future)
+        try:
+            # Shielded: a cancelled delivery must not cancel its neighbours' commit.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_consume)  # nobody will read its result now
+            raise
 
     def _next(self) -> None:
         batch, self._pending = self._pending, []
@@ -570,6 +574,11 @@ class Finisher:
         for (_, future), ok in zip(batch, applied, strict=True):
             if not future.done():
                 future.set_result(ok)
+
+
+def _consume(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _safe_error(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import json
 import socket
 import time
 from collections.abc import Mapping
@@ -178,6 +179,18 @@ def _classify(status: int, reason: str | None, retry_after: str | None) -> Deliv
     return _http.classify_status(status, reason or "", retry_after)
 
 
+def _encode(record: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson.JSONEncodeError; e.g. an integer beyond 64 bits
+        pass
+    # The standard library encodes what orjson refuses but JSON allows.
+    try:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
+
+
 def _remote_id(content_type: str, body: bytes) -> str | None:
     if "json" not in content_type:
         return None
@@ -235,10 +248,7 @@ class WebhookConnector(Connector):
             )
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
-        try:
-            body = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
-        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-            raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
+        body = _encode(record)
         # Unsigned receivers get the idempotency key too.
         headers = {**self._headers, "webhook-id": context.idempotency_key}
         if self._key is not None:

@@ -140,10 +140,12 @@ async def test_unsigned_requests_still_carry_the_id(server: FakeHTTP) -> None:
 async def test_non_ascii_and_non_string_keys_are_encoded(server: FakeHTTP) -> None:
     hook = connector(url=server.url)
     await hook.send({"name": "Zoë", "scores": {1: "a"}}, ctx())
+    await hook.send({"big": 2**70}, ctx())  # beyond orjson's 64 bits: still sent
     await hook.close()
     body = server.requests[0].body
     assert "Zoë".encode() in body  # UTF-8, not \u escapes
     assert json.loads(body) == {"name": "Zoë", "scores": {"1": "a"}}
+    assert json.loads(server.requests[1].body) == {"big": 2**70}
 
 
 @pytest.mark.parametrize(
