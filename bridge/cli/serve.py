@@ -138,7 +138,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     runtime = load_runtime(args.config)
     _configure_logging(args, runtime.config.logging.level, runtime.config.logging.format)
     _tune_gil()
-    return asyncio.run(_run_worker(runtime))
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop  # the same loop `serve` gets through uvicorn
+    except ImportError:  # pragma: no cover - uvloop is not built for every platform
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_run_worker(runtime))
 
 
 async def _run_worker(runtime: object) -> int:
