@@ -58,11 +58,22 @@ def redact(text: str) -> str:
 
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not kill logging
-            message = str(record.msg)
-        record.msg = redact(message)
+        args = record.args
+        if (
+            record.msg == "%s"
+            and isinstance(args, tuple)
+            and len(args) == 1
+            and isinstance(args[0], _KV)
+        ):
+            # An event(): its text values were redacted one by one as it rendered, so
+            # timestamps, counts and durations are never run through the patterns.
+            record.msg = str(args[0])
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string must not kill logging
+                message = str(record.msg)
+            record.msg = redact(message)
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             # Tracebacks can quote payloads in exception messages.
@@ -77,7 +88,7 @@ def _value(value: Any) -> str:
         return str(value)
     if kind is list or kind is tuple:
         value = ",".join(str(v) for v in value)
-    text = str(value)
+    text = redact(str(value))
     if not text or " " in text or '"' in text or "=" in text:
         return json.dumps(text)
     return text
