@@ -155,8 +155,11 @@ class CollectInto(Model):
     collect_into: str = Field(min_length=1)
 
 
+_DEST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 class DestinationConfig(Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str
     type: str = Field(min_length=1)
     enabled: bool = True
     settings: dict[str, Any] = {}
@@ -165,6 +168,16 @@ class DestinationConfig(Model):
     unmapped: Literal["ignore"] | CollectInto = "ignore"
     retry: RetryConfig = RetryConfig()
     flow: FlowConfig = FlowConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _DEST_NAME_RE.match(value):
+            raise ValueError(
+                "expected 1-64 letters, digits, '_', '-' or '.', starting with a letter or "
+                "digit (it appears in logs, metrics and CLI output)"
+            )
+        return value
 
     @field_validator("unmapped", mode="before")
     @classmethod
