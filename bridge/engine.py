@@ -31,6 +31,7 @@ from bridge.config import WorkerConfig
 from bridge.destinations import Destination
 from bridge.errors import (
     AuthError,
+    ConfigError,
     DeliveryError,
     MappingError,
     PermanentError,
@@ -96,6 +97,10 @@ class DestinationWorker:
             else None
         )
         self.paused_until = 0.0  # wall clock; set by a 429
+        self._start_lock = asyncio.Lock()
+        self._start_error: DeliveryError | None = None
+        self._start_failed_at = 0.0
+        self._background: set[asyncio.Task[None]] = set()
         self.wakeup = asyncio.Event()
         self.slot_free = asyncio.Event()
         # An attempt is bounded by retry.timeout, or three times that with a
@@ -110,9 +115,10 @@ class DestinationWorker:
         engine = self.engine
         while not engine.stopping:
             try:
-                if not await self._ensure_started():
-                    await self._idle(STARTUP_RETRY)
-                    continue
+                # A connector that cannot start does not stop the claims: each claimed
+                # delivery fails with the startup error, so it is retried on the
+                # schedule, dead-lettered (credentials, config) and shown by `show`.
+                await self._try_start()
                 pause = self.paused_until - engine.clock()
                 if pause > 0:
                     await self._idle(min(pause, engine.worker.poll_interval * 4))
@@ -161,6 +167,8 @@ class DestinationWorker:
     def _start_queued(self) -> None:
         # A slot is free again once its request is answered: waiting for the
         # outcome's group commit (an fsync) must not idle the destination.
+        if self.paused_until > self.engine.clock():
+            return
         free = self.capacity - len(self.sending)
         share = self.engine.share
         while free > 0 and self.queued and not self.engine.stopping and share.take():
@@ -189,30 +197,55 @@ class DestinationWorker:
         self.wakeup.clear()
         await self._wait(self.wakeup, seconds)
 
-    async def _ensure_started(self) -> bool:
+    async def _try_start(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._ensure_started()
+
+    async def _ensure_started(self) -> None:
+        """Start the connector, or raise why it cannot start (as a DeliveryError).
+
+        Concurrent deliveries share one startup, and a failure is remembered for
+        STARTUP_RETRY seconds rather than retried by every delivery.
+        """
         if self.started:
-            return True
-        try:
-            if self.connector is None:
-                self.connector = self.dest.create_connector()
-            await asyncio.wait_for(self.connector.startup(), self.retry.timeout)
-        except Exception as exc:
-            event(
-                log,
-                "connector_startup_failed",
-                logging.ERROR,
-                destination=self.name,
-                error=_safe_error(exc),
-            )
-            return False
-        self.started = True
-        return True
+            return
+        async with self._start_lock:
+            if self.started:
+                return
+            now = self.engine.clock()
+            if self._start_error is not None and now - self._start_failed_at < STARTUP_RETRY:
+                raise self._start_error
+            try:
+                if self.connector is None:
+                    self.connector = self.dest.create_connector()
+                async with asyncio.timeout(self.retry.timeout):
+                    await self.connector.startup()
+            except Exception as exc:
+                error = _startup_error(exc, self.retry.timeout)
+                self._start_error, self._start_failed_at = error, now
+                event(
+                    log,
+                    "connector_startup_failed",
+                    logging.ERROR,
+                    destination=self.name,
+                    error=error.message,
+                )
+                raise error from exc
+            self.started = True
+            self._start_error = None
 
     # ------------------------------------------------------------------ one delivery
 
     async def _deliver(self, claim: Claim) -> None:
         engine = self.engine
         started = engine.clock()
+        if self.paused_until > started:
+            # Rate limited meanwhile: due again when the pause ends. Sleeping here
+            # instead could outlast the lease and let another worker send it too.
+            self.queued.append(claim)
+            self._sent(claim.delivery_id)
+            self._defer_queued()
+            return
         t0 = time.perf_counter()
         try:
             outcome = await self._attempt(claim, started, t0)
@@ -405,6 +438,7 @@ class DestinationWorker:
             pause = retry_after if retry_after is not None else self.retry.schedule[0]
             # Slow the whole destination, not only this lead.
             self.paused_until = max(self.paused_until, now + pause)
+            self._defer_queued()
             if self.bucket is not None:
                 self.bucket.drain()
             retry_after = pause
@@ -440,14 +474,10 @@ class DestinationWorker:
         )
 
     async def _send(self, record: dict[str, Any], context: DeliveryContext) -> DeliveryResult:
+        await self._ensure_started()
         assert self.connector is not None
         connector = self.connector
         engine = self.engine
-        while True:
-            pause = self.paused_until - engine.clock()
-            if pause <= 0:
-                break
-            await engine.sleep(pause)
         if self.bucket is not None:
             await self.bucket.acquire()
 
@@ -482,6 +512,8 @@ class DestinationWorker:
             async with asyncio.timeout(self.retry.timeout):
                 return await once()
         except AuthError as first:
+            if not self.started:
+                raise  # the connector's own startup (its authentication) was refused
             # One re-authentication, then one more try; a second AuthError is final.
             try:
                 async with asyncio.timeout(self.retry.timeout):
@@ -494,6 +526,22 @@ class DestinationWorker:
                 raise AuthError(f"re-authentication failed: {_safe_error(exc)}") from exc
             async with asyncio.timeout(self.retry.timeout):
                 return await once()
+
+    def _defer_queued(self) -> None:
+        """Give the leases of claimed-but-unsent deliveries back, due when the pause ends."""
+        if not self.queued:
+            return
+        leases = [(c.delivery_id, c.lease_token) for c in self.queued]
+        self.queued.clear()
+        task = asyncio.create_task(self._release(leases, self.paused_until))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, leases: list[tuple[int, str]], due: float) -> None:
+        try:
+            await self.engine.store.release(leases, due)
+        except StoreError as exc:  # the leases expire by themselves
+            event(log, "release_failed", logging.WARNING, destination=self.name, error=str(exc))
 
     # ------------------------------------------------------------------ shutdown
 
@@ -515,6 +563,8 @@ class DestinationWorker:
                     leftover.append((claim.delivery_id, claim.lease_token))
             if still:
                 await asyncio.wait(still, timeout=5)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
         if leftover:
             with contextlib.suppress(StoreError):
                 released = await self.engine.store.release(leftover, self.engine.clock())
@@ -579,6 +629,17 @@ class Finisher:
 def _consume(future: asyncio.Future[bool]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _startup_error(exc: BaseException, timeout: float) -> DeliveryError:
+    """Why a connector cannot start, in the delivery error taxonomy."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return RetryableError(f"connector startup timed out after {timeout:g}s")
+    if isinstance(exc, ConfigError):
+        return PermanentError(f"connector cannot start: {exc}")
+    return RetryableError(f"connector startup failed: {_safe_error(exc)}")
 
 
 def _safe_error(exc: BaseException) -> str:

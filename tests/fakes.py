@@ -42,6 +42,9 @@ class Script:
     reauth_error: Exception | None = None
     release: asyncio.Event | None = None
     clock: Any = None
+    # Exceptions raised by successive startup() calls; afterwards startup succeeds.
+    startup_errors: list[Exception] = field(default_factory=list)
+    startups: int = 0
 
     def next_action(self) -> Any:
         return self.actions.pop(0) if self.actions else "ok"
@@ -63,6 +66,12 @@ class ScriptedConnector(Connector):
     def script(self) -> Script:
         assert isinstance(self.settings, ScriptedSettings)
         return SCRIPTS.setdefault(self.settings.script, Script())
+
+    async def startup(self) -> None:
+        script = self.script
+        script.startups += 1
+        if script.startup_errors:
+            raise script.startup_errors.pop(0)
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         script = self.script

@@ -467,3 +467,69 @@ async def test_finisher_reports_store_errors_to_every_caller() -> None:
         *(finisher.finish(outcome(i)) for i in range(2)), return_exceptions=True
     )
     assert all(isinstance(r, StoreUnavailable) for r in results)
+
+
+# --------------------------------------------------------------------------- connector startup
+
+
+async def test_refused_credentials_at_startup_are_a_dead_letter(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm")
+    s.startup_errors = [AuthError("HTTP 400: invalid_client")] * 5
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert row.status == "dead"
+    assert row.last_error == "check the credentials of destination crm: HTTP 400: invalid_client"
+    assert s.calls == []
+
+
+async def test_unreachable_at_startup_is_retried_on_the_schedule(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm")
+    s.startup_errors = [RetryableError("token endpoint unreachable")]
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    await h.add("led_1")
+    for _ in range(400):
+        row = await h.delivery("led_1", "crm")
+        if row.attempts == 1:
+            break
+        await asyncio.sleep(0.005)
+    [first] = await h.store.get_attempts("led_1")
+    assert (first.outcome, first.error) == ("retry", "token endpoint unreachable")
+    h.clock.advance(60)  # past the schedule's first delay and the startup back-off
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts) == ("delivered", 2)
+    assert s.startups == 2 and len(s.calls) == 1
+
+
+async def test_long_rate_limit_pause_gives_leases_back_instead_of_holding_them(
+    make_harness: Callable[..., Any],
+) -> None:
+    s = script("crm", RateLimited("HTTP 429 DAILY", status_code=429, retry_after=3600))
+    h: Harness = await make_harness(dest("crm", flow={"concurrency": 1}), worker={"lease": "60s"})
+    await h.engine().start()
+    t0 = h.clock.time()
+    await h.add(*[f"led_{i}" for i in range(5)])
+    for _ in range(400):
+        rows = [await h.delivery(f"led_{i}", "crm") for i in range(5)]
+        if all(not r.leased for r in rows) and any(r.attempts for r in rows):
+            break
+        await asyncio.sleep(0.005)
+    # Nothing is held under a lease during the hour-long pause (claimed ones are
+    # given back, due when it ends; the others are not claimed meanwhile).
+    assert all(not r.leased for r in rows), rows
+    assert all(r.next_attempt_at in (t0, pytest.approx(t0 + 3600)) for r in rows)
+    h.clock.advance(1800)
+    h.engines[0].wake()
+    await asyncio.sleep(0.1)
+    assert len(s.calls) == 1
+    for i in range(5):
+        assert (await h.settle(f"led_{i}", "crm")).status == "delivered"
+    sent = [c.lead_id for c in s.calls]
+    assert sorted(sent[1:]) == [f"led_{i}" for i in range(5)]  # each once after the pause
+    assert all(c.at >= t0 + 3600 for c in s.calls[1:])
