@@ -125,7 +125,7 @@ def element_problem(element: Any) -> str | None:
         return f"'id' is longer than {MAX_ID_LENGTH} characters"
     if not lead_id.isprintable():
         # Ids end up in URLs, log lines and database keys (PostgreSQL text refuses NUL).
-        return "'id' contains control characters"
+        return "'id' contains control or invalid characters"
     if "data" in element and not isinstance(element["data"], dict):
         return f"'data' must be an object, got {_json_type(element['data'])}"
     return None
@@ -148,10 +148,12 @@ def _json_type(value: Any) -> str:
 def _dump(value: Any) -> str:
     try:
         # orjson is ~10x faster; it refuses what it cannot represent exactly
-        # (integers beyond 64 bits, NaN), and then the standard library takes over.
+        # (integers beyond 64 bits, lone surrogates such as "\ud800"), and then the
+        # standard library takes over, escaping to ASCII so that any string can be
+        # stored (a lone surrogate cannot be encoded as UTF-8).
         return orjson.dumps(value).decode()
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
 @dataclass
@@ -171,7 +173,7 @@ def split_batch(elements: list[Any]) -> Batch:
                 QuarantineIn(
                     reason=f"element {index}: {problem}",
                     raw=_dump(element),
-                    lead_id=lead_id if isinstance(lead_id, str) else None,
+                    lead_id=_column(lead_id),
                     item_index=index,
                 )
             )
@@ -190,10 +192,15 @@ def split_batch(elements: list[Any]) -> Batch:
 
 
 def _column(value: Any) -> str | None:
-    # Indexed copies of `created` and `url`; the payload keeps the original anyway.
-    if isinstance(value, str) and "\x00" not in value and len(value) <= 2048:
-        return value
-    return None
+    # Indexed copies of `created`, `url` and quarantined ids; the payload keeps the
+    # original anyway. Only text any database can store: no NUL, valid UTF-8.
+    if not isinstance(value, str) or "\x00" in value or len(value) > 2048:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape
+        return None
+    return value
 
 
 def _ids(ids: Sequence[str]) -> str:

@@ -270,7 +270,7 @@ async def test_invalid_elements_are_quarantined_one_by_one(app: AppHarness) -> N
         "element 4: 'id' must be a non-empty string, got a number",
         "element 5: 'id' is longer than 255 characters",
         "element 6: 'data' must be an object, got an array",
-        "element 8: 'id' contains control characters",
+        "element 8: 'id' contains control or invalid characters",
     ]
     bad = next(q for q in await app.quarantine() if q["item_index"] == 6)
     assert bad["lead_id"] == "bad-data"
@@ -355,3 +355,20 @@ async def test_get_on_the_webhook_is_405(app: AppHarness) -> None:
     response = await app.client.get("/lead/webhook")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+async def test_lone_surrogate_escapes_do_not_fail_the_batch(app: AppHarness) -> None:
+    # JSON allows "\ud800" (a lone surrogate) but UTF-8 cannot encode it: the lead is
+    # stored with the escape kept, the bad id quarantined, nothing answered 503.
+    body = (
+        b'[{"id": "good", "data": {}}, {"id": "odd", "url": "\\ud800", "data": {"x": "\\udfff"}},'
+        b' {"id": "bad\\ud800"}]'
+    )
+    response = await app.post(body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": 1}
+    stored = await app.store.get_lead("odd")
+    assert stored is not None and stored.payload is not None and stored.url is None
+    assert json.loads(stored.payload) == {"id": "odd", "url": "\ud800", "data": {"x": "\udfff"}}
+    [bad] = await app.quarantine()
+    assert bad["reason"] == "element 2: 'id' contains control or invalid characters"
