@@ -704,6 +704,13 @@ class PostgresStore(Store):
                         (needle,),
                     )
                 ).rowcount
+                # Another lead's delivery can quote the address in its stored error
+                # (a CRM echoing a conflict): keep the row, drop the text.
+                await conn.execute(
+                    "UPDATE deliveries SET last_error = '[erased: contained personal data]' "
+                    "WHERE strpos(lower(coalesce(last_error, '')), %s) > 0",
+                    (needle,),
+                )
         return report
 
 

@@ -336,6 +336,20 @@ async def test_erase_by_email_removes_everything_of_that_person(store: Store) ->
     assert await store.list_quarantine() == []
 
 
+async def test_erase_scrubs_the_address_from_other_leads_errors(store: Store) -> None:
+    await store.ingest(
+        [lead("a", "ann@example.com"), lead("b", "bob@example.com")], ["crm"], [], T0
+    )
+    claims = await store.claim(destination="crm", limit=10, lease_seconds=5, now=T0)
+    (b,) = [c for c in claims if c.lead_id == "b"]
+    await store.release([(c.delivery_id, c.lease_token) for c in claims if c.lead_id == "a"], T0)
+    quoted = "HTTP 409: contact ANN@example.com already exists"
+    await store.finish([done(b.delivery_id, b.lease_token, "dead", error=quoted)])
+    await store.erase(email="ann@example.com")
+    (kept,) = await store.get_deliveries("b")
+    assert kept.status == "dead" and kept.last_error == "[erased: contained personal data]"
+
+
 async def test_erase_by_lead_id(store: Store) -> None:
     await seed(store, "a", "b")
     report = await store.erase(lead_id="a")
