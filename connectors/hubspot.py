@@ -13,11 +13,13 @@ owns retries. ``hubspot`` is imported only when a HubSpot destination starts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -99,6 +101,10 @@ class HubSpotSettings(ConnectorSettings):
         return value
 
 
+# Upper bound on concurrent SDK calls (the destination's flow.concurrency is lower).
+MAX_THREADS = 64
+
+
 class HubSpotConnector(Connector):
     type_name = "hubspot"
     Settings: ClassVar[type[ConnectorSettings]] = HubSpotSettings
@@ -112,6 +118,7 @@ class HubSpotConnector(Connector):
         assert isinstance(settings, HubSpotSettings)
         super().__init__(name, settings)
         self._api: BatchApi | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._sdk_errors: tuple[type[Exception], ...] = ()
 
     @classmethod
@@ -134,6 +141,12 @@ class HubSpotConnector(Connector):
 
     async def startup(self) -> None:
         register_secret(self.settings.access_token.get_secret_value())
+        if self._executor is None:
+            # Its own threads: the SDK blocks, and on the loop's default executor a
+            # slow HubSpot would hold up SQLite reads, /readyz and other destinations.
+            self._executor = ThreadPoolExecutor(
+                MAX_THREADS, thread_name_prefix=f"hubspot-{self.name}"
+            )
         if self._api is None:
             self._api = self._build_api()
 
@@ -148,6 +161,9 @@ class HubSpotConnector(Connector):
         if api is not None:
             api.api_client.rest_client.pool_manager.clear()
             api.api_client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def _build_api(self) -> BatchApi:
         try:
@@ -195,11 +211,14 @@ class HubSpotConnector(Connector):
         )
         try:
             # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
-            response = await asyncio.to_thread(
-                api.upsert_with_http_info,
-                batch,
-                _request_timeout=self.settings.timeout,
-                _preload_content=False,
+            response = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                functools.partial(
+                    api.upsert_with_http_info,
+                    batch,
+                    _request_timeout=self.settings.timeout,
+                    _preload_content=False,
+                ),
             )
         except self._sdk_errors as exc:
             raise classify(exc) from exc
