@@ -309,6 +309,11 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             raise BadRequest(
                 f"destination: unknown or disabled {body.destination!r}; known: {known}"
             )
+        added = 0
+        if body.lead_id is not None:
+            # A lead stored before a destination existed has no delivery for it yet.
+            wanted = [body.destination] if body.destination else names
+            added = await store.add_deliveries(body.lead_id, wanted, time.time())
         result = await store.replay(
             now=time.time(),
             lead_id=body.lead_id,
@@ -316,7 +321,8 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             dead_only=body.dead,
             force=body.force,
         )
-        if result.not_found:
+        result.requeued += added
+        if result.not_found and not added:
             return error(404, "not_found", "no delivery matched")
         if state.engine is not None:
             state.engine.wake()

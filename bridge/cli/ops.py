@@ -22,7 +22,7 @@ from bridge.cli.common import (
     table,
 )
 from bridge.destinations import Runtime
-from bridge.store.base import STATUSES, Store
+from bridge.store.base import STATUSES, ReplayResult, Store
 
 T = TypeVar("T")
 
@@ -311,16 +311,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         return 2
 
-    result = _with_store(
-        runtime,
-        lambda s: s.replay(
+    async def replay(store: Store) -> tuple[int, ReplayResult]:
+        added = 0
+        if args.lead_id:
+            # A lead stored before a destination existed (or with none configured)
+            # has no delivery for it yet: create it, due now.
+            wanted = [args.destination] if args.destination else [d.name for d in runtime.active]
+            added = await store.add_deliveries(args.lead_id, wanted, time.time())
+        result = await store.replay(
             now=time.time(),
             lead_id=args.lead_id,
             destination=args.destination,
             dead_only=args.dead,
             force=args.force,
-        ),
-    )
+        )
+        return added, result
+
+    added, result = _with_store(runtime, replay)
+    result.requeued += added
+    if added:
+        result.not_found = 0
     if args.json:
         print_json(asdict(result))
     else:

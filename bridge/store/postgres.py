@@ -655,7 +655,9 @@ class PostgresStore(Store):
             cur = await conn.execute(
                 "UPDATE leads SET payload = NULL, purged_at = %s WHERE payload IS NOT NULL "
                 "AND received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped'))",
+                "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
+                # A lead never given a delivery (no destination then) is not delivered.
+                "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)",
                 (time.time(), before),
             )
             return int(cur.rowcount)

@@ -154,3 +154,25 @@ def test_commands_need_a_config(capsys: pytest.CaptureFixture[str], monkeypatch:
     monkeypatch.delenv("LEAD_BRIDGE_CONFIG", raising=False)
     code, _, err = run(capsys, "status")
     assert code == 2 and "pass --config PATH or set LEAD_BRIDGE_CONFIG" in err
+
+
+def test_replay_of_a_lead_stored_before_its_destination_existed(
+    write_config: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(destinations=[])
+
+    async def fill() -> None:
+        store = SQLiteStore(f"sqlite:///{path.parent / 'lead-bridge.db'}")
+        await store.open()
+        await store.ingest([LeadIn("early", json.dumps(make_lead("early")))], [], [], time.time())
+        await store.close()
+
+    asyncio.run(fill())
+    path = write_config(destinations=DESTS)
+    code, out, _ = run(capsys, "replay", "early", "--config", str(path))
+    assert code == 0 and "requeued 2 deliveries" in out
+    code, out, _ = run(capsys, "deliveries", "--config", str(path), "--json")
+    assert sorted((r["lead_id"], r["destination"], r["status"]) for r in json.loads(out)) == [
+        ("early", "chat", "pending"),
+        ("early", "crm", "pending"),
+    ]

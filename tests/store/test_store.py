@@ -321,6 +321,12 @@ async def test_purge_payloads_only_of_finished_leads_and_ids_stay(store: Store) 
     assert again.duplicates == ["ok"]
 
 
+async def test_purge_keeps_leads_that_never_had_a_delivery(store: Store) -> None:
+    await store.ingest([lead("lonely")], [], [], T0)  # no destination configured then
+    assert await store.purge_payloads(before=T0 + 500) == 0
+    assert (await store.get_lead("lonely")).payload is not None  # type: ignore[union-attr]
+
+
 async def test_erase_by_email_removes_everything_of_that_person(store: Store) -> None:
     await store.ingest(
         [lead("a", "Ann@Example.com"), lead("b", "bob@example.com")], ["crm"], [], T0
