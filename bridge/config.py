@@ -369,7 +369,8 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current
 
 
-def _describe(error: dict[str, Any], root: type[BaseModel]) -> tuple[str, str]:
+def describe_error(error: dict[str, Any], root: type[BaseModel]) -> tuple[str, str]:
+    """One pydantic error as (key path, what is expected), with 'did you mean' hints."""
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -406,7 +407,7 @@ def validate_config(tree: Any) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        problems = [_describe(dict(e), Config) for e in exc.errors()]
+        problems = [describe_error(dict(e), Config) for e in exc.errors()]
         raise ConfigError(problems) from None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridge import registry
-from bridge.config import Config, DestinationConfig, format_path
+from bridge.config import Config, DestinationConfig, describe_error
 from bridge.errors import ConfigError
 from bridge.mapping import (
     DEFAULT_MAPPINGS,
@@ -44,16 +44,13 @@ class Destination:
         return self.connector_cls(self.name, self.settings)
 
 
-def _settings_problems(exc: ValidationError, prefix: str) -> list[tuple[str, str]]:
+def _settings_problems(
+    exc: ValidationError, settings: type[ConnectorSettings], prefix: str
+) -> list[tuple[str, str]]:
     problems = []
     for err in exc.errors():
-        loc = f"{prefix}.{format_path(tuple(err['loc']))}" if err["loc"] else prefix
-        msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
-        if err["type"] == "missing":
-            msg = "required key is missing"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        problems.append((loc, msg))
+        path, message = describe_error(dict(err), settings)
+        problems.append((f"{prefix}.{path}" if path else prefix, message))
     return problems
 
 
@@ -72,7 +69,7 @@ def build_destination(
     try:
         settings = cls.Settings.model_validate(cfg.settings)
     except ValidationError as exc:
-        found = _settings_problems(exc, f"{base}.settings")
+        found = _settings_problems(exc, cls.Settings, f"{base}.settings")
         (warnings if lenient else problems).extend(found)
     mapping: CompiledMapping | None = None
     try:
