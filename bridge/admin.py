@@ -228,6 +228,10 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
                 },
                 "deliveries": [_delivery(d) for d in deliveries],
                 "attempts": [_attempt(a) for a in attempts],
+                # as `lead-bridge show`: each destination's record under the current config
+                "mapped": state.runtime.preview(
+                    json.loads(record.payload) if record.payload else None
+                ),
             },
         )
 
@@ -499,6 +503,19 @@ OPENAPI_BASE: dict[str, Any] = {
                     "attempts": {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/Attempt"},
+                    },
+                    "mapped": {
+                        "type": "object",
+                        "description": "per destination, under the current config: whether "
+                        "`when` matches, and the mapped `record` or the mapping `error`",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {
+                                "when": {"type": "boolean"},
+                                "record": {"type": "object"},
+                                "error": {"type": "string"},
+                            },
+                        },
                     },
                 },
             },

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from bridge import registry
 from bridge.config import Config, DestinationConfig, describe_error
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, MappingError
 from bridge.mapping import (
     DEFAULT_MAPPINGS,
     CompiledMapping,
@@ -153,6 +153,22 @@ class Runtime:
     @property
     def active(self) -> list[Destination]:
         return [d for d in self.destinations if d.config.enabled]
+
+    def preview(self, lead: Any) -> dict[str, dict[str, Any]]:
+        """Per destination: does ``when`` match, and the mapped record or the mapping
+        error, under the current config (what `show` and the admin API display)."""
+        out: dict[str, dict[str, Any]] = {}
+        if not isinstance(lead, dict):
+            return out
+        for dest in self.destinations:
+            matched = dest.when.matches(lead) if dest.when is not None else True
+            try:
+                record = dest.mapping.apply(lead).record
+            except MappingError as exc:
+                out[dest.name] = {"when": matched, "error": f"mapping error: {exc}"}
+                continue
+            out[dest.name] = {"when": matched, "record": record}
+        return out
 
 
 def load_runtime(path: Any, *, lenient: bool = False, env: dict[str, str] | None = None) -> Runtime:

@@ -127,6 +127,9 @@ async def test_lead_lookup_includes_payload_deliveries_and_attempts(admin: AppHa
         "status_code": 400,
         "remote_id": None,
     }
+    # as `lead-bridge show`: the record each destination gets under the current config
+    assert body["mapped"]["archive"]["when"] is True
+    assert body["mapped"]["archive"]["record"]["id"] == "led_dead"
 
 
 async def test_unknown_lead_is_404(admin: AppHarness) -> None:

@@ -211,7 +211,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"lead {args.lead_id!r} is not stored", file=sys.stderr)
         return 1
     payload = json.loads(lead.payload) if lead.payload else None
-    mapped = _mapped(runtime, payload)
+    mapped = runtime.preview(payload)
     if args.json:
         print_json(
             {
@@ -276,23 +276,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not deliveries:
         print("no deliveries (no destination was configured when it arrived)")
     return 0
-
-
-def _mapped(runtime: Runtime, payload: Any) -> dict[str, dict[str, Any]]:
-    from bridge.errors import MappingError
-
-    out: dict[str, dict[str, Any]] = {}
-    if not isinstance(payload, dict):
-        return out
-    for dest in runtime.destinations:
-        matched = dest.when.matches(payload) if dest.when is not None else True
-        try:
-            record = dest.mapping.apply(payload).record
-        except MappingError as exc:
-            out[dest.name] = {"when": matched, "error": f"mapping error: {exc}"}
-            continue
-        out[dest.name] = {"when": matched, "record": record}
-    return out
 
 
 # --------------------------------------------------------------------------- replay
