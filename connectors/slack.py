@@ -15,6 +15,7 @@ the webhook is gone; ``429`` with ``Retry-After``; ``5xx``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -85,7 +86,7 @@ def _str(record: Mapping[str, Any], key: str) -> str:
     return str(value).strip()
 
 
-def build_card(record: Mapping[str, Any]) -> dict[str, Any]:
+def build_card(record: Mapping[str, Any], received_at: float | None = None) -> dict[str, Any]:
     """The Block Kit message for the card fields (absent fields are left out)."""
     title = _str(record, "title") or "New lead"
     fields: list[tuple[str, str]] = []
@@ -130,7 +131,8 @@ def build_card(record: Mapping[str, Any]) -> dict[str, Any]:
         part
         for part in (
             f"Lead `{escape(_str(record, 'lead_id'))}`" if _str(record, "lead_id") else "",
-            f"received {escape(_str(record, 'created'))}" if _str(record, "created") else "",
+            f"submitted {escape(_str(record, 'created'))}" if _str(record, "created") else "",
+            f"received {_utc(received_at)}" if received_at else "",
         )
         if part
     ]
@@ -144,7 +146,11 @@ def build_card(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": escape(text), "blocks": blocks}
 
 
-def build_message(record: Mapping[str, Any]) -> dict[str, Any]:
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def build_message(record: Mapping[str, Any], received_at: float | None = None) -> dict[str, Any]:
     """The JSON body for one record: the override as-is, else the card."""
     blocks = record.get("blocks")
     if blocks is not None:
@@ -160,7 +166,7 @@ def build_message(record: Mapping[str, Any]) -> dict[str, Any]:
             )
         # A mapped text is the user's own template: sent as-is, like blocks.
         return {"text": str(text)}
-    return build_card(record)
+    return build_card(record, received_at)
 
 
 def _classify(response: httpx.Response) -> DeliveryError | None:
@@ -228,7 +234,7 @@ class SlackConnector(Connector):
             )
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
-        message = build_message(record)
+        message = build_message(record, context.received_at or None)
         if self._client is None:
             await self.startup()
         assert self._client is not None

@@ -55,7 +55,7 @@ def ctx() -> DeliveryContext:
 
 
 def test_card_layout() -> None:
-    message = build_message(CARD)
+    message = build_message(CARD, received_at=1_531_413_000.0)
     blocks = message["blocks"]
     assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "John Doe"}}
     fields = [f["text"] for f in blocks[1]["fields"]]
@@ -67,7 +67,9 @@ def test_card_layout() -> None:
     assert "*Company size*\n101-250" in fields
     assert blocks[2]["text"]["text"] == "*Form*\n<https://some-site.com/page-with-lead-form/>"
     context_text = blocks[3]["elements"][0]["text"]
-    assert "led_slp3mt0qxvIXYUIK" in context_text and "2018-07-12T16:29:42Z" in context_text
+    assert context_text == (
+        "Lead `led_slp3mt0qxvIXYUIK` · submitted 2018-07-12T16:29:42Z · received 2018-07-12 16:30 UTC"
+    )
     assert message["text"] == "New lead: John Doe (Org &amp; &lt;Sons&gt;)"
 
 
