@@ -73,6 +73,7 @@ def create_app(
         path_secrets=[s.get_secret_value() for s in config.auth.path_secrets],
         max_body_bytes=config.server.max_body_bytes,
         path=config.server.path,
+        access_log=config.server.access_log,
     )
 
     async def healthz(request: Request) -> Response:
@@ -95,7 +96,12 @@ def create_app(
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
-    routes += [Route(p, intake.handle, methods=["POST"]) for p in webhook_paths(config.server.path)]
+    if not config.auth.path_secrets:
+        # POSTs take the fast path (LeadBridgeApp); these routes answer other methods
+        # with 405. With path secrets the URL must not reveal that it exists: 404.
+        routes += [
+            Route(p, intake.handle, methods=["POST"]) for p in webhook_paths(config.server.path)
+        ]
     from bridge.admin import admin_routes, metrics_routes
 
     routes.append(Mount("/admin", routes=admin_routes(state)))

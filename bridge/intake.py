@@ -223,9 +223,12 @@ class Intake:
         path_secrets: Sequence[str],
         max_body_bytes: int,
         path: str = "/lead/webhook",
+        access_log: bool = True,
         clock: Any = time.time,
     ) -> None:
         self.path = path.rstrip("/")
+        # False: no line for accepted requests (refusals and failures are still logged).
+        self.access_log = access_log
         self.store = store
         self.metrics = metrics
         self.destinations = list(destinations)
@@ -370,7 +373,8 @@ class Intake:
         if not parsed:
             self.metrics.probe()
             self.metrics.request("probe")
-            event(log, "webhook", outcome="probe", leads=0, status=200)
+            if self.access_log:
+                event(log, "webhook", outcome="probe", leads=0, status=200)
             return 200, {"accepted": 0, "duplicates": 0, "rejected": 0}
 
         batch = split_batch(parsed)
@@ -401,18 +405,19 @@ class Intake:
         self.metrics.leads(
             received=len(parsed), accepted=accepted, duplicates=duplicates, rejected=rejected
         )
-        event(
-            log,
-            "webhook",
-            outcome="accepted",
-            status=200,
-            leads=len(parsed),
-            accepted=accepted,
-            duplicates=duplicates,
-            rejected=rejected,
-            lead_ids=_ids([lead.id for lead in batch.leads]),
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        if self.access_log:
+            event(
+                log,
+                "webhook",
+                outcome="accepted",
+                status=200,
+                leads=len(parsed),
+                accepted=accepted,
+                duplicates=duplicates,
+                rejected=rejected,
+                lead_ids=_ids([lead.id for lead in batch.leads]),
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
         return 200, {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
 
     async def _quarantine_body(self, body: bytes, code: str, message: str) -> Answer:

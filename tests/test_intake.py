@@ -145,6 +145,27 @@ async def test_path_secret(make_app: Callable[..., Any]) -> None:
     assert await app.lead_ids() == ["p1", "p2"]
 
 
+async def test_with_path_secrets_other_methods_do_not_reveal_the_route(
+    make_app: Callable[..., Any],
+) -> None:
+    app: AppHarness = await make_app(auth={"path_secrets": ["abc123"]})
+    for path in ("/lead/webhook", "/lead/webhook/abc123", "/lead/webhook/nope"):
+        response = await app.client.get(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"error": "not_found", "message": "no such endpoint"}
+
+
+async def test_access_log_can_be_turned_off(
+    make_app: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    app: AppHarness = await make_app(server={"behind_proxy": True, "access_log": False})
+    with caplog.at_level("INFO", logger="lead_bridge.intake"):
+        assert (await app.post([make_lead("quiet")])).status_code == 200
+        assert (await app.post(b"nope")).status_code == 400
+    assert "outcome=accepted" not in caplog.text
+    assert "outcome=invalid_json" in caplog.text  # refusals are always logged
+
+
 async def test_path_and_header_secrets_together(make_app: Callable[..., Any]) -> None:
     app: AppHarness = await make_app(auth={"path_secrets": ["p"], "header_secrets": ["h"]})
     assert (await app.post([make_lead("1")], path="/lead/webhook/p")).status_code == 401
