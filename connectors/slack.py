@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
+from bridge.config import Duration
 from bridge.errors import DeliveryError, PermanentError
 from bridge.logs import register_secret
 from connectors import _http
@@ -56,7 +57,7 @@ _GONE = {404, 410}
 class SlackSettings(ConnectorSettings):
     # The URL itself is the credential: anyone holding it can post to the channel.
     webhook_url: SecretStr
-    timeout: float = Field(10.0, gt=0, le=120)
+    timeout: Duration = Field(10.0, gt=0, le=120)  # seconds, or '10s'
 
     @field_validator("webhook_url")
     @classmethod

@@ -32,6 +32,7 @@ import aiohttp
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
+from bridge.config import Duration
 from bridge.errors import DeliveryError, PermanentError, RetryableError
 from bridge.logs import register_secret
 from connectors import _http
@@ -76,7 +77,7 @@ class WebhookSettings(ConnectorSettings):
     # Values are ${VAR}-expanded when the config loads.
     headers: dict[str, str] = {}
     secret: SecretStr | None = None
-    timeout: float = Field(10.0, gt=0, le=300)
+    timeout: Duration = Field(10.0, gt=0, le=300)  # seconds, or '10s'
     # Allow destinations on loopback/private networks (tests, sidecars, intranets).
     allow_private: bool = False
 

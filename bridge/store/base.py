@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
-AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped", "auth_retry"]
+AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped"]
 STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "skipped")
 
 
