@@ -15,12 +15,12 @@ import contextlib
 import functools
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,16 +114,18 @@ def sqlite_path(url: str) -> Path:
 
 
 class _Op:
-    __slots__ = ("fn", "future", "ingest")
+    __slots__ = ("fn", "future", "ingest", "loop")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
         ingest: _Ingest | None = None,
     ) -> None:
         self.fn = fn
         self.future = future
+        self.loop = loop
         self.ingest = ingest
 
 
@@ -196,6 +198,11 @@ def _run_ingests(conn: sqlite3.Connection, requests: Sequence[_Ingest]) -> list[
             quarantined,
         )
     return results
+
+
+def _settle_all(items: list[tuple[_Op, Any, BaseException | None]]) -> None:
+    for op, result, error in items:
+        _settle(op.future, result, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -313,10 +320,8 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self.max_batch = max_batch
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[_Op] = []
-        self._flush_scheduled = False
-        self._inflight = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_stop = threading.Event()
         self._local = threading.local()
@@ -351,7 +356,8 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
         self._closed = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._writer = threading.Thread(target=self._run_writer, name="sqlite-writer", daemon=True)
+        self._writer.start()
         self._checkpoint_stop.clear()
         self._checkpointer = threading.Thread(
             target=self._run_checkpointer, name="sqlite-checkpointer", daemon=True
@@ -395,13 +401,10 @@ class SQLiteStore(Store):
         if self._closed:
             return
         self._closed = True
-        while self._inflight or self._pending:
-            if not self._inflight:
-                self._flush()
-            await asyncio.sleep(0.001)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._writer is not None:
+            self._queue.put(None)  # after every queued write
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
         self._checkpoint_stop.set()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.join)
@@ -421,43 +424,49 @@ class SQLiteStore(Store):
     ) -> T:
         """Queue a write; it commits together with every write queued meanwhile.
 
-        Group commit: one batch at a time runs in the writer thread (SQLite
-        releases the GIL while it works and fsyncs, so the event loop keeps
-        serving requests on the other core); whatever queues up during that
-        commit becomes the next batch, so batches grow with the load and each
-        fsync carries many requests.
+        Group commit: the writer thread takes everything queued, runs it in one
+        transaction and commits (SQLite releases the GIL while it works and
+        fsyncs, so the event loop keeps serving requests on the other core), then
+        hands the results back with one loop callback and takes the next batch at
+        once. Batches grow with the load, so each fsync carries many requests.
         """
         if self._closed:
             raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Op(fn, future, ingest))
-        if not self._inflight and not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        self._queue.put(_Op(fn, future, loop, ingest))
         return await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._inflight or not self._pending or self._executor is None:
-            return
-        batch = self._pending[: self.max_batch]
-        del self._pending[: self.max_batch]
-        self._inflight = True
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self._executor, self._execute_batch, batch)
-        done.add_done_callback(functools.partial(self._batch_done, batch))
-
-    def _batch_done(self, batch: list[_Op], done: asyncio.Future[list[Any]]) -> None:
-        self._inflight = False
-        try:
-            outcomes = done.result()
-        except BaseException as exc:  # the thread itself failed: nothing was committed
-            outcomes = [(None, StoreUnavailable(f"commit failed: {exc}"))] * len(batch)
-        for op, (result, error) in zip(batch, outcomes, strict=True):
-            _settle(op.future, result, error)
-        if self._pending:
-            self._flush()
+    def _run_writer(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        while True:
+            first = get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    op = get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            try:
+                outcomes = self._execute_batch(batch)
+            except BaseException as exc:  # nothing was committed
+                outcomes = [(None, StoreUnavailable(f"commit failed: {exc}"))] * len(batch)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, Any, Any]]] = {}
+            for op, (result, error) in zip(batch, outcomes, strict=True):
+                by_loop.setdefault(op.loop, []).append((op, result, error))
+            for loop, items in by_loop.items():
+                # A closed loop means nobody is waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle_all, items)
+            if stop:
+                return
 
     def _execute_batch(self, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
         """Runs in the writer thread: one transaction for the whole batch."""
@@ -526,7 +535,7 @@ class SQLiteStore(Store):
         now: float,
     ) -> IngestResult:
         request = _Ingest(leads, destinations, quarantine, now)
-        return await self._write(lambda conn: _run_ingests(conn, [request])[0], ingest=request)
+        return await self._write(lambda conn: _run_ingests(conn, [request])[0], request)
 
     # ------------------------------------------------------------------ delivery
 
