@@ -108,6 +108,7 @@ def service_config(work: Path, port: int, cert: Path, key: Path, storage_url: st
             "host": "127.0.0.1",
             "port": port,
             "tls": {"certfile": str(cert), "keyfile": str(key)},
+            "access_log": os.environ.get("BENCH_ACCESS_LOG", "1") == "1",
         },
         "auth": {"header_secrets": [SECRET]},
         "storage": {"url": storage_url or f"sqlite:///{work / 'bench.db'}", "synchronous": "FULL"},

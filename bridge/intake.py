@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bridge.errors import StoreError
-from bridge.logs import event
+from bridge.logs import access, event
 from bridge.metrics import Metrics
 from bridge.store.base import LeadIn, QuarantineIn, Store
 
@@ -374,7 +374,7 @@ class Intake:
             self.metrics.probe()
             self.metrics.request("probe")
             if self.access_log:
-                event(log, "webhook", outcome="probe", leads=0, status=200)
+                access(log, "webhook", outcome="probe", leads=0, status=200)
             return 200, {"accepted": 0, "duplicates": 0, "rejected": 0}
 
         batch = split_batch(parsed)
@@ -406,7 +406,7 @@ class Intake:
             received=len(parsed), accepted=accepted, duplicates=duplicates, rejected=rejected
         )
         if self.access_log:
-            event(
+            access(
                 log,
                 "webhook",
                 outcome="accepted",

@@ -115,6 +115,57 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
         logger.log(level, "%s", _KV({"event": name, **fields}))
 
 
+_second = [0, ""]  # the formatted timestamp of the current second, shared by access lines
+
+
+def _timestamp(now: float) -> str:
+    second = int(now)
+    if second != _second[0]:
+        _second[0], _second[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+
+
+# (handler, JSON?) installed by configure(): the target of access lines.
+_access_target: tuple[logging.Handler, bool] | None = None
+
+
+def access(logger: logging.Logger, name: str, **fields: Any) -> None:
+    """An access line (one per webhook request: intake's hot path).
+
+    The same line as ``event()`` would write, in the same stream and format, but
+    built and written directly instead of through the logging module's records,
+    filters and formatters (a third of a request's CPU otherwise). Text values
+    are redacted like every event's. Falls back to ``event()`` whenever logging
+    is not exactly as ``configure()`` set it up (tests capturing logs, embedding).
+    """
+    target = _access_target
+    handlers = logging.root.handlers
+    if (
+        target is None
+        or len(handlers) != 1
+        or handlers[0] is not target[0]
+        or not logger.isEnabledFor(logging.INFO)
+    ):
+        event(logger, name, **fields)
+        return
+    handler, as_json = target
+    ts = _timestamp(time.time())
+    if as_json:
+        out = {"ts": ts, "level": "info", "logger": logger.name, "event": name}
+        for key, value in fields.items():
+            if value is not None:
+                if type(value) is list or type(value) is tuple:
+                    value = ",".join(str(v) for v in value)
+                out[key] = redact(str(value))
+        line = json.dumps(out, ensure_ascii=False)
+    else:
+        line = f"{ts} level=info logger={logger.name} {kv(event=name, **fields)}"
+    stream = handler.stream  # type: ignore[attr-defined]
+    with handler.lock:  # type: ignore[union-attr]
+        stream.write(line + "\n")
+    handler.flush()  # a no-op for the buffered stderr handler
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -206,6 +257,8 @@ def configure(level: str = "INFO", fmt: str = "text", stream: Any = None) -> Non
     logging.logMultiprocessing = False
     root.addHandler(handler)
     root.setLevel(level)
+    global _access_target
+    _access_target = (handler, fmt == "json")
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers.clear()

@@ -129,3 +129,35 @@ def test_formatters_render_a_record() -> None:
     )
     assert TextFormatter().format(record).endswith("level=error logger=lead_bridge.t event=x a=1")
     assert json.loads(JsonFormatter().format(record))["a"] == "1"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_access_line_is_the_line_event_would_write(stream: io.StringIO, fmt: str) -> None:
+    logs.configure("INFO", fmt, stream)
+    log = logging.getLogger("lead_bridge.intake")
+    fields = {"outcome": "accepted", "leads": 2, "lead_ids": ["led_1", "ann@example.com"]}
+    logs.access(log, "webhook", **fields)
+    logs.event(log, "webhook", **fields)
+    fast, slow = stream.getvalue().splitlines()
+    strip_ts = (
+        (lambda line: json.loads(line) | {"ts": ""}) if fmt == "json" else (lambda line: line[24:])
+    )
+    assert strip_ts(fast) == strip_ts(slow)
+    assert "ann@example.com" not in fast and "a***@example.com" in fast
+
+
+def test_access_line_falls_back_to_logging_when_others_listen(stream: io.StringIO) -> None:
+    logs.configure("INFO", "text", stream)
+    seen: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(listener)  # e.g. a test harness capturing records
+    logs.access(logging.getLogger("lead_bridge.intake"), "webhook", outcome="accepted")
+    assert [r.getMessage() for r in seen] == ["event=webhook outcome=accepted"]
+    assert "event=webhook outcome=accepted" in stream.getvalue()
+
+
+def test_access_line_respects_the_level(stream: io.StringIO) -> None:
+    logs.configure("WARNING", "text", stream)
+    logs.access(logging.getLogger("lead_bridge.intake"), "webhook", outcome="accepted")
+    assert stream.getvalue() == ""
