@@ -196,6 +196,8 @@ def _column(value: Any) -> str | None:
     # original anyway. Only text any database can store: no NUL, valid UTF-8.
     if not isinstance(value, str) or "\x00" in value or len(value) > 2048:
         return None
+    if value.isascii():
+        return value
     try:
         value.encode()
     except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape
