@@ -130,7 +130,7 @@ class _Op:
 
 
 class _Ingest:
-    __slots__ = ("destinations", "leads", "now", "quarantine", "rows")
+    __slots__ = ("delivery_params", "destinations", "leads", "now", "params", "quarantine")
 
     def __init__(
         self,
@@ -143,9 +143,25 @@ class _Ingest:
         self.destinations = destinations
         self.quarantine = quarantine
         self.now = now
-        # Built here, on the event loop, so the writer thread (the commit's critical
-        # path) spends its time in SQLite rather than in Python.
-        self.rows = [(lead.id, now, lead.created, lead.url, lead.payload) for lead in leads]
+        # Flattened here, on the event loop, so the writer thread (the commit's
+        # critical path) spends its time in SQLite rather than in Python.
+        self.params = [
+            v for lead in leads for v in (lead.id, now, lead.created, lead.url, lead.payload)
+        ]
+        self.delivery_params = [
+            v for lead in leads for d in destinations for v in (lead.id, d, now, now, now)
+        ]
+
+
+_LEAD_ROW = "(?, ?, ?, ?, ?)"
+_DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
+LEAD_CHUNK = 500  # rows per statement (5 parameters each; SQLite allows 32,766)
+DELIVERY_CHUNK = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def _marks(row: str, count: int) -> str:
+    return ",".join([row] * count)
 
 
 def _run_ingests(conn: sqlite3.Connection, requests: Sequence[_Ingest]) -> list[IngestResult]:
@@ -153,23 +169,25 @@ def _run_ingests(conn: sqlite3.Connection, requests: Sequence[_Ingest]) -> list[
 
     Concurrent webhook requests committed together share statements too, not
     only the fsync. The first occurrence of an id wins; later ones, in the same
-    request or another, are duplicates.
+    request or another, are duplicates. This runs in the writer thread, the
+    commit's critical path: parameters were flattened on the event loop
+    (``_Ingest``), so here it is mostly list concatenation and SQLite.
     """
     inserted: set[str] = set()
-    rows = requests[0].rows if len(requests) == 1 else [r for req in requests for r in req.rows]
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        marks = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-        inserted.update(
-            row[0]
-            for row in conn.execute(
-                "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
-                f"VALUES {marks} ON CONFLICT (id) DO NOTHING RETURNING id",
-                [value for row in chunk for value in row],
-            )
+    params: list[Any] = []
+    for req in requests:
+        params += req.params
+    rows = len(params) // 5
+    for start in range(0, rows, LEAD_CHUNK):
+        count = min(LEAD_CHUNK, rows - start)
+        cursor = conn.execute(
+            "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
+            f"VALUES {_marks(_LEAD_ROW, count)} ON CONFLICT (id) DO NOTHING RETURNING id",
+            params[start * 5 : (start + count) * 5],
         )
+        inserted.update(row[0] for row in cursor)
     results = []
-    deliveries: list[tuple[str, str, float]] = []
+    delivery_params: list[Any] = []
     quarantined: list[tuple[Any, ...]] = []
     for req in requests:
         result = IngestResult()
@@ -179,16 +197,25 @@ def _run_ingests(conn: sqlite3.Connection, requests: Sequence[_Ingest]) -> list[
                 result.accepted.append(lead.id)
             else:
                 result.duplicates.append(lead.id)
-        deliveries += [(lid, d, req.now) for lid in result.accepted for d in req.destinations]
+        if not result.duplicates:
+            delivery_params += req.delivery_params  # the common case: all new
+        else:
+            now = req.now
+            delivery_params += [
+                v
+                for lid in result.accepted
+                for d in req.destinations
+                for v in (lid, d, now, now, now)
+            ]
         quarantined += [(req.now, q.reason, q.lead_id, q.item_index, q.raw) for q in req.quarantine]
         results.append(result)
-    for start in range(0, len(deliveries), 1000):
-        chunk_d = deliveries[start : start + 1000]
-        marks = ",".join(["(?, ?, 'pending', ?, ?, ?)"] * len(chunk_d))
+    rows = len(delivery_params) // 5
+    for start in range(0, rows, DELIVERY_CHUNK):
+        count = min(DELIVERY_CHUNK, rows - start)
         conn.execute(
             "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
-            f"next_attempt_at, updated_at) VALUES {marks}",
-            [v for lid, dest, now in chunk_d for v in (lid, dest, now, now, now)],
+            f"next_attempt_at, updated_at) VALUES {_marks(_DELIVERY_ROW, count)}",
+            delivery_params[start * 5 : (start + count) * 5],
         )
     if quarantined:
         conn.executemany(
