@@ -5,12 +5,27 @@ local path = os.getenv("WEBHOOK_PATH") or "/lead/webhook"
 local threads = {}
 local counter = 0
 
+-- Ids shaped like the provider's ("led_slp3mt0qxvIXYUIK": led_ + 16 letters and digits):
+-- a random per-thread prefix and a counter written in letters, unique per run.
+local alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+local function letters(n, width)
+  local out = {}
+  for i = width, 1, -1 do
+    local d = n % 52
+    out[i] = alphabet:sub(d + 1, d + 1)
+    n = math.floor(n / 52)
+  end
+  return table.concat(out)
+end
+
 function setup(thread)
-  thread:set("tid", tostring(#threads) .. "_" .. tostring(math.random(1, 1000000000)))
+  math.randomseed(os.time() + #threads)
+  thread:set("tid", letters(math.random(0, 52 ^ 5), 6))
   table.insert(threads, thread)
 end
 
-local lead_fmt = '{"id":"led_%s_%d_%d","url":"https://some-site.com/page-with-lead-form/",'
+local lead_fmt = '{"id":"led_%s%s","url":"https://some-site.com/page-with-lead-form/",'
   .. '"created":"2018-07-12T16:29:42Z","data":{"first_name":"John","middle_name":"",'
   .. '"last_name":"Doe","phone":"+123123123123123","position":"Agent",'
   .. '"email":"john.doe@example.com","state":"Georgia","organization_name":"Org",'
@@ -22,7 +37,7 @@ request = function()
   counter = counter + 1
   local items = {}
   for i = 1, leads do
-    items[i] = string.format(lead_fmt, tid, counter, i)
+    items[i] = string.format(lead_fmt, tid, letters(counter * 16 + i, 10))
   end
   local headers = {["Content-Type"] = "application/json", ["Authorization"] = secret}
   return wrk.format("POST", path, headers, "[" .. table.concat(items, ",") .. "]")
