@@ -11,6 +11,7 @@ in threads on per-thread connections (WAL lets them run beside the writer).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -155,6 +156,8 @@ class _Ingest:
 
 _LEAD_ROW = "(?, ?, ?, ?, ?)"
 _DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
+# Claims and outcomes committed per transaction by the writer, between intake's commits.
+ENGINE_CHUNK = 32
 LEAD_CHUNK = 500  # rows per statement (5 parameters each; SQLite allows 32,766)
 DELIVERY_CHUNK = 1000
 
@@ -464,14 +467,21 @@ class SQLiteStore(Store):
         return await future
 
     def _run_writer(self) -> None:
+        """Intake first: each round commits every queued ingest in one transaction
+        (a webhook's 200 waits for it), then at most ENGINE_CHUNK other operations
+        (claims, outcomes) in another, so intake never waits behind a large batch
+        of delivery work. Whatever queues up meanwhile forms the next round."""
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        others: collections.deque[_Op] = collections.deque()
+        stop = False
         while True:
-            first = get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
+            ingests: list[_Op] = []
+            if not others and not stop:
+                first = get()
+                if first is None:
+                    return
+                (ingests if first.ingest is not None else others).append(first)
+            while not stop and len(ingests) + len(others) < self.max_batch:
                 try:
                     op = get_nowait()
                 except queue.Empty:
@@ -479,20 +489,27 @@ class SQLiteStore(Store):
                 if op is None:
                     stop = True
                     break
-                batch.append(op)
-            try:
-                outcomes = self._execute_batch(batch)
-            except BaseException as exc:  # nothing was committed
-                outcomes = [(None, StoreUnavailable(f"commit failed: {exc}"))] * len(batch)
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, Any, Any]]] = {}
-            for op, (result, error) in zip(batch, outcomes, strict=True):
-                by_loop.setdefault(op.loop, []).append((op, result, error))
-            for loop, items in by_loop.items():
-                # A closed loop means nobody is waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle_all, items)
-            if stop:
+                (ingests if op.ingest is not None else others).append(op)
+            if ingests:
+                self._commit_and_answer(ingests)
+            if others:
+                chunk = [others.popleft() for _ in range(min(ENGINE_CHUNK, len(others)))]
+                self._commit_and_answer(chunk)
+            if stop and not others:
                 return
+
+    def _commit_and_answer(self, batch: list[_Op]) -> None:
+        try:
+            outcomes = self._execute_batch(batch)
+        except BaseException as exc:  # nothing was committed
+            outcomes = [(None, StoreUnavailable(f"commit failed: {exc}"))] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, Any, Any]]] = {}
+        for op, (result, error) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(op.loop, []).append((op, result, error))
+        for loop, items in by_loop.items():
+            # A closed loop means nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_all, items)
 
     def _execute_batch(self, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
         """Runs in the writer thread: one transaction for the whole batch."""
