@@ -1,10 +1,13 @@
 """SQLite store: one process, zero setup.
 
-All writes are queued and committed together once per event-loop turn, in a
-single transaction ("group commit", see ``_write``): with ``synchronous=FULL``
-each commit costs an fsync, so batching concurrent requests is what makes
-durable intake fast. If a batch fails, its operations are retried one per
-transaction, so one failing operation does not fail its neighbours. Reads run
+All writes go through one writer thread that commits whatever has queued up
+since its last commit in a single transaction ("group commit", see ``_write``
+and ``_run_writer``): with ``synchronous=FULL`` each commit costs an fsync, so
+batching concurrent requests is what makes durable intake fast, and SQLite
+releases the GIL while it works, so the event loop keeps serving meanwhile.
+Intake's writes commit first and apart from delivery work. If a batch fails,
+its operations are retried one per transaction, so one failing operation does
+not fail its neighbours. WAL checkpoints run in a background thread. Reads run
 in threads on per-thread connections (WAL lets them run beside the writer).
 """
 
