@@ -111,7 +111,10 @@ def service_config(work: Path, port: int, cert: Path, key: Path, storage_url: st
             "access_log": os.environ.get("BENCH_ACCESS_LOG", "1") == "1",
         },
         "auth": {"header_secrets": [SECRET]},
-        "storage": {"url": storage_url or f"sqlite:///{work / 'bench.db'}", "synchronous": "FULL"},
+        "storage": {
+            "url": storage_url or f"sqlite:///{work / 'bench.db'}",
+            "synchronous": os.environ.get("BENCH_SYNCHRONOUS", "FULL"),
+        },
         # A destination, so intake writes its outbox row too; workers off: intake only.
         "worker": {"enabled": False},
         "logging": {"level": "INFO"},
