@@ -27,6 +27,7 @@ All times are UNIX epoch seconds (float).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -168,6 +169,42 @@ class EraseReport:
     attempts: int = 0
     quarantine: int = 0
     lead_ids: list[str] = field(default_factory=list)
+
+
+# The deliveries columns every backend selects, in the order delivery_from_row reads.
+DELIVERY_COLUMNS = (
+    "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
+    "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
+)
+
+
+def delivery_from_row(row: Sequence[Any], now: float) -> DeliveryRecord:
+    """A DELIVERY_COLUMNS row as a record; ``leased`` is derived from the lease token."""
+    (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
+    leased = token is not None and status == "pending" and (nxt or 0) > now
+    return DeliveryRecord(
+        did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
+    )
+
+
+def payload_has_email(payload: str, needle: str) -> bool:
+    """Does any string value of the stored lead equal ``needle`` (lower-cased)?
+    Backends pre-filter with a substring search; this confirms it (erasure)."""
+    try:
+        lead = json.loads(payload)
+    except ValueError:
+        return needle in payload.lower()
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, str):
+            return node.strip().lower() == needle
+        if isinstance(node, dict):
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return False
+
+    return walk(lead)
 
 
 class Store:

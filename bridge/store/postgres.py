@@ -44,6 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.logs import event
 from bridge.store.base import (
+    DELIVERY_COLUMNS,
     STATUSES,
     AttemptRecord,
     Claim,
@@ -58,8 +59,9 @@ from bridge.store.base import (
     ReplayResult,
     Store,
     StoreStatus,
+    delivery_from_row,
+    payload_has_email,
 )
-from bridge.store.sqlite import _payload_has_email
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -586,19 +588,6 @@ class PostgresStore(Store):
         )
         return StoreStatus(leads, quarantined, undelivered, unrouted, dests)
 
-    _DELIVERY_COLS = sql.SQL(
-        "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
-        "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
-    )
-
-    @staticmethod
-    def _delivery(row: tuple[Any, ...], now: float) -> DeliveryRecord:
-        (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
-        leased = token is not None and status == "pending" and (nxt or 0) > now
-        return DeliveryRecord(
-            did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
-        )
-
     async def list_deliveries(
         self,
         *,
@@ -613,9 +602,9 @@ class PostgresStore(Store):
             params.append(since)
         query = sql.SQL(
             "SELECT {} FROM deliveries WHERE {} ORDER BY updated_at DESC, id DESC LIMIT %s"
-        ).format(self._DELIVERY_COLS, sql.SQL(" AND ").join(where))
+        ).format(sql.SQL(DELIVERY_COLUMNS), sql.SQL(" AND ").join(where))
         now = time.time()
-        return [self._delivery(r, now) for r in await self._fetch(query, [*params, limit])]
+        return [delivery_from_row(r, now) for r in await self._fetch(query, [*params, limit])]
 
     async def get_lead(self, lead_id: str) -> LeadRecord | None:
         rows = await self._fetch(
@@ -625,10 +614,10 @@ class PostgresStore(Store):
 
     async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
         query = sql.SQL("SELECT {} FROM deliveries WHERE lead_id = %s ORDER BY destination").format(
-            self._DELIVERY_COLS
+            sql.SQL(DELIVERY_COLUMNS)
         )
         now = time.time()
-        return [self._delivery(r, now) for r in await self._fetch(query, (lead_id,))]
+        return [delivery_from_row(r, now) for r in await self._fetch(query, (lead_id,))]
 
     async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
         rows = await self._fetch(
@@ -678,7 +667,7 @@ class PostgresStore(Store):
                     (needle,),
                 )
                 for lid, payload in await cur.fetchall():
-                    if _payload_has_email(payload, needle):
+                    if payload_has_email(payload, needle):
                         ids.add(lid)
             for lid in sorted(ids):
                 report.attempts += (

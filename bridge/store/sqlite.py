@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import json
 import logging
 import queue
 import sqlite3
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.store.base import (
+    DELIVERY_COLUMNS,
     STATUSES,
     AttemptRecord,
     Claim,
@@ -44,6 +44,8 @@ from bridge.store.base import (
     ReplayResult,
     Store,
     StoreStatus,
+    delivery_from_row,
+    payload_has_email,
 )
 
 log = logging.getLogger("lead_bridge.store")
@@ -734,19 +736,6 @@ class SQLiteStore(Store):
 
         return await self._read(q)
 
-    _DELIVERY_COLS = (
-        "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
-        "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
-    )
-
-    @staticmethod
-    def _delivery(row: tuple[Any, ...], now: float) -> DeliveryRecord:
-        (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
-        leased = token is not None and status == "pending" and (nxt or 0) > now
-        return DeliveryRecord(
-            did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
-        )
-
     async def list_deliveries(
         self,
         *,
@@ -766,12 +755,12 @@ class SQLiteStore(Store):
             where.append("updated_at >= ?")
             params.append(since)
         sql = (
-            f"SELECT {self._DELIVERY_COLS} FROM deliveries WHERE {' AND '.join(where)} "  # noqa: S608
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} "  # noqa: S608
             "ORDER BY updated_at DESC, id DESC LIMIT ?"
         )
         now = time.time()
         return await self._read(
-            lambda c: [self._delivery(r, now) for r in c.execute(sql, [*params, limit])]
+            lambda c: [delivery_from_row(r, now) for r in c.execute(sql, [*params, limit])]
         )
 
     async def get_lead(self, lead_id: str) -> LeadRecord | None:
@@ -784,10 +773,10 @@ class SQLiteStore(Store):
         return await self._read(q)
 
     async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
-        sql = f"SELECT {self._DELIVERY_COLS} FROM deliveries WHERE lead_id = ? ORDER BY destination"  # noqa: S608
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE lead_id = ? ORDER BY destination"  # noqa: S608
         now = time.time()
         return await self._read(
-            lambda c: [self._delivery(r, now) for r in c.execute(sql, (lead_id,))]
+            lambda c: [delivery_from_row(r, now) for r in c.execute(sql, (lead_id,))]
         )
 
     async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
@@ -835,7 +824,7 @@ class SQLiteStore(Store):
                     "AND instr(lower(payload), ?) > 0",
                     (needle,),
                 ):
-                    if _payload_has_email(payload, needle):
+                    if payload_has_email(payload, needle):
                         ids.add(lid)
             for lid in sorted(ids):
                 report.attempts += conn.execute(
@@ -888,21 +877,3 @@ class SQLiteStore(Store):
                 "the data was erased but the WAL checkpoint was blocked by a reader; "
                 "run the erase again to remove the old bytes from the -wal file"
             )
-
-
-def _payload_has_email(payload: str, needle: str) -> bool:
-    try:
-        lead = json.loads(payload)
-    except ValueError:
-        return needle in payload.lower()
-
-    def walk(node: Any) -> bool:
-        if isinstance(node, str):
-            return node.strip().lower() == needle
-        if isinstance(node, dict):
-            return any(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return any(walk(v) for v in node)
-        return False
-
-    return walk(lead)
