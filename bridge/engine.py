@@ -309,25 +309,13 @@ class DestinationWorker:
 
     async def _attempt(self, claim: Claim, started: float, t0: float) -> Outcome:
         if claim.payload is None:
-            return self._outcome(
-                claim,
-                started,
-                t0,
-                status="dead",
-                attempt_outcome="dead",
-                error="the lead's payload is no longer stored (purged or erased)",
+            return self._dead(
+                claim, started, t0, "the lead's payload is no longer stored (purged or erased)"
             )
         try:
             lead = json.loads(claim.payload)
         except ValueError:
-            return self._outcome(
-                claim,
-                started,
-                t0,
-                status="dead",
-                attempt_outcome="dead",
-                error="stored payload is not valid JSON",
-            )
+            return self._dead(claim, started, t0, "stored payload is not valid JSON")
         if self.dest.when is not None and not self.dest.when.matches(lead):
             return self._outcome(
                 claim,
@@ -341,14 +329,7 @@ class DestinationWorker:
         try:
             mapped = self.dest.mapping.apply(lead)
         except MappingError as exc:
-            return self._outcome(
-                claim,
-                started,
-                t0,
-                status="dead",
-                attempt_outcome="dead",
-                error=f"mapping error: {exc}",
-            )
+            return self._dead(claim, started, t0, f"mapping error: {exc}")
         if mapped.unmapped_keys:
             self.engine.metrics.unmapped(self.name, mapped.unmapped_keys)
         context = DeliveryContext(
@@ -372,18 +353,10 @@ class DestinationWorker:
         except PermanentError as exc:
             return self._dead(claim, started, t0, exc.message, exc)
         except RetryableError as exc:
-            return self._retry(
-                claim, started, t0, exc.message, exc.status_code, exc.retry_after, exc
-            )
+            return self._retry(claim, started, t0, exc.message, exc)
         except TimeoutError:
             return self._retry(
-                claim,
-                started,
-                t0,
-                f"the attempt timed out after {self.retry.timeout:g}s",
-                None,
-                None,
-                None,
+                claim, started, t0, f"the attempt timed out after {self.retry.timeout:g}s"
             )
         except DeliveryError as exc:  # a subclass we do not know: treat as permanent
             return self._dead(claim, started, t0, exc.message, exc)
@@ -396,9 +369,7 @@ class DestinationWorker:
                 type(exc).__name__,
                 exc_info=True,
             )
-            return self._retry(
-                claim, started, t0, f"unexpected error: {_safe_error(exc)}", None, None, None
-            )
+            return self._retry(claim, started, t0, f"unexpected error: {_safe_error(exc)}")
         return self._outcome(
             claim,
             started,
@@ -410,7 +381,12 @@ class DestinationWorker:
         )
 
     def _dead(
-        self, claim: Claim, started: float, t0: float, message: str, exc: DeliveryError | None
+        self,
+        claim: Claim,
+        started: float,
+        t0: float,
+        message: str,
+        exc: DeliveryError | None = None,
     ) -> Outcome:
         return self._outcome(
             claim,
@@ -428,11 +404,11 @@ class DestinationWorker:
         started: float,
         t0: float,
         message: str,
-        status_code: int | None,
-        retry_after: float | None,
-        exc: DeliveryError | None,
+        exc: RetryableError | None = None,
     ) -> Outcome:
         now = self.engine.clock()
+        status_code = exc.status_code if exc else None
+        retry_after = exc.retry_after if exc else None
         rate_limited = isinstance(exc, RateLimited)
         if rate_limited:
             pause = retry_after if retry_after is not None else self.retry.schedule[0]
