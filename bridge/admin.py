@@ -313,20 +313,15 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             raise BadRequest(
                 f"destination: unknown or disabled {body.destination!r}; known: {known}"
             )
-        added = 0
-        if body.lead_id is not None:
-            # A lead stored before a destination existed has no delivery for it yet.
-            wanted = [body.destination] if body.destination else names
-            added = await store.add_deliveries(body.lead_id, wanted, time.time())
-        result = await store.replay(
+        result = await store.requeue(
             now=time.time(),
+            configured=names,
             lead_id=body.lead_id,
             destination=body.destination,
             dead_only=body.dead,
             force=body.force,
         )
-        result.requeued += added
-        if result.not_found and not added:
+        if result.not_found:
             return error(404, "not_found", "no delivery matched")
         if state.engine is not None:
             state.engine.wake()

@@ -22,7 +22,7 @@ from bridge.cli.common import (
     table,
 )
 from bridge.destinations import Runtime
-from bridge.store.base import STATUSES, ReplayResult, Store
+from bridge.store.base import STATUSES, Store
 
 T = TypeVar("T")
 
@@ -294,26 +294,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         return 2
 
-    async def replay(store: Store) -> tuple[int, ReplayResult]:
-        added = 0
-        if args.lead_id:
-            # A lead stored before a destination existed (or with none configured)
-            # has no delivery for it yet: create it, due now.
-            wanted = [args.destination] if args.destination else [d.name for d in runtime.active]
-            added = await store.add_deliveries(args.lead_id, wanted, time.time())
-        result = await store.replay(
+    result = _with_store(
+        runtime,
+        lambda s: s.requeue(
             now=time.time(),
-            lead_id=args.lead_id,
+            configured=[d.name for d in runtime.active],
+            lead_id=args.lead_id or None,
             destination=args.destination,
             dead_only=args.dead,
             force=args.force,
-        )
-        return added, result
-
-    added, result = _with_store(runtime, replay)
-    result.requeued += added
-    if added:
-        result.not_found = 0
+        ),
+    )
     if args.json:
         print_json(asdict(result))
     else:

@@ -279,6 +279,31 @@ class Store:
         configured destination, nothing is created (see :meth:`add_deliveries`)."""
         raise NotImplementedError
 
+    async def requeue(
+        self,
+        *,
+        now: float,
+        configured: Sequence[str],
+        lead_id: str | None = None,
+        destination: str | None = None,
+        dead_only: bool = False,
+        force: bool = False,
+    ) -> ReplayResult:
+        """What operators call "replay" (CLI and admin API): :meth:`replay`, and for
+        one lead first the deliveries it is missing for ``configured`` destinations
+        (it arrived before they existed), which count as requeued."""
+        added = 0
+        if lead_id is not None:
+            wanted = [destination] if destination else list(configured)
+            added = await self.add_deliveries(lead_id, wanted, now)
+        result = await self.replay(
+            now=now, lead_id=lead_id, destination=destination, dead_only=dead_only, force=force
+        )
+        if added:
+            result.requeued += added
+            result.not_found = 0
+        return result
+
     async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
         """Create missing pending deliveries of a lead (a destination added later)."""
         raise NotImplementedError
