@@ -37,11 +37,6 @@ class AppState:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
-def webhook_paths(path: str) -> list[str]:
-    base = path.rstrip("/")
-    return [base or "/", f"{base}/", f"{base}/{{secret}}", f"{base}/{{secret}}/"]
-
-
 def register_secrets(runtime: Runtime) -> None:
     auth = runtime.config.auth
     for secret in [*auth.header_secrets, *auth.path_secrets, *runtime.config.admin.tokens]:
@@ -90,18 +85,12 @@ def create_app(
         return error(404, "not_found", "no such endpoint")
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return error(405, "method_not_allowed", "use POST")
+        return error(405, "method_not_allowed", "this method is not allowed here")
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
-    if not config.auth.path_secrets:
-        # POSTs take the fast path (LeadBridgeApp); these routes answer other methods
-        # with 405. With path secrets the URL must not reveal that it exists: 404.
-        routes += [
-            Route(p, intake.handle, methods=["POST"]) for p in webhook_paths(config.server.path)
-        ]
     from bridge.admin import admin_routes, metrics_routes
 
     routes.append(Mount("/admin", routes=admin_routes(state)))
@@ -176,8 +165,8 @@ def create_app(
 
 
 class LeadBridgeApp:
-    """The ASGI app: webhook POSTs go straight to intake (the hot path), everything
-    else (probes, admin, lifespan, errors) through Starlette."""
+    """The ASGI app: webhook requests go straight to intake (the hot path),
+    everything else (probes, admin, lifespan, errors) through Starlette."""
 
     def __init__(self, app: Starlette, intake: Intake) -> None:
         self.app = app
@@ -186,11 +175,7 @@ class LeadBridgeApp:
         self.router = app.router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and self.intake.match(scope["path"])[0]
-        ):
+        if scope["type"] == "http" and self.intake.match(scope["path"])[0]:
             await self.intake(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -62,20 +61,6 @@ def declared_too_large(content_length: str | None, limit: int) -> bool:
         return int(content_length) > limit
     except ValueError:
         return False
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; stop as soon as the limit is passed."""
-    if declared_too_large(request.headers.get("content-length"), limit):
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class ClientGone(Exception):
@@ -284,12 +269,19 @@ class Intake:
     # ------------------------------------------------------------------ endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The fast path: a raw ASGI endpoint for ``POST {server.path}[/{secret}]``.
+        """A raw ASGI endpoint for ``{server.path}[/{secret}]``, any method.
 
         Webhook requests are the hot path, so they skip the framework's routing
         and request objects; everything else goes through Starlette.
         """
         _, segment = self.match(scope["path"])
+        if scope["method"] != "POST":
+            # With path secrets nothing may reveal that the route exists.
+            if self.path_secrets or segment is not None:
+                await _answer(send, *_error(404, "not_found", "no such endpoint"))
+            else:
+                await _answer(send, *_error(405, "method_not_allowed", "use POST"), allow=True)
+            return
         authorization = content_length = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -307,27 +299,7 @@ class Intake:
             status, answer = await self.process(segment, authorization, read)
         except ClientGone:
             return
-        body = json.dumps(answer, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def handle(self, request: Request) -> Response:
-        """The same endpoint as a Starlette handler."""
-        status, answer = await self.process(
-            request.path_params.get("secret"),
-            request.headers.get("authorization"),
-            lambda: read_body(request, self.max_body_bytes),
-        )
-        return json_response(status, answer)
+        await _answer(send, status, answer)
 
     async def process(
         self,
@@ -435,6 +407,18 @@ class Intake:
         self.metrics.request("bad_request")
         event(log, "webhook", logging.WARNING, outcome=code, status=400, bytes=len(body))
         return _error(400, code, message)
+
+
+async def _answer(send: Send, status: int, answer: dict[str, Any], *, allow: bool = False) -> None:
+    body = json.dumps(answer, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if allow:
+        headers.append((b"allow", b"POST"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _json_error(exc: Exception) -> str:
