@@ -34,12 +34,9 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,12 +45,8 @@ from typing import Any
 
 import httpx
 import yaml
+from common import HERE, SECRET, Proc, free_port, run_wrk
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-
-SECRET = "bench-secret-value"  # intake's header secret
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-0123").decode()
 CONCURRENCY = 32
 LEAD = {
@@ -74,43 +67,6 @@ LEAD = {
 }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proc:
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.proc.returncode}")
-        try:
-            httpx.get(url, verify=False, timeout=1)  # noqa: S501 - local self-signed cert
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise TimeoutError(url)
-
-
 class Sink:
     def __init__(self, work: Path) -> None:
         self.port = free_port()
@@ -118,7 +74,7 @@ class Sink:
         self.proc = Proc(
             [sys.executable, str(HERE / "sink.py"), "--port", str(self.port)], work / "sink.log"
         )
-        wait_http(f"{self.url}/stats", self.proc)
+        self.proc.wait_http(f"{self.url}/stats")
 
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{self.url}/stats", timeout=5).json()
@@ -294,34 +250,13 @@ def baseline(sink: Sink, n: int) -> float:
 # ---------------------------------------------------------------------- intake p99
 
 
-def run_wrk(url: str, seconds: int, connections: int, delay_ms: int) -> dict[str, Any]:
+def wrk_paced(url: str, seconds: int, connections: int, delay_ms: int) -> dict[str, Any]:
     env = {
-        **os.environ,
         "LEADS": "1",
-        "SECRET": SECRET,
         "DELAY_MS": str(delay_ms),
         "WRK_LEADS_LUA": str(HERE / "wrk_leads.lua"),
     }
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(HERE / "wrk_paced.lua"),
-            url,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("WRK_RESULT "))
-    result: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
+    return run_wrk(url, "wrk_paced.lua", seconds, connections, env)
 
 
 def intake_p99(work: Path, sink: Sink, backlog: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -340,12 +275,12 @@ def intake_p99(work: Path, sink: Sink, backlog: int, args: argparse.Namespace) -
         [sys.executable, "-m", "bridge", "serve", "--config", str(config)], work / "serve.log"
     )
     try:
-        wait_http(f"https://127.0.0.1:{port}/healthz", serve)
+        serve.wait_http(f"https://127.0.0.1:{port}/healthz")
         if backlog:
             while sink.stats()["requests"] < 2 * CONCURRENCY:  # the drain is under way
                 time.sleep(0.05)
         before = sink.stats()["requests"]
-        result = run_wrk(
+        result = wrk_paced(
             f"https://127.0.0.1:{port}/lead/webhook",
             args.wrk_seconds,
             args.wrk_connections,

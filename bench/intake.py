@@ -18,83 +18,22 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
-
-HERE = Path(__file__).resolve().parent
-SECRET = "bench-secret-value"
+from common import HERE, SECRET, Proc, free_port, run_wrk
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            httpx.get(url, verify=False, timeout=1)  # noqa: S501 - local self-signed cert
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
-
-
-def run_wrk(url: str, leads: int, seconds: int, connections: int) -> dict[str, Any]:
-    env = {**os.environ, "LEADS": str(leads), "SECRET": SECRET}
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(HERE / "wrk_leads.lua"),
-            url,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("WRK_RESULT "))
-    result: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
-    secs = result["duration_us"] / 1e6
-    result["rps"] = result["requests"] / secs
+def wrk_leads(url: str, leads: int, seconds: int, connections: int) -> dict[str, Any]:
+    result = run_wrk(url, "wrk_leads.lua", seconds, connections, {"LEADS": str(leads)})
     result["leads_per_s"] = result["rps"] * leads
     return result
 
 
-class Server:
-    def __init__(self, args: list[str], cwd: Path, log: Path) -> None:
-        self.log = log.open("wb")
-        self.proc = subprocess.Popen(args, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 def make_cert(work: Path) -> tuple[Path, Path]:
-    sys.path.insert(0, str(HERE.parent))
     from bridge.tls import make_self_signed
 
     cert, key = work / "cert.pem", work / "key.pem"
@@ -163,7 +102,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             for leads in (1, 10):
                 port = free_port()
-                ceiling = Server(
+                ceiling = Proc(
                     [
                         py,
                         str(HERE / "ceiling.py"),
@@ -174,11 +113,11 @@ def main() -> int:
                         "--keyfile",
                         str(key),
                     ],
-                    work,
                     work / "ceiling.log",
+                    cwd=work,
                 )
-                wait_ready(f"https://127.0.0.1:{port}/lead/webhook", ceiling.proc)
-                base = run_wrk(
+                ceiling.wait_http(f"https://127.0.0.1:{port}/lead/webhook")
+                base = wrk_leads(
                     f"https://127.0.0.1:{port}/lead/webhook", leads, args.seconds, args.connections
                 )
                 ceiling.stop()
@@ -190,7 +129,7 @@ def main() -> int:
                 if args.storage_url:
                     reset_postgres(args.storage_url)
                 config = service_config(work, port, cert, key, args.storage_url)
-                service = Server(
+                service = Proc(
                     [
                         py,
                         "-m",
@@ -199,11 +138,11 @@ def main() -> int:
                         "--config",
                         str(config),  # logging at INFO: one line per request, as in production
                     ],
-                    work,
                     work / "service.log",
+                    cwd=work,
                 )
-                wait_ready(f"https://127.0.0.1:{port}/healthz", service.proc)
-                svc = run_wrk(
+                service.wait_http(f"https://127.0.0.1:{port}/healthz")
+                svc = wrk_leads(
                     f"https://127.0.0.1:{port}/lead/webhook", leads, args.seconds, args.connections
                 )
                 service.stop()
