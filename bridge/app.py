@@ -128,7 +128,7 @@ def create_app(
 
             state.engine = Engine(the_store, runtime.active, state.metrics, config.worker)
             await state.engine.start()
-            intake.on_commit = state.engine.wake
+            intake.on_commit = state.engine.intake_committed
         if config.retention.payload_days is not None:
             from bridge.retention import retention_task
 

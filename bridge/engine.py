@@ -663,14 +663,20 @@ class Engine:
             w._start_queued()
 
     def wake(self) -> None:
-        """New deliveries were committed: claim now instead of at the next poll.
-
-        Called by intake, which is also how the engine knows it shares the loop
-        with intake (see :class:`bridge.retry.IntakeFirst`).
-        """
-        self.share.intake_active()
+        """New deliveries are due (a replay, say): claim now, not at the next poll."""
         for w in self.workers:
             w.wakeup.set()
+
+    def intake_committed(self, latency: float) -> None:
+        """Intake in this process committed leads, waiting ``latency`` seconds for it.
+
+        That is how the engine knows it shares the loop and the store with intake,
+        and the wait intake saw is the congestion signal it paces itself by (see
+        :class:`bridge.retry.IntakeFirst`).
+        """
+        self.share.intake_active()
+        self.share.observe(latency)
+        self.wake()
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming, let in-flight attempts finish within ``timeout``, release leases."""

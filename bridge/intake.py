@@ -223,8 +223,9 @@ class Intake:
         self.path_secrets = [s.encode() for s in path_secrets]
         self.max_body_bytes = max_body_bytes
         self.clock = clock
-        # Called after a commit that created deliveries (wakes the in-process engine).
-        self.on_commit: Callable[[], None] | None = None
+        # Called with the commit's wait after a commit that created deliveries
+        # (wakes and paces the in-process engine).
+        self.on_commit: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------ auth
 
@@ -352,6 +353,7 @@ class Intake:
             return 200, {"accepted": 0, "duplicates": 0, "rejected": 0}
 
         batch = split_batch(parsed)
+        committing = time.perf_counter()
         try:
             result = await self.store.ingest(
                 batch.leads, self.destinations, batch.rejected, self.clock()
@@ -369,7 +371,7 @@ class Intake:
             )
             return _error(503, "unavailable", "the leads could not be stored; retry later")
         if result.accepted and self.destinations and self.on_commit is not None:
-            self.on_commit()
+            self.on_commit(time.perf_counter() - committing)
         accepted, duplicates, rejected = (
             len(result.accepted),
             len(result.duplicates),
