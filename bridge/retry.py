@@ -122,8 +122,8 @@ class IntakeFirst:
     every commit carry hundreds of outcomes and claims, and a webhook request
     waits for those commits: p99 6x idle, measured with bench/drain.py. So while
     intake is active (it committed within ``window`` seconds), the engine's
-    start rate follows its own commits' round trip, which is what intake's
-    commits wait for too: above ``budget`` the rate halves, below it grows back
+    start rate follows the commit waits it observes — intake's own (reported by
+    intake) and the engine's: above ``budget`` the rate halves, below it grows back
     step by step (AIMD, as TCP does with congestion). A slow destination never
     congests the writer and is not slowed; without intake (`lead-bridge
     worker`) nothing is limited.
