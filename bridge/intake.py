@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,30 @@ def element_problem(element: Any) -> str | None:
     return None
 
 
+# 19 digits in a row: perhaps an integer beyond 64 bits, which orjson would turn
+# into a float (losing digits) where the standard library keeps it exact.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def _loads(body: bytes) -> tuple[Any, bool]:
+    """orjson where it can (several times faster), the standard library otherwise.
+
+    orjson refuses a little that the standard library accepts (NaN, Infinity,
+    lone surrogate escapes, numbers out of a double's range): those bodies, and
+    invalid ones, are parsed again by the standard library, which either
+    accepts them or gives the error message the provider sees. Bodies with very
+    long digit runs go to the standard library directly (see _LONG_NUMBER).
+    Returns the value and whether orjson parsed it (then orjson can also write
+    it back exactly; see split_batch).
+    """
+    if _LONG_NUMBER.search(body) is None:
+        try:
+            return orjson.loads(body), True
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body), False
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -128,6 +153,17 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def _dump_stdlib(value: Any) -> str:
+    """For values only the standard library parsed: it writes NaN and Infinity
+    back as they came (orjson would write null) and integers of any size."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: escape to ASCII so it can be stored
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def _dump(value: Any) -> str:
@@ -147,7 +183,7 @@ class Batch:
     rejected: list[QuarantineIn]
 
 
-def split_batch(elements: list[Any]) -> Batch:
+def split_batch(elements: list[Any], dump: Callable[[Any], str] = _dump) -> Batch:
     leads: list[LeadIn] = []
     rejected: list[QuarantineIn] = []
     for index, element in enumerate(elements):
@@ -157,7 +193,7 @@ def split_batch(elements: list[Any]) -> Batch:
             rejected.append(
                 QuarantineIn(
                     reason=f"element {index}: {problem}",
-                    raw=_dump(element),
+                    raw=dump(element),
                     lead_id=_column(lead_id),
                     item_index=index,
                 )
@@ -168,7 +204,7 @@ def split_batch(elements: list[Any]) -> Batch:
         leads.append(
             LeadIn(
                 id=element["id"],
-                payload=_dump(element),
+                payload=dump(element),
                 created=_column(created),
                 url=_column(url),
             )
@@ -328,7 +364,7 @@ class Intake:
             )
         problem = None
         try:
-            parsed = json.loads(body)
+            parsed, fast = _loads(body)
         except RecursionError:
             problem = ("too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -352,7 +388,7 @@ class Intake:
                 access(log, "webhook", outcome="probe", leads=0, status=200)
             return 200, {"accepted": 0, "duplicates": 0, "rejected": 0}
 
-        batch = split_batch(parsed)
+        batch = split_batch(parsed, _dump if fast else _dump_stdlib)
         committing = time.perf_counter()
         try:
             result = await self.store.ingest(
@@ -412,7 +448,7 @@ class Intake:
 
 
 async def _answer(send: Send, status: int, answer: dict[str, Any], *, allow: bool = False) -> None:
-    body = json.dumps(answer, separators=(",", ":")).encode()
+    body = orjson.dumps(answer)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

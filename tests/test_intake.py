@@ -378,6 +378,31 @@ async def test_get_on_the_webhook_is_405(app: AppHarness) -> None:
     assert response.json()["error"] == "method_not_allowed"
 
 
+async def test_numbers_are_kept_exactly_as_sent(app: AppHarness) -> None:
+    # The fast parser would turn integers beyond 64 bits into floats; NaN and
+    # huge exponents are not JSON but Python's parser accepts them: kept too.
+    body = (
+        b'[{"id": "n1", "data": {"big": 123456789012345678901234567890, '
+        b'"neg": -9223372036854775809, "max": 18446744073709551615, "f": 0.1, "e": 1.5e-7}},'
+        b' {"id": "n2", "data": {"nan": NaN, "huge": 1e400}}]'
+    )
+    response = await app.post(body, headers=AUTH)
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": 0}
+    stored = await app.store.get_lead("n1")
+    assert stored is not None and stored.payload is not None
+    assert json.loads(stored.payload)["data"] == {
+        "big": 123456789012345678901234567890,
+        "neg": -9223372036854775809,
+        "max": 18446744073709551615,
+        "f": 0.1,
+        "e": 1.5e-7,
+    }
+    assert '"big":123456789012345678901234567890' in stored.payload
+    other = await app.store.get_lead("n2")
+    assert other is not None and other.payload is not None
+    assert other.payload == '{"id":"n2","data":{"nan":NaN,"huge":Infinity}}'
+
+
 async def test_lone_surrogate_escapes_do_not_fail_the_batch(app: AppHarness) -> None:
     # JSON allows "\ud800" (a lone surrogate) but UTF-8 cannot encode it: the lead is
     # stored with the escape kept, the bad id quarantined, nothing answered 503.

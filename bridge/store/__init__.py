@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.config import StorageConfig
+from typing import TYPE_CHECKING
+
 from bridge.store.base import Store
+
+if TYPE_CHECKING:  # the SQLite writer process imports this package: keep it light
+    from bridge.config import StorageConfig
 
 
 def create_store(config: StorageConfig) -> Store:

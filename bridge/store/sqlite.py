@@ -1,24 +1,18 @@
 """SQLite store: one process, zero setup.
 
-All writes go through one writer thread that commits whatever has queued up
-since its last commit in a single transaction ("group commit", see ``_write``
-and ``_run_writer``): with ``synchronous=FULL`` each commit costs an fsync, so
-batching concurrent requests is what makes durable intake fast, and SQLite
-releases the GIL while it works, so the event loop keeps serving meanwhile.
-Intake's writes commit first and apart from delivery work. If a batch fails,
-its operations are retried one per transaction, so one failing operation does
-not fail its neighbours. WAL checkpoints run in a background thread. Reads run
-in threads on per-thread connections (WAL lets them run beside the writer).
+Writes go to a writer process (:mod:`bridge.store.sqlite_writer`) that group-
+commits whatever has queued up since its last commit, so each fsync of
+``synchronous=FULL`` carries many webhook requests, and the event loop never
+shares its GIL with SQLite work. Reads run in threads on per-thread
+connections of this process (WAL lets them run beside the writer). WAL
+checkpoints run in a background thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import functools
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -45,70 +39,13 @@ from bridge.store.base import (
     Store,
     StoreStatus,
     delivery_from_row,
-    payload_has_email,
 )
+from bridge.store.sqlite_schema import connect, migrate
+from bridge.store.sqlite_writer import WriterProcess
 
 log = logging.getLogger("lead_bridge.store")
 
 T = TypeVar("T")
-
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE leads (
-            id TEXT PRIMARY KEY,
-            received_at REAL NOT NULL,
-            created TEXT,
-            url TEXT,
-            payload TEXT,
-            purged_at REAL
-        )""",
-        "CREATE INDEX leads_received ON leads (received_at)",
-        """CREATE TABLE deliveries (
-            id INTEGER PRIMARY KEY,
-            lead_id TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
-            destination TEXT NOT NULL,
-            status TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            next_attempt_at REAL,
-            lease_token TEXT,
-            last_error TEXT,
-            last_status_code INTEGER,
-            remote_id TEXT,
-            delivered_at REAL,
-            updated_at REAL NOT NULL,
-            UNIQUE (lead_id, destination)
-        )""",
-        # Partial index: the claim query reads only due rows of one destination, so
-        # its cost does not grow with the number of delivered rows or the backlog.
-        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
-            WHERE status = 'pending'""",
-        # No index on updated_at: every index costs each intake insert, and operator
-        # listings can afford a scan in a reader thread.
-        """CREATE TABLE attempts (
-            id INTEGER PRIMARY KEY,
-            delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-            lead_id TEXT NOT NULL,
-            destination TEXT NOT NULL,
-            number INTEGER NOT NULL,
-            started_at REAL NOT NULL,
-            duration REAL NOT NULL,
-            outcome TEXT NOT NULL,
-            error TEXT,
-            status_code INTEGER,
-            remote_id TEXT
-        )""",
-        "CREATE INDEX attempts_lead ON attempts (lead_id)",
-        """CREATE TABLE quarantine (
-            id INTEGER PRIMARY KEY,
-            received_at REAL NOT NULL,
-            reason TEXT NOT NULL,
-            lead_id TEXT,
-            item_index INTEGER,
-            raw TEXT NOT NULL
-        )""",
-    ],
-]
 
 
 def sqlite_path(url: str) -> Path:
@@ -119,243 +56,14 @@ def sqlite_path(url: str) -> Path:
     return Path(rest)
 
 
-class _Op:
-    __slots__ = ("fn", "future", "ingest", "loop")
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-        ingest: _Ingest | None = None,
-    ) -> None:
-        self.fn = fn
-        self.future = future
-        self.loop = loop
-        self.ingest = ingest
-
-
-class _Ingest:
-    __slots__ = ("delivery_params", "destinations", "leads", "now", "params", "quarantine")
-
-    def __init__(
-        self,
-        leads: Sequence[LeadIn],
-        destinations: Sequence[str],
-        quarantine: Sequence[QuarantineIn],
-        now: float,
-    ) -> None:
-        self.leads = leads
-        self.destinations = destinations
-        self.quarantine = quarantine
-        self.now = now
-        # Flattened here, on the event loop, so the writer thread (the commit's
-        # critical path) spends its time in SQLite rather than in Python.
-        self.params = [
-            v for lead in leads for v in (lead.id, now, lead.created, lead.url, lead.payload)
-        ]
-        self.delivery_params = [
-            v for lead in leads for d in destinations for v in (lead.id, d, now, now, now)
-        ]
-
-
-_LEAD_ROW = "(?, ?, ?, ?, ?)"
-_DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
-# Claims and outcomes committed per transaction by the writer, between intake's commits.
-ENGINE_CHUNK = 32
-LEAD_CHUNK = 500  # rows per statement (5 parameters each; SQLite allows 32,766)
-DELIVERY_CHUNK = 1000
-
-
-@functools.lru_cache(maxsize=64)
-def _marks(row: str, count: int) -> str:
-    return ",".join([row] * count)
-
-
-def _run_ingests(conn: sqlite3.Connection, requests: Sequence[_Ingest]) -> list[IngestResult]:
-    """Store the leads of several requests with a few multi-row statements.
-
-    Concurrent webhook requests committed together share statements too, not
-    only the fsync. The first occurrence of an id wins; later ones, in the same
-    request or another, are duplicates. This runs in the writer thread, the
-    commit's critical path: parameters were flattened on the event loop
-    (``_Ingest``), so here it is mostly list concatenation and SQLite.
-    """
-    inserted: set[str] = set()
-    params: list[Any] = []
-    for req in requests:
-        params += req.params
-    rows = len(params) // 5
-    for start in range(0, rows, LEAD_CHUNK):
-        count = min(LEAD_CHUNK, rows - start)
-        cursor = conn.execute(
-            "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
-            f"VALUES {_marks(_LEAD_ROW, count)} ON CONFLICT (id) DO NOTHING RETURNING id",
-            params[start * 5 : (start + count) * 5],
-        )
-        inserted.update(row[0] for row in cursor)
-    results = []
-    delivery_params: list[Any] = []
-    quarantined: list[tuple[Any, ...]] = []
-    for req in requests:
-        result = IngestResult()
-        for lead in req.leads:
-            if lead.id in inserted:
-                inserted.discard(lead.id)
-                result.accepted.append(lead.id)
-            else:
-                result.duplicates.append(lead.id)
-        if not result.duplicates:
-            delivery_params += req.delivery_params  # the common case: all new
-        else:
-            now = req.now
-            delivery_params += [
-                v
-                for lid in result.accepted
-                for d in req.destinations
-                for v in (lid, d, now, now, now)
-            ]
-        quarantined += [(req.now, q.reason, q.lead_id, q.item_index, q.raw) for q in req.quarantine]
-        results.append(result)
-    rows = len(delivery_params) // 5
-    for start in range(0, rows, DELIVERY_CHUNK):
-        count = min(DELIVERY_CHUNK, rows - start)
-        conn.execute(
-            "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
-            f"next_attempt_at, updated_at) VALUES {_marks(_DELIVERY_ROW, count)}",
-            delivery_params[start * 5 : (start + count) * 5],
-        )
-    if quarantined:
-        conn.executemany(
-            "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
-            "VALUES (?, ?, ?, ?, ?)",
-            quarantined,
-        )
-    return results
-
-
-def _settle_all(items: list[tuple[_Op, Any, BaseException | None]]) -> None:
-    for op, result, error in items:
-        _settle(op.future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the write happened anyway
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-# Rows per statement: 10 parameters each stays far below SQLite's variable limit.
-_FINISH_CHUNK = 500
-
-
-def _finish(outcomes: Sequence[Outcome], conn: sqlite3.Connection) -> list[bool]:
-    """Apply outcomes with one UPDATE ... FROM (VALUES ...) and one multi-row INSERT
-    per chunk, not two statements per outcome: at thousands of deliveries a
-    second, the writer thread's per-statement cost is what delays intake's commits.
-
-    Fenced: a row is updated only while it still holds the outcome's lease token.
-    The same (delivery, token) twice is applied once, as a second sequential
-    update would find the token already cleared.
-    """
-    applied: dict[tuple[int, str], bool] = {}
-    unique: dict[tuple[int, str], Outcome] = {}
-    for o in outcomes:
-        unique.setdefault((o.delivery_id, o.lease_token), o)
-    # RETURNING names the row, not the token that matched: outcomes for the same
-    # delivery under different tokens go to successive statements, in order.
-    passes: list[list[Outcome]] = []
-    rank: dict[int, int] = {}
-    for o in unique.values():
-        n = rank.get(o.delivery_id, 0)
-        rank[o.delivery_id] = n + 1
-        if n == len(passes):
-            passes.append([])
-        passes[n].append(o)
-    chunks = [
-        todo[start : start + _FINISH_CHUNK]
-        for todo in passes
-        for start in range(0, len(todo), _FINISH_CHUNK)
-    ]
-    for chunk in chunks:
-        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        params: list[Any] = []
-        for o in chunk:
-            params += (
-                o.delivery_id,
-                o.lease_token,
-                o.status,
-                1 if o.count_attempt else 0,
-                o.next_attempt_at if o.status == "pending" else None,
-                o.error,
-                o.status_code,
-                o.remote_id,
-                o.started_at + o.duration if o.status == "delivered" else None,
-                o.started_at + o.duration,
-            )
-        # VALUES columns are named column1..column10 by SQLite.
-        rows = conn.execute(
-            "UPDATE deliveries SET status = v.column3, attempts = attempts + v.column4, "  # noqa: S608
-            "next_attempt_at = v.column5, lease_token = NULL, last_error = v.column6, "
-            "last_status_code = v.column7, remote_id = coalesce(v.column8, remote_id), "
-            "delivered_at = coalesce(v.column9, delivered_at), updated_at = v.column10 "
-            f"FROM (VALUES {marks}) AS v "
-            "WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 "
-            "RETURNING deliveries.id, deliveries.lead_id, deliveries.destination, "
-            "deliveries.attempts",
-            params,
-        ).fetchall()
-        done = {row[0]: row for row in rows}
-        attempts: list[Any] = []
-        for o in chunk:
-            row = done.get(o.delivery_id)
-            applied[(o.delivery_id, o.lease_token)] = row is not None
-            if row is None:
-                continue
-            _, lead_id, destination, number = row
-            attempts += (
-                o.delivery_id,
-                lead_id,
-                destination,
-                number if o.count_attempt else number + 1,
-                o.started_at,
-                o.duration,
-                o.attempt_outcome,
-                o.error,
-                o.status_code,
-                o.remote_id,
-            )
-        if attempts:
-            marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * (len(attempts) // 10))
-            conn.execute(
-                "INSERT INTO attempts (delivery_id, lead_id, destination, number, "  # noqa: S608
-                "started_at, duration, outcome, error, status_code, remote_id) "
-                f"VALUES {marks}",
-                attempts,
-            )
-    # A duplicate outcome in the same call finds its lease already used.
-    seen: set[tuple[int, str]] = set()
-    result = []
-    for o in outcomes:
-        key = (o.delivery_id, o.lease_token)
-        result.append(applied[key] and key not in seen)
-        seen.add(key)
-    return result
-
-
 class SQLiteStore(Store):
     checkpoint_interval = 1.0
 
-    def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 2000) -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         self.path = sqlite_path(url)
         self.synchronous = synchronous
-        self.max_batch = max_batch
-        self._conn: sqlite3.Connection | None = None
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer: WriterProcess | None = None
+        self._restart_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_stop = threading.Event()
         self._local = threading.local()
@@ -366,39 +74,34 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------------ plumbing
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        # Erased data must not linger in free pages (see `lead-bridge erase`).
-        conn.execute("PRAGMA secure_delete=ON")
-        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
-        return conn
+        return connect(self.path, self.synchronous)
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = self._connect()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
-        self._migrate(conn)
-        # Checkpoints copy the WAL into the database file and fsync it: done by a
-        # background thread (SQLite releases the GIL), not inside intake's commits.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._conn = conn
+        await asyncio.to_thread(self._open)
         self._closed = False
-        self._writer = threading.Thread(target=self._run_writer, name="sqlite-writer", daemon=True)
-        self._writer.start()
         self._checkpoint_stop.clear()
         self._checkpointer = threading.Thread(
             target=self._run_checkpointer, name="sqlite-checkpointer", daemon=True
         )
         self._checkpointer.start()
 
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        writer = WriterProcess(self.path, self.synchronous)
+        writer.start()
+        self._writer = writer
+
     def _run_checkpointer(self) -> None:
+        # Checkpoints copy the WAL into the database file and fsync it: done here
+        # (SQLite releases the GIL), not inside intake's commits.
         conn = self._connect()
         try:
             while not self._checkpoint_stop.wait(self.checkpoint_interval):
@@ -410,142 +113,59 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = row[0] or 0
-            if current > len(MIGRATIONS):
-                raise StoreError(
-                    f"database schema version {current} is newer than this lead-bridge "
-                    f"({len(MIGRATIONS)}); upgrade lead-bridge"
-                )
-            for version in range(current + 1, len(MIGRATIONS) + 1):
-                for statement in MIGRATIONS[version - 1]:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                log.info("event=migrated backend=sqlite version=%d", version)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put(None)  # after every queued write
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)  # after every queued write
         self._checkpoint_stop.set()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.join)
             self._checkpointer = None
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
         with self._readers_lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
+        with contextlib.suppress(sqlite3.Error):
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
 
-    async def _write(
-        self, fn: Callable[[sqlite3.Connection], T], ingest: _Ingest | None = None
-    ) -> T:
+    async def _write(self, name: str, *args: Any) -> Any:
         """Queue a write; it commits together with every write queued meanwhile.
 
-        Group commit: the writer thread takes everything queued, runs it in one
-        transaction and commits (SQLite releases the GIL while it works and
-        fsyncs, so the event loop keeps serving requests on the other core), then
-        hands the results back with one loop callback and takes the next batch at
-        once. Batches grow with the load, so each fsync carries many requests.
+        If the writer process died (it is logged), the next write starts a new
+        one: the writes that were waiting failed with StoreUnavailable (503 for
+        a webhook, so the provider sends again) and nothing committed is lost.
         """
+        writer = await self._live_writer()
+        return await writer.submit(name, args)
+
+    async def _live_writer(self) -> WriterProcess:
         if self._closed:
             raise StoreUnavailable("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, future, loop, ingest))
-        return await future
+        writer = self._writer
+        if writer is None or not writer.alive:
+            writer = await asyncio.to_thread(self._restart)
+        return writer
 
-    def _run_writer(self) -> None:
-        """Intake first: each round commits every queued ingest in one transaction
-        (a webhook's 200 waits for it), then at most ENGINE_CHUNK other operations
-        (claims, outcomes) in another, so intake never waits behind a large batch
-        of delivery work. Whatever queues up meanwhile forms the next round."""
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        others: collections.deque[_Op] = collections.deque()
-        stop = False
-        while True:
-            ingests: list[_Op] = []
-            if not others and not stop:
-                first = get()
-                if first is None:
-                    return
-                (ingests if first.ingest is not None else others).append(first)
-            while not stop and len(ingests) + len(others) < self.max_batch:
-                try:
-                    op = get_nowait()
-                except queue.Empty:
-                    break
-                if op is None:
-                    stop = True
-                    break
-                (ingests if op.ingest is not None else others).append(op)
-            if ingests:
-                self._commit_and_answer(ingests)
-            if others:
-                chunk = [others.popleft() for _ in range(min(ENGINE_CHUNK, len(others)))]
-                self._commit_and_answer(chunk)
-            if stop and not others:
-                return
-
-    def _commit_and_answer(self, batch: list[_Op]) -> None:
-        try:
-            outcomes = self._execute_batch(batch)
-        except BaseException as exc:  # nothing was committed
-            outcomes = [(None, StoreUnavailable(f"commit failed: {exc}"))] * len(batch)
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, Any, Any]]] = {}
-        for op, (result, error) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(op.loop, []).append((op, result, error))
-        for loop, items in by_loop.items():
-            # A closed loop means nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle_all, items)
-
-    def _execute_batch(self, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
-        """Runs in the writer thread: one transaction for the whole batch."""
-        conn = self._conn
-        if conn is None:
-            return [(None, StoreUnavailable("the store is closed"))] * len(batch)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            ingests = [op for op in batch if op.ingest is not None]
-            merged: dict[int, Any] = {}
-            if len(ingests) > 1:
-                stored = _run_ingests(conn, [op.ingest for op in ingests if op.ingest])
-                merged = {id(op): r for op, r in zip(ingests, stored, strict=True)}
-            results = [merged[id(op)] if id(op) in merged else op.fn(conn) for op in batch]
-            conn.execute("COMMIT")
-        except Exception as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if len(batch) > 1:
-                # Find the culprit: one transaction per operation, so one failing
-                # operation does not fail its neighbours.
-                return [self._execute_batch([op])[0] for op in batch]
-            if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
-                exc, sqlite3.IntegrityError
-            ):
-                log.error("event=commit_failed backend=sqlite error=%s", type(exc).__name__)
-                return [(None, StoreUnavailable(f"commit failed: {exc}"))]
-            if isinstance(exc, StoreError):
-                return [(None, exc)]
-            return [(None, StoreError(f"{type(exc).__name__}: {exc}"))]
-        return [(result, None) for result in results]
+    def _restart(self) -> WriterProcess:
+        with self._restart_lock:
+            if self._closed:
+                raise StoreUnavailable("the store is closed")
+            if self._writer is not None and self._writer.alive:
+                return self._writer
+            if self._writer is not None:
+                self._writer.stop(timeout=5)
+            writer = WriterProcess(self.path, self.synchronous)
+            writer.start()
+            log.warning("event=writer_restarted backend=sqlite pid=%s", writer.pid)
+            self._writer = writer
+            return writer
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -569,8 +189,7 @@ class SQLiteStore(Store):
         return await asyncio.to_thread(run)
 
     async def ping(self) -> None:
-        if self._closed or self._conn is None:
-            raise StoreUnavailable("the SQLite store is closed")
+        await self._live_writer()  # restarts a writer process that died
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
     # ------------------------------------------------------------------ intake
@@ -582,67 +201,36 @@ class SQLiteStore(Store):
         quarantine: Sequence[QuarantineIn],
         now: float,
     ) -> IngestResult:
-        request = _Ingest(leads, destinations, quarantine, now)
-        return await self._write(lambda conn: _run_ingests(conn, [request])[0], request)
+        result: IngestResult = await self._write(
+            "ingest",
+            [v for lead in leads for v in lead],  # id, payload, created, url
+            tuple(destinations),
+            [(q.reason, q.lead_id, q.item_index, q.raw) for q in quarantine],
+            now,
+        )
+        return result
 
     # ------------------------------------------------------------------ delivery
 
     async def claim(
         self, *, destination: str, limit: int, lease_seconds: float, now: float
     ) -> list[Claim]:
-        token = uuid.uuid4().hex
-
-        def op(conn: sqlite3.Connection) -> list[Claim]:
-            rows = conn.execute(
-                "UPDATE deliveries SET next_attempt_at = ?, lease_token = ? "
-                "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' "
-                "AND destination = ? AND next_attempt_at <= ? "
-                "ORDER BY next_attempt_at LIMIT ?) "
-                "RETURNING id, lead_id, attempts, created_at",
-                (now + lease_seconds, token, destination, now, limit),
-            ).fetchall()
-            if not rows:
-                return []
-            ids = list({r[1] for r in rows})
-            leads: dict[str, tuple[str | None, float]] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for lid, payload, received in conn.execute(
-                    f"SELECT id, payload, received_at FROM leads WHERE id IN ({marks})",  # noqa: S608
-                    chunk,
-                ):
-                    leads[lid] = (payload, received)
-            claims = []
-            for did, lid, attempts, created in sorted(rows):
-                payload, received = leads.get(lid, (None, 0.0))
-                claims.append(
-                    Claim(did, lid, destination, attempts, created, token, payload, received)
-                )
-            return claims
-
-        return await self._write(op)
+        claims: list[Claim] = await self._write(
+            "claim", destination, limit, now + lease_seconds, now, uuid.uuid4().hex
+        )
+        return claims
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
-        return await self._write(functools.partial(_finish, outcomes))
+        applied: list[bool] = await self._write("finish", list(outcomes))
+        return applied
 
     async def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
         if not leases:
             return 0
-
-        def op(conn: sqlite3.Connection) -> int:
-            count = 0
-            for did, token in leases:
-                count += conn.execute(
-                    "UPDATE deliveries SET next_attempt_at = ?, lease_token = NULL "
-                    "WHERE id = ? AND lease_token = ? AND status = 'pending'",
-                    (now, did, token),
-                ).rowcount
-            return count
-
-        return await self._write(op)
+        count: int = await self._write("release", list(leases), now)
+        return count
 
     async def replay(
         self,
@@ -653,57 +241,14 @@ class SQLiteStore(Store):
         dead_only: bool = False,
         force: bool = False,
     ) -> ReplayResult:
-        def op(conn: sqlite3.Connection) -> ReplayResult:
-            where, params = ["1 = 1"], []
-            if lead_id is not None:
-                where.append("lead_id = ?")
-                params.append(lead_id)
-            if destination is not None:
-                where.append("destination = ?")
-                params.append(destination)
-            if dead_only:
-                where.append("status = 'dead'")
-            cond = " AND ".join(where)
-            result = ReplayResult()
-            rows = conn.execute(
-                f"SELECT id, status FROM deliveries WHERE {cond}",  # noqa: S608
-                params,
-            ).fetchall()
-            if not rows:
-                result.not_found = 1
-                return result
-            ids = []
-            for did, status in rows:
-                if status == "delivered" and not force:
-                    result.refused_delivered += 1
-                elif status == "pending":
-                    continue
-                else:
-                    ids.append(did)
-            for did in ids:
-                conn.execute(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, "
-                    "lease_token = NULL, created_at = ?, updated_at = ? WHERE id = ?",
-                    (now, now, now, did),
-                )
-            result.requeued = len(ids)
-            return result
-
-        return await self._write(op)
+        result: ReplayResult = await self._write(
+            "replay", now, lead_id, destination, dead_only, force
+        )
+        return result
 
     async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            count = 0
-            for dest in destinations:
-                count += conn.execute(
-                    "INSERT INTO deliveries (lead_id, destination, status, created_at, "
-                    "next_attempt_at, updated_at) SELECT id, ?, 'pending', ?, ?, ? "
-                    "FROM leads WHERE id = ? ON CONFLICT (lead_id, destination) DO NOTHING",
-                    (dest, now, now, now, lead_id),
-                ).rowcount
-            return count
-
-        return await self._write(op)
+        count: int = await self._write("add_deliveries", lead_id, tuple(destinations), now)
+        return count
 
     # ------------------------------------------------------------------ queries
 
@@ -799,68 +344,13 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------------ data protection
 
     async def purge_payloads(self, before: float) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE leads SET payload = NULL, purged_at = ? WHERE payload IS NOT NULL "
-                "AND received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
-                # A lead never given a delivery (no destination then) is not delivered.
-                "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)",
-                (time.time(), before),
-            ).rowcount
-
-        return await self._write(op)
+        count: int = await self._write("purge_payloads", before)
+        return count
 
     async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
-        def op(conn: sqlite3.Connection) -> EraseReport:
-            report = EraseReport()
-            ids: set[str] = set()
-            if lead_id is not None:
-                ids.add(lead_id)
-            if email is not None:
-                needle = email.strip().lower()
-                for lid, payload in conn.execute(
-                    "SELECT id, payload FROM leads WHERE payload IS NOT NULL "
-                    "AND instr(lower(payload), ?) > 0",
-                    (needle,),
-                ):
-                    if payload_has_email(payload, needle):
-                        ids.add(lid)
-            for lid in sorted(ids):
-                report.attempts += conn.execute(
-                    "DELETE FROM attempts WHERE lead_id = ?", (lid,)
-                ).rowcount
-                report.deliveries += conn.execute(
-                    "DELETE FROM deliveries WHERE lead_id = ?", (lid,)
-                ).rowcount
-                gone = conn.execute("DELETE FROM leads WHERE id = ?", (lid,)).rowcount
-                report.leads += gone
-                if gone:
-                    report.lead_ids.append(lid)
-                report.quarantine += conn.execute(
-                    "DELETE FROM quarantine WHERE lead_id = ?", (lid,)
-                ).rowcount
-            if email is not None:
-                report.quarantine += conn.execute(
-                    "DELETE FROM quarantine WHERE instr(lower(raw), ?) > 0",
-                    (email.strip().lower(),),
-                ).rowcount
-                report.attempts += conn.execute(
-                    "DELETE FROM attempts WHERE instr(lower(coalesce(error, '')), ?) > 0",
-                    (email.strip().lower(),),
-                ).rowcount
-                # Another lead's delivery can quote the address in its stored error
-                # (a CRM echoing a conflict): keep the row, drop the text.
-                conn.execute(
-                    "UPDATE deliveries SET last_error = '[erased: contained personal data]' "
-                    "WHERE instr(lower(coalesce(last_error, '')), ?) > 0",
-                    (email.strip().lower(),),
-                )
-            return report
-
-        report = await self._write(op)
+        report: EraseReport = await self._write("erase", email, lead_id)
         # secure_delete zeroes the freed pages; the checkpoint moves them out of the WAL.
-        await self._write(lambda c: None)
+        await self._write("noop")
         await asyncio.to_thread(self._checkpoint)
         return report
 

@@ -1,0 +1,105 @@
+"""SQLite schema and connections, shared by the store and its writer process."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+from bridge.errors import StoreError
+
+log = logging.getLogger("lead_bridge.store")
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE leads (
+            id TEXT PRIMARY KEY,
+            received_at REAL NOT NULL,
+            created TEXT,
+            url TEXT,
+            payload TEXT,
+            purged_at REAL
+        )""",
+        "CREATE INDEX leads_received ON leads (received_at)",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            lead_id TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+            destination TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            next_attempt_at REAL,
+            lease_token TEXT,
+            last_error TEXT,
+            last_status_code INTEGER,
+            remote_id TEXT,
+            delivered_at REAL,
+            updated_at REAL NOT NULL,
+            UNIQUE (lead_id, destination)
+        )""",
+        # Partial index: the claim query reads only due rows of one destination, so
+        # its cost does not grow with the number of delivered rows or the backlog.
+        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
+            WHERE status = 'pending'""",
+        # No index on updated_at: every index costs each intake insert, and operator
+        # listings can afford a scan in a reader thread.
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            lead_id TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            duration REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            error TEXT,
+            status_code INTEGER,
+            remote_id TEXT
+        )""",
+        "CREATE INDEX attempts_lead ON attempts (lead_id)",
+        """CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            received_at REAL NOT NULL,
+            reason TEXT NOT NULL,
+            lead_id TEXT,
+            item_index INTEGER,
+            raw TEXT NOT NULL
+        )""",
+    ],
+]
+
+
+def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
+    """A connection with the store's settings (WAL, ``synchronous``, foreign keys)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    # Erased data must not linger in free pages (see `lead-bridge erase`).
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the versioned migrations this database has not seen yet."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {current} is newer than this lead-bridge "
+                f"({len(MIGRATIONS)}); upgrade lead-bridge"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            log.info("event=migrated backend=sqlite version=%d", version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,398 @@
+"""Every write of the SQLite store, as a named operation on a connection.
+
+They run in the writer process (:mod:`bridge.store.sqlite_writer`), so each one
+is a plain function of picklable arguments, found by name in :data:`OPS`.
+Intake's ``ingest`` operations are special: several of them committed together
+share their statements (:func:`run_ingests`), not only the fsync.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bridge.store.base import (
+    Claim,
+    EraseReport,
+    IngestResult,
+    Outcome,
+    ReplayResult,
+    payload_has_email,
+)
+
+# Fields per lead in an ingest's flat ``leads`` argument: id, payload, created, url.
+LEAD_FIELDS = 4
+
+_LEAD_ROW = "(?, ?, ?, ?, ?)"
+_DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
+LEAD_CHUNK = 500  # rows per statement (5 parameters each; SQLite allows 32,766)
+DELIVERY_CHUNK = 1000
+# Rows per statement: 10 parameters each stays far below SQLite's variable limit.
+_FINISH_CHUNK = 500
+
+
+class Ingest:
+    """One webhook request's leads, as sent to the writer process.
+
+    ``leads`` is flat (``LEAD_FIELDS`` values per lead): the cheapest shape to
+    pickle on the event loop, which is intake's bottleneck.
+    """
+
+    __slots__ = ("destinations", "leads", "now", "quarantine")
+
+    def __init__(
+        self,
+        leads: Sequence[Any],
+        destinations: Sequence[str],
+        quarantine: Sequence[tuple[str, str | None, int | None, str]],
+        now: float,
+    ) -> None:
+        self.leads = leads
+        self.destinations = destinations
+        self.quarantine = quarantine  # (reason, lead_id, item_index, raw)
+        self.now = now
+
+    def ids(self) -> Sequence[str]:
+        return self.leads[::LEAD_FIELDS]
+
+
+@functools.lru_cache(maxsize=64)
+def _marks(row: str, count: int) -> str:
+    return ",".join([row] * count)
+
+
+def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[IngestResult]:
+    """Store the leads of several requests with a few multi-row statements.
+
+    The first occurrence of an id wins; later ones, in the same request or
+    another, are duplicates.
+    """
+    params: list[Any] = []
+    for req in requests:
+        now, leads = req.now, req.leads
+        for i in range(0, len(leads), LEAD_FIELDS):
+            params += (leads[i], now, leads[i + 2], leads[i + 3], leads[i + 1])
+    inserted: set[str] = set()
+    rows = len(params) // 5
+    for start in range(0, rows, LEAD_CHUNK):
+        count = min(LEAD_CHUNK, rows - start)
+        cursor = conn.execute(
+            "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
+            f"VALUES {_marks(_LEAD_ROW, count)} ON CONFLICT (id) DO NOTHING RETURNING id",
+            params[start * 5 : (start + count) * 5],
+        )
+        inserted.update(row[0] for row in cursor)
+    results = []
+    delivery_params: list[Any] = []
+    quarantined: list[tuple[Any, ...]] = []
+    for req in requests:
+        result = IngestResult()
+        now = req.now
+        for lead_id in req.ids():
+            if lead_id in inserted:
+                inserted.discard(lead_id)
+                result.accepted.append(lead_id)
+                for dest in req.destinations:
+                    delivery_params += (lead_id, dest, now, now, now)
+            else:
+                result.duplicates.append(lead_id)
+        quarantined += [(now, *q) for q in req.quarantine]
+        results.append(result)
+    rows = len(delivery_params) // 5
+    for start in range(0, rows, DELIVERY_CHUNK):
+        count = min(DELIVERY_CHUNK, rows - start)
+        conn.execute(
+            "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
+            f"next_attempt_at, updated_at) VALUES {_marks(_DELIVERY_ROW, count)}",
+            delivery_params[start * 5 : (start + count) * 5],
+        )
+    if quarantined:
+        conn.executemany(
+            "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+            "VALUES (?, ?, ?, ?, ?)",
+            quarantined,
+        )
+    return results
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    leads: Sequence[Any],
+    destinations: Sequence[str],
+    quarantine: Sequence[tuple[str, str | None, int | None, str]],
+    now: float,
+) -> IngestResult:
+    return run_ingests(conn, [Ingest(leads, destinations, quarantine, now)])[0]
+
+
+def claim(
+    conn: sqlite3.Connection,
+    destination: str,
+    limit: int,
+    lease_until: float,
+    now: float,
+    token: str,
+) -> list[Claim]:
+    rows = conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ?, lease_token = ? "
+        "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' "
+        "AND destination = ? AND next_attempt_at <= ? "
+        "ORDER BY next_attempt_at LIMIT ?) "
+        "RETURNING id, lead_id, attempts, created_at",
+        (lease_until, token, destination, now, limit),
+    ).fetchall()
+    if not rows:
+        return []
+    ids = list({r[1] for r in rows})
+    leads: dict[str, tuple[str | None, float]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for lid, payload, received in conn.execute(
+            f"SELECT id, payload, received_at FROM leads WHERE id IN ({marks})",  # noqa: S608
+            chunk,
+        ):
+            leads[lid] = (payload, received)
+    claims = []
+    for did, lid, attempts, created in sorted(rows):
+        payload, received = leads.get(lid, (None, 0.0))
+        claims.append(Claim(did, lid, destination, attempts, created, token, payload, received))
+    return claims
+
+
+def finish(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> list[bool]:
+    """Apply outcomes with one UPDATE ... FROM (VALUES ...) and one multi-row INSERT
+    per chunk, not two statements per outcome: at thousands of deliveries a
+    second, the writer's per-statement cost is what delays intake's commits.
+
+    Fenced: a row is updated only while it still holds the outcome's lease token.
+    The same (delivery, token) twice is applied once, as a second sequential
+    update would find the token already cleared.
+    """
+    applied: dict[tuple[int, str], bool] = {}
+    unique: dict[tuple[int, str], Outcome] = {}
+    for o in outcomes:
+        unique.setdefault((o.delivery_id, o.lease_token), o)
+    # RETURNING names the row, not the token that matched: outcomes for the same
+    # delivery under different tokens go to successive statements, in order.
+    passes: list[list[Outcome]] = []
+    rank: dict[int, int] = {}
+    for o in unique.values():
+        n = rank.get(o.delivery_id, 0)
+        rank[o.delivery_id] = n + 1
+        if n == len(passes):
+            passes.append([])
+        passes[n].append(o)
+    chunks = [
+        todo[start : start + _FINISH_CHUNK]
+        for todo in passes
+        for start in range(0, len(todo), _FINISH_CHUNK)
+    ]
+    for chunk in chunks:
+        marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        params: list[Any] = []
+        for o in chunk:
+            params += (
+                o.delivery_id,
+                o.lease_token,
+                o.status,
+                1 if o.count_attempt else 0,
+                o.next_attempt_at if o.status == "pending" else None,
+                o.error,
+                o.status_code,
+                o.remote_id,
+                o.started_at + o.duration if o.status == "delivered" else None,
+                o.started_at + o.duration,
+            )
+        # VALUES columns are named column1..column10 by SQLite.
+        rows = conn.execute(
+            "UPDATE deliveries SET status = v.column3, attempts = attempts + v.column4, "  # noqa: S608
+            "next_attempt_at = v.column5, lease_token = NULL, last_error = v.column6, "
+            "last_status_code = v.column7, remote_id = coalesce(v.column8, remote_id), "
+            "delivered_at = coalesce(v.column9, delivered_at), updated_at = v.column10 "
+            f"FROM (VALUES {marks}) AS v "
+            "WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2 "
+            "RETURNING deliveries.id, deliveries.lead_id, deliveries.destination, "
+            "deliveries.attempts",
+            params,
+        ).fetchall()
+        done = {row[0]: row for row in rows}
+        attempts: list[Any] = []
+        for o in chunk:
+            row = done.get(o.delivery_id)
+            applied[(o.delivery_id, o.lease_token)] = row is not None
+            if row is None:
+                continue
+            _, lead_id, destination, number = row
+            attempts += (
+                o.delivery_id,
+                lead_id,
+                destination,
+                number if o.count_attempt else number + 1,
+                o.started_at,
+                o.duration,
+                o.attempt_outcome,
+                o.error,
+                o.status_code,
+                o.remote_id,
+            )
+        if attempts:
+            marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * (len(attempts) // 10))
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, lead_id, destination, number, "  # noqa: S608
+                "started_at, duration, outcome, error, status_code, remote_id) "
+                f"VALUES {marks}",
+                attempts,
+            )
+    # A duplicate outcome in the same call finds its lease already used.
+    seen: set[tuple[int, str]] = set()
+    result = []
+    for o in outcomes:
+        key = (o.delivery_id, o.lease_token)
+        result.append(applied[key] and key not in seen)
+        seen.add(key)
+    return result
+
+
+def release(conn: sqlite3.Connection, leases: Sequence[tuple[int, str]], now: float) -> int:
+    count = 0
+    for did, token in leases:
+        count += conn.execute(
+            "UPDATE deliveries SET next_attempt_at = ?, lease_token = NULL "
+            "WHERE id = ? AND lease_token = ? AND status = 'pending'",
+            (now, did, token),
+        ).rowcount
+    return count
+
+
+def replay(
+    conn: sqlite3.Connection,
+    now: float,
+    lead_id: str | None,
+    destination: str | None,
+    dead_only: bool,
+    force: bool,
+) -> ReplayResult:
+    where, params = ["1 = 1"], []
+    if lead_id is not None:
+        where.append("lead_id = ?")
+        params.append(lead_id)
+    if destination is not None:
+        where.append("destination = ?")
+        params.append(destination)
+    if dead_only:
+        where.append("status = 'dead'")
+    cond = " AND ".join(where)
+    result = ReplayResult()
+    rows = conn.execute(
+        f"SELECT id, status FROM deliveries WHERE {cond}",  # noqa: S608
+        params,
+    ).fetchall()
+    if not rows:
+        result.not_found = 1
+        return result
+    ids = []
+    for did, status in rows:
+        if status == "delivered" and not force:
+            result.refused_delivered += 1
+        elif status == "pending":
+            continue
+        else:
+            ids.append(did)
+    for did in ids:
+        conn.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, "
+            "lease_token = NULL, created_at = ?, updated_at = ? WHERE id = ?",
+            (now, now, now, did),
+        )
+    result.requeued = len(ids)
+    return result
+
+
+def add_deliveries(
+    conn: sqlite3.Connection, lead_id: str, destinations: Sequence[str], now: float
+) -> int:
+    count = 0
+    for dest in destinations:
+        count += conn.execute(
+            "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+            "next_attempt_at, updated_at) SELECT id, ?, 'pending', ?, ?, ? "
+            "FROM leads WHERE id = ? ON CONFLICT (lead_id, destination) DO NOTHING",
+            (dest, now, now, now, lead_id),
+        ).rowcount
+    return count
+
+
+def purge_payloads(conn: sqlite3.Connection, before: float) -> int:
+    return conn.execute(
+        "UPDATE leads SET payload = NULL, purged_at = ? WHERE payload IS NOT NULL "
+        "AND received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+        "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
+        # A lead never given a delivery (no destination then) is not delivered.
+        "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)",
+        (time.time(), before),
+    ).rowcount
+
+
+def erase(conn: sqlite3.Connection, email: str | None, lead_id: str | None) -> EraseReport:
+    report = EraseReport()
+    ids: set[str] = set()
+    if lead_id is not None:
+        ids.add(lead_id)
+    if email is not None:
+        needle = email.strip().lower()
+        for lid, payload in conn.execute(
+            "SELECT id, payload FROM leads WHERE payload IS NOT NULL "
+            "AND instr(lower(payload), ?) > 0",
+            (needle,),
+        ):
+            if payload_has_email(payload, needle):
+                ids.add(lid)
+    for lid in sorted(ids):
+        report.attempts += conn.execute("DELETE FROM attempts WHERE lead_id = ?", (lid,)).rowcount
+        report.deliveries += conn.execute(
+            "DELETE FROM deliveries WHERE lead_id = ?", (lid,)
+        ).rowcount
+        gone = conn.execute("DELETE FROM leads WHERE id = ?", (lid,)).rowcount
+        report.leads += gone
+        if gone:
+            report.lead_ids.append(lid)
+        report.quarantine += conn.execute(
+            "DELETE FROM quarantine WHERE lead_id = ?", (lid,)
+        ).rowcount
+    if email is not None:
+        needle = email.strip().lower()
+        report.quarantine += conn.execute(
+            "DELETE FROM quarantine WHERE instr(lower(raw), ?) > 0", (needle,)
+        ).rowcount
+        report.attempts += conn.execute(
+            "DELETE FROM attempts WHERE instr(lower(coalesce(error, '')), ?) > 0", (needle,)
+        ).rowcount
+        # Another lead's delivery can quote the address in its stored error
+        # (a CRM echoing a conflict): keep the row, drop the text.
+        conn.execute(
+            "UPDATE deliveries SET last_error = '[erased: contained personal data]' "
+            "WHERE instr(lower(coalesce(last_error, '')), ?) > 0",
+            (needle,),
+        )
+    return report
+
+
+def noop(conn: sqlite3.Connection) -> None:
+    """Commits nothing; returns once every write queued before it has committed."""
+
+
+OPS: dict[str, Callable[..., Any]] = {
+    "ingest": ingest,
+    "claim": claim,
+    "finish": finish,
+    "release": release,
+    "replay": replay,
+    "add_deliveries": add_deliveries,
+    "purge_payloads": purge_payloads,
+    "erase": erase,
+    "noop": noop,
+}
