@@ -159,7 +159,14 @@ def access(logger: logging.Logger, name: str, **fields: Any) -> None:
                 out[key] = redact(str(value))
         line = json.dumps(out, ensure_ascii=False)
     else:
-        line = f"{ts} level=info logger={logger.name} {kv(event=name, **fields)}"
+        parts = [f"{ts} level=info logger={logger.name} event={_value(name)}"]
+        for key, value in fields.items():
+            kind = type(value)
+            if kind is int or kind is float:  # counts and durations: nothing to redact
+                parts.append(f"{key}={value}")
+            elif value is not None:
+                parts.append(f"{key}={_value(value)}")
+        line = " ".join(parts)
     stream = handler.stream  # type: ignore[attr-defined]
     with handler.lock:  # type: ignore[union-attr]
         stream.write(line + "\n")

@@ -6,8 +6,8 @@ lead data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,6 +17,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from bridge.store.base import StoreStatus
 
@@ -25,25 +27,44 @@ from bridge.store.base import StoreStatus
 MAX_UNMAPPED_KEYS = 200
 
 
+class IntakeCounters(Collector):
+    """Intake's counters as plain integers, turned into metrics when scraped.
+
+    Counted once or more per webhook request on the event loop (intake's hot
+    path), where a prometheus_client Counter takes a lock per increment.
+    """
+
+    def __init__(self) -> None:
+        self.requests: Tally[str] = Tally()  # by outcome
+        self.leads: Tally[str] = Tally()  # by result
+        self.probes = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        requests = CounterMetricFamily(
+            "lead_bridge_webhook_requests", "Webhook requests by outcome", labels=["outcome"]
+        )
+        for outcome, count in sorted(self.requests.items()):
+            requests.add_metric([outcome], count)
+        leads = CounterMetricFamily(
+            "lead_bridge_leads",
+            "Leads seen by intake: received, accepted, duplicate, rejected",
+            labels=["result"],
+        )
+        for result in ("received", "accepted", "duplicate", "rejected"):
+            leads.add_metric([result], self.leads[result])
+        yield requests
+        yield leads
+        yield CounterMetricFamily(
+            "lead_bridge_probes", "Empty webhook arrays (provider probes)", value=self.probes
+        )
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests_total = Counter(
-            "lead_bridge_webhook_requests_total",
-            "Webhook requests by outcome",
-            ["outcome"],
-            registry=r,
-        )
-        self.leads_total = Counter(
-            "lead_bridge_leads_total",
-            "Leads seen by intake: received, accepted, duplicate, rejected",
-            ["result"],
-            registry=r,
-        )
-        self.probes_total = Counter(
-            "lead_bridge_probes_total", "Empty webhook arrays (provider probes)", registry=r
-        )
+        self.intake = IntakeCounters()
+        r.register(self.intake)
         self.deliveries_total = Counter(
             "lead_bridge_deliveries_total",
             "Delivery attempts by destination and outcome",
@@ -82,34 +103,21 @@ class Metrics:
             registry=r,
         )
         self._unmapped_seen: set[str] = set()
-        self._request_children: dict[str, Any] = {}
-        self._lead_children = {
-            name: self.leads_total.labels(name)
-            for name in ("received", "accepted", "duplicate", "rejected")
-        }
 
     def request(self, outcome: str) -> None:
-        # Resolving label children costs more than the increment: cache them (hot path).
-        child = self._request_children.get(outcome)
-        if child is None:
-            child = self._request_children[outcome] = self.requests_total.labels(outcome)
-        child.inc()
+        self.intake.requests[outcome] += 1
 
     def leads(
         self, *, received: int = 0, accepted: int = 0, duplicates: int = 0, rejected: int = 0
     ) -> None:
-        children = self._lead_children
-        if received:
-            children["received"].inc(received)
-        if accepted:
-            children["accepted"].inc(accepted)
-        if duplicates:
-            children["duplicate"].inc(duplicates)
-        if rejected:
-            children["rejected"].inc(rejected)
+        leads = self.intake.leads
+        leads["received"] += received
+        leads["accepted"] += accepted
+        leads["duplicate"] += duplicates
+        leads["rejected"] += rejected
 
     def probe(self) -> None:
-        self.probes_total.inc()
+        self.intake.probes += 1
 
     def delivery(self, destination: str, outcome: str) -> None:
         self.deliveries_total.labels(destination, outcome).inc()
