@@ -11,7 +11,7 @@ import pytest
 
 from bridge.app import create_app
 from bridge.errors import StoreUnavailable
-from bridge.intake import MAX_DEPTH
+from bridge.leads import MAX_DEPTH
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import AppHarness, make_lead
 
@@ -323,6 +323,9 @@ async def test_error_bodies_never_echo_the_input(app: AppHarness) -> None:
 
 class FailingStore(SQLiteStore):
     async def ingest(self, *args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("disk on fire")
+
+    async def ingest_body(self, *args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailable("disk on fire")
 
 

@@ -65,6 +65,18 @@ class IngestResult:
     duplicates: list[str] = field(default_factory=list)
 
 
+@dataclass
+class BodyResult:
+    """What became of one webhook body (:meth:`Store.ingest_body`)."""
+
+    problem: tuple[str, str] | None = None  # (code, message): refused whole, quarantined
+    received: int = 0  # elements in the array; 0 without a problem is a probe
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: int = 0  # elements quarantined one by one
+    lead_ids: list[str] = field(default_factory=list)  # the valid leads' ids, in order
+
+
 @dataclass(frozen=True)
 class Claim:
     """A leased delivery handed to a worker."""
@@ -171,6 +183,21 @@ class EraseReport:
     lead_ids: list[str] = field(default_factory=list)
 
 
+def body_result(
+    received: int,
+    leads: Sequence[LeadIn],
+    rejected: Sequence[QuarantineIn],
+    stored: IngestResult,
+) -> BodyResult:
+    return BodyResult(
+        received=received,
+        accepted=stored.accepted,
+        duplicates=stored.duplicates,
+        rejected=len(rejected),
+        lead_ids=[lead.id for lead in leads],
+    )
+
+
 # The deliveries columns every backend selects, in the order delivery_from_row reads.
 DELIVERY_COLUMNS = (
     "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
@@ -240,6 +267,24 @@ class Store:
         :class:`~bridge.errors.StoreUnavailable` if it could not commit.
         """
         raise NotImplementedError
+
+    async def ingest_body(self, body: bytes, destinations: Sequence[str], now: float) -> BodyResult:
+        """Parse a webhook body (:func:`bridge.leads.parse_body`) and store it.
+
+        A refused body is quarantined whole; an empty array stores nothing.
+        Here the parsing runs in the caller's process; a backend may run it
+        elsewhere (the SQLite writer process does), with the same result.
+        """
+        from bridge.leads import parse_body, quarantined_body
+
+        batch = parse_body(body)
+        if batch.problem is not None:
+            await self.ingest([], [], [quarantined_body(body, batch.problem)], now)
+            return BodyResult(problem=batch.problem)
+        if not batch.received:
+            return BodyResult()
+        stored = await self.ingest(batch.leads, destinations, batch.rejected, now)
+        return body_result(batch.received, batch.leads, batch.rejected, stored)
 
     # ------------------------------------------------------------------ delivery
 

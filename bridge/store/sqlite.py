@@ -26,6 +26,7 @@ from bridge.store.base import (
     DELIVERY_COLUMNS,
     STATUSES,
     AttemptRecord,
+    BodyResult,
     Claim,
     DeliveryRecord,
     DestinationStatus,
@@ -208,6 +209,12 @@ class SQLiteStore(Store):
             [(q.reason, q.lead_id, q.item_index, q.raw) for q in quarantine],
             now,
         )
+        return result
+
+    async def ingest_body(self, body: bytes, destinations: Sequence[str], now: float) -> BodyResult:
+        # Parsed in the writer process (same function, same result): the event
+        # loop, intake's bottleneck, only hands the bytes over.
+        result: BodyResult = await self._write("ingest_body", body, tuple(destinations), now)
         return result
 
     # ------------------------------------------------------------------ delivery

@@ -48,7 +48,7 @@ from typing import Any
 import bridge
 from bridge.errors import StoreError, StoreUnavailable
 from bridge.store.sqlite_schema import connect
-from bridge.store.sqlite_writes import OPS, Ingest, run_ingests
+from bridge.store.sqlite_writes import INGESTS, OPS, Ingest, prepare_body, run_ingests
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -119,7 +119,7 @@ class GroupCommit:
                 first = get()
                 if first is None:
                     return
-                (ingests if first[1] == "ingest" else others).append(first)
+                (ingests if first[1] in INGESTS else others).append(first)
             while not stop and len(ingests) + len(others) < MAX_BATCH:
                 try:
                     request = get_nowait()
@@ -128,7 +128,7 @@ class GroupCommit:
                 if request is None:
                     stop = True
                     break
-                (ingests if request[1] == "ingest" else others).append(request)
+                (ingests if request[1] in INGESTS else others).append(request)
             if ingests:
                 self.commit_and_answer(ingests)
             if others:
@@ -155,8 +155,10 @@ class GroupCommit:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if len(batch) > 1 and batch[0][1] == "ingest":
-                results: list[Any] = run_ingests(conn, [Ingest(*args) for _, _, args in batch])
+            if batch[0][1] in INGESTS:  # a batch of intake's writes only (see run)
+                ingests = [_ingest(name, args) for _, name, args in batch]
+                stored = run_ingests(conn, ingests)
+                results: list[Any] = [i.answer(r) for i, r in zip(ingests, stored, strict=True)]
             else:
                 results = [OPS[name](conn, *args) for _, name, args in batch]
             conn.execute("COMMIT")
@@ -175,6 +177,23 @@ class GroupCommit:
                 return [(None, (isinstance(exc, StoreUnavailable), str(exc)))]
             return [(None, (False, f"{type(exc).__name__}: {exc}"))]
         return [(result, None) for result in results]
+
+
+def _ingest(name: str, args: tuple[Any, ...]) -> Ingest:
+    # "ingest_body" arrives prepared by the pump thread (see child_main).
+    return args[0] if name == "ingest_body" else Ingest(*args)  # type: ignore[no-any-return]
+
+
+def _prepare(request: Request) -> Request:
+    """Parse a raw webhook body as soon as it arrives, in the pump thread, while
+    the writer thread's SQLite work (which releases the GIL) goes on."""
+    rid, name, args = request
+    if name != "ingest_body":
+        return request
+    try:
+        return rid, name, (prepare_body(*args),)
+    except Exception as exc:  # a bug: fail this request only
+        return rid, "fail", (f"{type(exc).__name__}: {exc}",)
 
 
 def child_main(argv: Sequence[str]) -> int:
@@ -197,7 +216,7 @@ def child_main(argv: Sequence[str]) -> int:
         try:
             while (frames := reader.read()) is not None:
                 for frame in frames:
-                    requests.put(frame)
+                    requests.put(_prepare(frame))
         except OSError:
             pass
         requests.put(None)

@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bridge.errors import StoreError
+from bridge.leads import Batch, parse_body, quarantined_body
 from bridge.store.base import (
+    BodyResult,
     Claim,
     EraseReport,
     IngestResult,
     Outcome,
     ReplayResult,
+    body_result,
     payload_has_email,
 )
 
@@ -35,13 +39,14 @@ _FINISH_CHUNK = 500
 
 
 class Ingest:
-    """One webhook request's leads, as sent to the writer process.
+    """One webhook request's leads, as the writer stores them.
 
     ``leads`` is flat (``LEAD_FIELDS`` values per lead): the cheapest shape to
-    pickle on the event loop, which is intake's bottleneck.
+    pickle on the event loop, which is intake's bottleneck. ``batch`` is set
+    when the writer parsed the raw body itself (:func:`prepare_body`).
     """
 
-    __slots__ = ("destinations", "leads", "now", "quarantine")
+    __slots__ = ("batch", "destinations", "leads", "now", "quarantine")
 
     def __init__(
         self,
@@ -49,14 +54,36 @@ class Ingest:
         destinations: Sequence[str],
         quarantine: Sequence[tuple[str, str | None, int | None, str]],
         now: float,
+        batch: Batch | None = None,
     ) -> None:
         self.leads = leads
         self.destinations = destinations
         self.quarantine = quarantine  # (reason, lead_id, item_index, raw)
         self.now = now
+        self.batch = batch
 
     def ids(self) -> Sequence[str]:
         return self.leads[::LEAD_FIELDS]
+
+    def answer(self, stored: IngestResult) -> IngestResult | BodyResult:
+        batch = self.batch
+        if batch is None:
+            return stored
+        if batch.problem is not None:
+            return BodyResult(problem=batch.problem)
+        return body_result(batch.received, batch.leads, batch.rejected, stored)
+
+
+def prepare_body(body: bytes, destinations: Sequence[str], now: float) -> Ingest:
+    """A raw webhook body as an Ingest: parsed and split here, in the writer
+    process, with :func:`bridge.leads.parse_body` as intake would."""
+    batch = parse_body(body)
+    if batch.problem is not None:
+        q = quarantined_body(body, batch.problem)
+        return Ingest([], (), [(q.reason, None, None, q.raw)], now, batch)
+    leads = [v for lead in batch.leads for v in lead]  # id, payload, created, url
+    quarantine = [(q.reason, q.lead_id, q.item_index, q.raw) for q in batch.rejected]
+    return Ingest(leads, destinations, quarantine, now, batch)
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,16 +143,6 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
             quarantined,
         )
     return results
-
-
-def ingest(
-    conn: sqlite3.Connection,
-    leads: Sequence[Any],
-    destinations: Sequence[str],
-    quarantine: Sequence[tuple[str, str | None, int | None, str]],
-    now: float,
-) -> IngestResult:
-    return run_ingests(conn, [Ingest(leads, destinations, quarantine, now)])[0]
 
 
 def claim(
@@ -385,8 +402,16 @@ def noop(conn: sqlite3.Connection) -> None:
     """Commits nothing; returns once every write queued before it has committed."""
 
 
+def fail(conn: sqlite3.Connection, message: str) -> None:
+    """A request the writer could not prepare: fails alone, with the reason."""
+    raise StoreError(message)
+
+
+# Intake's operations: the writer runs these together (run_ingests).
+INGESTS = frozenset({"ingest", "ingest_body"})
+
+# Every other write, by name.
 OPS: dict[str, Callable[..., Any]] = {
-    "ingest": ingest,
     "claim": claim,
     "finish": finish,
     "release": release,
@@ -395,4 +420,5 @@ OPS: dict[str, Callable[..., Any]] = {
     "purge_payloads": purge_payloads,
     "erase": erase,
     "noop": noop,
+    "fail": fail,
 }

@@ -75,6 +75,58 @@ async def test_ingest_keeps_leads_and_quarantine_together(store: Store) -> None:
     assert (status.leads, status.quarantined) == (1, 2)
 
 
+async def test_ingest_body_parses_splits_and_stores_in_one_go(store: Store) -> None:
+    body = (
+        b'[{"id": "b1", "url": "https://x.test/p", "created": "2018-07-12T16:29:42Z",'
+        b' "data": {"email": "ann@example.com", "n": 123456789012345678901234567890}},'
+        b' {"id": ""}, {"id": "b1"}, {"id": "b2", "data": {"x": NaN}}]'
+    )
+    result = await store.ingest_body(body, DESTS, T0)
+    assert result.problem is None
+    assert (result.received, result.rejected) == (4, 1)
+    assert (result.accepted, result.duplicates) == (["b1", "b2"], ["b1"])
+    assert result.lead_ids == ["b1", "b1", "b2"]
+    stored = await store.get_lead("b1")
+    assert stored is not None and stored.payload is not None
+    assert (stored.url, stored.created) == ("https://x.test/p", "2018-07-12T16:29:42Z")
+    assert '"n":123456789012345678901234567890' in stored.payload
+    b2 = await store.get_lead("b2")
+    assert b2 is not None and b2.payload == '{"id":"b2","data":{"x":NaN}}'
+    [refused] = await store.list_quarantine()
+    assert refused["reason"] == "element 1: 'id' must be a non-empty string, got a string"
+    assert len(await store.get_deliveries("b1")) == len(DESTS)
+    again = await store.ingest_body(b'[{"id": "b2"}]', DESTS, T0 + 1)
+    assert (again.accepted, again.duplicates) == ([], ["b2"])
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"nope", "invalid_json"),
+        (b'{"id": "x"}', "not_an_array"),
+        (b"[" * 40 + b"]" * 40, "too_deep"),
+        (b"\xff[]", "invalid_json"),
+    ],
+)
+async def test_ingest_body_quarantines_a_refused_body_whole(
+    store: Store, body: bytes, code: str
+) -> None:
+    result = await store.ingest_body(body, DESTS, T0)
+    assert result.problem is not None and result.problem[0] == code
+    assert (result.received, result.accepted) == (0, [])
+    [kept] = await store.list_quarantine()
+    assert kept["reason"].startswith(f"{code}: ")
+    assert kept["raw"] == body.decode("utf-8", "backslashreplace")
+    assert (await store.status(T0)).leads == 0
+
+
+async def test_ingest_body_of_a_probe_stores_nothing(store: Store) -> None:
+    result = await store.ingest_body(b" [ ] ", DESTS, T0)
+    assert result.problem is None and result.received == 0
+    status = await store.status(T0)
+    assert (status.leads, status.quarantined) == (0, 0)
+
+
 async def test_lead_without_destinations_counts_as_undelivered(store: Store) -> None:
     await seed(store, "a", dests=[])
     assert await store.get_deliveries("a") == []

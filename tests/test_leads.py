@@ -1,0 +1,92 @@
+"""bridge.leads: a webhook body into leads and refused elements."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.leads import MAX_DEPTH, parse_body
+
+
+def test_leads_keep_every_key_verbatim_and_index_created_and_url() -> None:
+    body = (
+        b'[{"id": "a", "url": "https://x.test", "created": "2018-07-12T16:29:42Z",'
+        b' "new_top": [1, 2], "data": {"first_name": "J\\u00f6rg", "new_key": null}}]'
+    )
+    batch = parse_body(body)
+    assert batch.problem is None and batch.received == 1 and batch.rejected == []
+    [lead] = batch.leads
+    assert (lead.id, lead.url, lead.created) == ("a", "https://x.test", "2018-07-12T16:29:42Z")
+    assert json.loads(lead.payload) == json.loads(body)[0]
+    assert "Jörg" in lead.payload  # UTF-8, not escaped
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        ("1", "expected an object, got a number"),
+        ("[1]", "expected an object, got an array"),
+        ('"x"', "expected an object, got a string"),
+        ("{}", "missing 'id'"),
+        ('{"id": 7}', "'id' must be a non-empty string, got a number"),
+        ('{"id": "  "}', "'id' must be a non-empty string, got a string"),
+        ('{"id": "a\\u0000b"}', "'id' contains control or invalid characters"),
+        (f'{{"id": "{"x" * 256}"}}', "'id' is longer than 255 characters"),
+        ('{"id": "ok", "data": [1]}', "'data' must be an object, got an array"),
+    ],
+)
+def test_bad_elements_are_refused_one_by_one(element: str, reason: str) -> None:
+    batch = parse_body(f'[{{"id": "good"}}, {element}]'.encode())
+    assert [lead.id for lead in batch.leads] == ["good"]
+    [refused] = batch.rejected
+    assert (refused.reason, refused.item_index) == (f"element 1: {reason}", 1)
+    assert json.loads(refused.raw) == json.loads(element)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        (b"", "invalid_json", "the body is not valid JSON: Expecting value at line 1, column 1"),
+        (b'[{"id": "a"', "invalid_json", "the body is not valid JSON: Expecting ',' delimiter"),
+        (b"\xff", "invalid_json", "the body is not valid JSON: the body is not UTF-8"),
+        (b'{"id": "a"}', "not_an_array", "got an object"),
+        (b"null", "not_an_array", "got null"),
+        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "too_deep", "deeper than 32 levels"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep", "deeper than 32 levels"),
+    ],
+)
+def test_refused_bodies_say_why(body: bytes, code: str, message: str) -> None:
+    batch = parse_body(body)
+    assert batch.problem is not None
+    assert batch.problem[0] == code
+    assert message in batch.problem[1]
+    assert batch.leads == [] and batch.received == 0
+
+
+def test_nesting_at_the_limit_is_accepted() -> None:
+    # array, lead, data: 3 levels, then MAX_DEPTH - 3 nested arrays = MAX_DEPTH.
+    inner = b"[" * (MAX_DEPTH - 3) + b"]" * (MAX_DEPTH - 3)
+    batch = parse_body(b'[{"id": "deep", "data": {"x": ' + inner + b"}}]")
+    assert batch.problem is None and [lead.id for lead in batch.leads] == ["deep"]
+    one_more = b'[{"id": "deep", "data": {"x": [' + inner + b"]}}]"
+    assert parse_body(one_more).problem == ("too_deep", "the JSON nests deeper than 32 levels")
+
+
+def test_numbers_the_fast_parser_would_change_are_kept_exactly() -> None:
+    body = b'[{"id": "n", "data": {"big": 98765432109876543210, "nan": NaN, "inf": -Infinity}}]'
+    [lead] = parse_body(body).leads
+    assert (
+        lead.payload == '{"id":"n","data":{"big":98765432109876543210,"nan":NaN,"inf":-Infinity}}'
+    )
+
+
+def test_a_lone_surrogate_is_stored_escaped() -> None:
+    [lead] = parse_body(b'[{"id": "s", "data": {"x": "\\ud800"}}]').leads
+    assert lead.payload.isascii() and json.loads(lead.payload)["data"]["x"] == "\ud800"
+    lead.payload.encode()  # storable as UTF-8
+
+
+def test_an_empty_array_is_a_probe() -> None:
+    batch = parse_body(b"[]")
+    assert batch.problem is None and batch.received == 0 and batch.leads == []
