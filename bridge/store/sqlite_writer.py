@@ -199,6 +199,9 @@ def _prepare(request: Request) -> Request:
 def child_main(argv: Sequence[str]) -> int:
     """``python -m bridge.store.sqlite_writer FD PATH SYNCHRONOUS``"""
     fd, path, synchronous = argv
+    # The writer thread needs the GIL back after every SQLite call, while the
+    # pump thread parses bodies: hand it over within 0.5 ms, not the default 5.
+    sys.setswitchinterval(0.0005)
     sock = socket.socket(fileno=int(fd))
     try:
         conn = connect(path, synchronous)
