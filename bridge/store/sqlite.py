@@ -64,7 +64,7 @@ class SQLiteStore(Store):
         self.path = sqlite_path(url)
         self.synchronous = synchronous
         self._writer: WriterProcess | None = None
-        self._restart_lock = threading.Lock()
+        self._restart_lock = asyncio.Lock()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_stop = threading.Event()
         self._local = threading.local()
@@ -78,7 +78,9 @@ class SQLiteStore(Store):
         return connect(self.path, self.synchronous)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        writer = await asyncio.to_thread(self._open)
+        writer.attach(asyncio.get_running_loop())
+        self._writer = writer
         self._closed = False
         self._checkpoint_stop.clear()
         self._checkpointer = threading.Thread(
@@ -86,7 +88,7 @@ class SQLiteStore(Store):
         )
         self._checkpointer.start()
 
-    def _open(self) -> None:
+    def _open(self) -> WriterProcess:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._connect()
@@ -98,7 +100,7 @@ class SQLiteStore(Store):
             conn.close()
         writer = WriterProcess(self.path, self.synchronous)
         writer.start()
-        self._writer = writer
+        return writer
 
     def _run_checkpointer(self) -> None:
         # Checkpoints copy the WAL into the database file and fsync it: done here
@@ -120,7 +122,7 @@ class SQLiteStore(Store):
         self._closed = True
         writer, self._writer = self._writer, None
         if writer is not None:
-            await asyncio.to_thread(writer.stop)  # after every queued write
+            await writer.stop()  # after every queued write
         self._checkpoint_stop.set()
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.join)
@@ -150,20 +152,18 @@ class SQLiteStore(Store):
         if self._closed:
             raise StoreUnavailable("the store is closed")
         writer = self._writer
-        if writer is None or not writer.alive:
-            writer = await asyncio.to_thread(self._restart)
-        return writer
-
-    def _restart(self) -> WriterProcess:
-        with self._restart_lock:
+        if writer is not None and writer.alive:
+            return writer
+        async with self._restart_lock:  # one restart for all the writes that find it dead
             if self._closed:
                 raise StoreUnavailable("the store is closed")
             if self._writer is not None and self._writer.alive:
                 return self._writer
             if self._writer is not None:
-                self._writer.stop(timeout=5)
+                await self._writer.stop(timeout=5)
             writer = WriterProcess(self.path, self.synchronous)
-            writer.start()
+            await asyncio.to_thread(writer.start)
+            writer.attach(asyncio.get_running_loop())
             log.warning("event=writer_restarted backend=sqlite pid=%s", writer.pid)
             self._writer = writer
             return writer

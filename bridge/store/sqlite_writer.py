@@ -68,6 +68,21 @@ def send_frame(sock: socket.socket, obj: Any) -> None:
     sock.sendall(_HEADER.pack(len(data)) + data)
 
 
+def take_frames(buffer: bytearray) -> list[Any]:
+    """Remove and return the complete frames at the start of ``buffer``."""
+    frames, pos = [], 0
+    while len(buffer) - pos >= 4:
+        (size,) = _HEADER.unpack_from(buffer, pos)
+        if len(buffer) - pos - 4 < size:
+            break
+        # A private socketpair between this process and its own child.
+        frames.append(pickle.loads(buffer[pos + 4 : pos + 4 + size]))  # noqa: S301
+        pos += 4 + size
+    if pos:
+        del buffer[:pos]
+    return frames
+
+
 class FrameReader:
     """Reads length-prefixed pickles from a blocking socket."""
 
@@ -77,25 +92,12 @@ class FrameReader:
 
     def read(self) -> list[Any] | None:
         """At least one frame (all complete ones received), or None at end of stream."""
-        buffer = self.buffer
-        while True:
-            frames, pos = [], 0
-            while len(buffer) - pos >= 4:
-                (size,) = _HEADER.unpack_from(buffer, pos)
-                if len(buffer) - pos - 4 < size:
-                    break
-                # A private socketpair between this process and its own child.
-                frame = buffer[pos + 4 : pos + 4 + size]
-                frames.append(pickle.loads(frame))  # noqa: S301
-                pos += 4 + size
-            if pos:
-                del buffer[:pos]
-            if frames:
-                return frames
+        while not (frames := take_frames(self.buffer)):
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 return None
-            buffer += chunk
+            self.buffer += chunk
+        return frames
 
 
 # --------------------------------------------------------------------------- child
@@ -237,28 +239,20 @@ def child_main(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- parent
 
 
-def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in items:
-        if future.done():  # the caller was cancelled; the write happened anyway
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-
 def _error(error: tuple[bool, str]) -> StoreError:
     unavailable, message = error
     return StoreUnavailable(message) if unavailable else StoreError(message)
 
 
 class WriterProcess:
-    """The parent's handle on one writer process.
+    """The parent's handle on one writer process, bound to one event loop.
 
-    ``submit`` may be called from any thread and event loop; answers come back
-    through a receiver thread and are settled on the caller's loop. If the
-    process dies, every waiting write fails with StoreUnavailable (none of them
-    was answered, so none was acknowledged) and ``alive`` turns false.
+    Requests go out in one send per turn of the loop; answers are read by the
+    loop itself (``add_reader``) and settle their futures at once: no thread in
+    between, so no wait for the GIL or a second wake-up on a webhook's way
+    back. If the process dies, every waiting write fails with StoreUnavailable
+    (none of them was answered, so none was acknowledged) and ``alive`` turns
+    false.
     """
 
     def __init__(self, path: Path, synchronous: str) -> None:
@@ -267,16 +261,17 @@ class WriterProcess:
         self.alive = False
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._receiver: threading.Thread | None = None
-        self._pending: dict[int, tuple[asyncio.Future[Any], asyncio.AbstractEventLoop]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
-        self._lock = threading.Lock()
+        self._inbox = bytearray()
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._stopping = False
 
     def start(self) -> None:
-        """Spawn the process and wait until its database is open (blocking)."""
+        """Spawn the process and wait until its database is open (blocking:
+        run it in a thread, then :meth:`attach` on the loop)."""
         parent, child = socket.socketpair()
         env = dict(os.environ)
         # The child imports this package from wherever the parent found it.
@@ -314,105 +309,137 @@ class WriterProcess:
                 frames[0][1] if frames else f"the SQLite writer process did not start: {detail}"
             )
             raise StoreUnavailable(message)
-        parent.settimeout(None)
-        self._sock, self._proc, self.alive, self._stopping = parent, proc, True, False
-        self._receiver = threading.Thread(
-            target=self._receive, args=(reader,), name="sqlite-writer-answers", daemon=True
-        )
-        self._receiver.start()
+        parent.setblocking(False)
+        self._sock, self._proc, self._inbox = parent, proc, reader.buffer
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read answers on ``loop``; writes must come from that loop from now on."""
+        assert self._sock is not None
+        self._loop = loop
+        loop.add_reader(self._sock.fileno(), self._on_readable)
+        self.alive = True
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def submit(self, name: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue one operation; its future settles on the caller's loop after the commit.
+        """Queue one operation; its future settles after the commit.
 
         Frames queued during one turn of the event loop go out in one send at
         the start of the next (one system call and one wake-up of the writer for
         a whole burst of webhook requests, not one each).
         """
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise StoreError("a SQLite store must be used from the event loop that opened it")
+        if not self.alive:
+            raise StoreUnavailable("the SQLite writer process is not running")
         future: asyncio.Future[Any] = loop.create_future()
-        rid = next(self._ids)  # atomic
+        rid = next(self._ids)
+        self._pending[rid] = future
         data = pickle.dumps((rid, name, args), protocol=pickle.HIGHEST_PROTOCOL)
-        with self._lock:
-            if not self.alive:
-                raise StoreUnavailable("the SQLite writer process is not running")
-            self._pending[rid] = (future, loop)
-            self._outbox.append(_HEADER.pack(len(data)))
-            self._outbox.append(data)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
+        self._outbox += (_HEADER.pack(len(data)), data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
-        with self._lock:
-            self._flush_scheduled = False
-            frames, self._outbox = self._outbox, []
-            sock = self._sock
-            if not frames or sock is None:
-                return
-            try:
-                sock.sendall(b"".join(frames))
-            except OSError as exc:
-                # The receiver thread fails every pending write when it sees the end.
-                log.error("event=writer_send_failed backend=sqlite error=%s", exc)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def _receive(self, reader: FrameReader) -> None:
-        pending = self._pending
+        self._flush_scheduled = False
+        frames, self._outbox = self._outbox, []
+        if not frames or self._sock is None or not self.alive:
+            return
+        data = b"".join(frames)
         try:
-            while (frames := reader.read()) is not None:
-                by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-                for answers in frames:
-                    for rid, result, error in answers:
-                        future, loop = pending.pop(rid)
-                        by_loop.setdefault(loop, []).append(
-                            (future, result, None if error is None else _error(error))
-                        )
-                for loop, items in by_loop.items():
-                    # A closed loop means nobody is waiting any more.
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(_settle_all, items)
-        except OSError:
-            pass
-        with self._lock:
-            self.alive = False
-            orphans = list(pending.values())
-            pending.clear()
-        if not self._stopping:
-            status = self._proc.wait() if self._proc is not None else None
-            log.error("event=writer_exited backend=sqlite status=%s", status)
-        gone = StoreUnavailable("the SQLite writer process exited before committing")
-        by_loop = {}
-        for future, loop in orphans:
-            by_loop.setdefault(loop, []).append((future, None, gone))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle_all, items)
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            log.error("event=writer_send_failed backend=sqlite error=%s", exc)
+            self._gone()
+            return
+        if sent < len(data):
+            # The writer reads all the time, so its socket buffer fills only
+            # while it is stuck (a locked database): the rest waits for room.
+            self._outbox.insert(0, data[sent:])
+            assert self._loop is not None
+            self._loop.add_writer(self._sock.fileno(), self._writable)
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Let the process commit what it has, then wait for it (blocking)."""
+    def _writable(self) -> None:
+        assert self._loop is not None and self._sock is not None
+        self._loop.remove_writer(self._sock.fileno())
+        self._flush()
+
+    def _on_readable(self) -> None:
+        sock, inbox = self._sock, self._inbox
+        assert sock is not None
+        eof = False
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                eof = True
+                break
+            if not chunk:
+                eof = True
+                break
+            inbox += chunk
+        pending = self._pending
+        for answers in take_frames(inbox):
+            for rid, result, error in answers:
+                future = pending.pop(rid)
+                if future.done():  # the caller was cancelled; the write happened anyway
+                    continue
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(_error(error))
+        if eof:
+            self._gone()
+
+    def _gone(self) -> None:
+        """The process exited (or its socket broke): fail whatever still waits."""
+        if self._loop is not None and self._sock is not None and self.alive:
+            self._loop.remove_reader(self._sock.fileno())
+            if self._outbox:
+                self._loop.remove_writer(self._sock.fileno())
+        self.alive = False
+        if not self._stopping:
+            status = None
+            if self._proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    status = self._proc.wait(1)  # it closed its socket: it is exiting
+            log.error("event=writer_exited backend=sqlite status=%s", status)
+        orphans, self._pending = self._pending, {}
+        for future in orphans.values():
+            if not future.done():
+                future.set_exception(
+                    StoreUnavailable("the SQLite writer process exited before committing")
+                )
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """Let the process commit what it was sent and answer, then reap it."""
         self._stopping = True
         self._flush()
         sock, proc = self._sock, self._proc
-        if sock is not None:
+        if sock is not None and self.alive:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)
-        if self._receiver is not None:
-            self._receiver.join(timeout)
+                sock.shutdown(socket.SHUT_WR)  # the child finishes, answers, exits
         if proc is not None:
             try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout)
+            except TimeoutError:
                 proc.kill()
-                proc.wait()
+                await asyncio.to_thread(proc.wait)
         if sock is not None:
+            if self.alive:
+                self._on_readable()  # the last answers, then the end
+            self._gone()
             sock.close()
-        self.alive = False
+            self._sock = None
 
 
 if __name__ == "__main__":

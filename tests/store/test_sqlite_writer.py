@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import StoreUnavailable
+from bridge.errors import StoreError, StoreUnavailable
 from bridge.store.base import LeadIn
 from bridge.store.sqlite import SQLiteStore
 from bridge.store.sqlite_writer import WriterProcess
@@ -108,6 +108,35 @@ async def test_a_killed_writer_fails_waiting_writes_and_the_next_write_restarts_
     assert await stored_ids(store) == ["after", "before", "lost"]
     assert "event=writer_exited backend=sqlite status=-9" in caplog.text
     assert "event=writer_restarted backend=sqlite" in caplog.text
+
+
+async def test_a_stuck_writer_never_blocks_the_event_loop(store: SQLiteStore) -> None:
+    pid = writer_of(store).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # like a writer waiting on a locked database
+    try:
+        big = "x" * 100_000
+        writes = [
+            asyncio.ensure_future(store.ingest([LeadIn(f"big{i}", big)], ["crm"], [], 1.0))
+            for i in range(200)  # 20 MB: far more than the socket buffer holds
+        ]
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        assert time.monotonic() - started < 1.0  # the loop kept turning
+        assert not any(w.done() for w in writes)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    results = await asyncio.gather(*writes)
+    assert all(len(r.accepted) == 1 for r in results)
+    assert len(await stored_ids(store)) == 200
+
+
+async def test_a_store_is_used_from_the_loop_that_opened_it(store: SQLiteStore) -> None:
+    def elsewhere() -> None:
+        asyncio.run(store.ingest([lead("x")], [], [], 1.0))
+
+    with pytest.raises(StoreError, match="event loop that opened it"):
+        await asyncio.to_thread(elsewhere)
 
 
 async def test_readiness_check_restarts_a_dead_writer(store: SQLiteStore) -> None:
