@@ -6,7 +6,10 @@ load the event loop holds it: each hand-over waits for a switch interval, so
 commits took several times longer than SQLite needed, and webhook requests
 waited for them (measured: a 1-lead commit cycle ~6 ms in a thread, ~1.3 ms of
 SQLite work). In its own process the writer has its own GIL and the event loop
-keeps the whole of its own.
+keeps the whole of its own. Webhook bodies go over as raw bytes
+(``ingest_body``) and are parsed here too, in a pump thread that reads the
+socket while the writer thread commits: the event loop, intake's bottleneck,
+neither parses nor pickles leads.
 
 Group commit. The writer takes everything queued since its last commit and
 commits it in one transaction (``synchronous=FULL`` costs an fsync per commit,
@@ -18,8 +21,8 @@ fails, its operations are retried one per transaction, so one failing operation
 does not fail its neighbours.
 
 Protocol, over a socketpair: frames of a 4-byte big-endian length and a pickle.
-Parent to child: ``(request_id, op_name, args)`` (names from
-:data:`bridge.store.sqlite_writes.OPS`). Child to parent: first ``("ready",
+Parent to child: ``(request_id, op_name, args)`` (``ingest``, ``ingest_body``
+or a name from :data:`bridge.store.sqlite_writes.OPS`). Child to parent: first ``("ready",
 pid)`` or ``("failed", message)``, then, per commit, a list of ``(request_id,
 result, error)`` with errors as ``(unavailable, message)``. When the parent
 closes its end (or dies) the child commits what it has received and exits.
