@@ -38,6 +38,7 @@ import logging
 import os
 import pickle
 import queue
+import site
 import socket
 import sqlite3
 import struct
@@ -242,6 +243,11 @@ def child_main(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- parent
 
 
+def _site_dirs() -> set[str]:
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    return {str(Path(d).resolve()) for d in dirs}
+
+
 def _error(error: tuple[bool, str]) -> StoreError:
     unavailable, message = error
     return StoreUnavailable(message) if unavailable else StoreError(message)
@@ -277,9 +283,10 @@ class WriterProcess:
         run it in a thread, then :meth:`attach` on the loop)."""
         parent, child = socket.socketpair()
         env = dict(os.environ)
-        # The child imports this package from wherever the parent found it.
         root = str(Path(bridge.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if root not in _site_dirs():
+            # A source checkout: the child imports this package from the same place.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         with child:
             proc = subprocess.Popen(
                 [
