@@ -294,7 +294,7 @@ class WriterProcess:
                     "-m",
                     "bridge.store.sqlite_writer",
                     str(child.fileno()),
-                    str(self.path),
+                    str(self.path.absolute()),
                     self.synchronous,
                 ],
                 pass_fds=[child.fileno()],
