@@ -20,6 +20,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,33 @@ def service_config(work: Path, port: int, cert: Path, key: Path, storage_url: st
     return path
 
 
+def disk_check(work: Path, seconds: float = 3.0) -> dict[str, float]:
+    """The disk's own fsync latency, measured in the same run: a durable commit
+    cannot be faster, and its stalls show up in the service's p99 (the ceiling
+    writes nothing)."""
+    path = work / "fsync-check"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    times: list[float] = []
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            os.write(fd, b"x" * 16384)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    return {
+        "fsyncs": len(times),
+        "p50_ms": times[len(times) // 2] * 1000,
+        "p99_ms": times[int(len(times) * 0.99)] * 1000,
+        "max_ms": times[-1] * 1000,
+        "stalls_over_20ms": sum(t > 0.02 for t in times),
+    }
+
+
 def reset_postgres(url: str) -> None:
     """Start each PostgreSQL run from empty tables (they exist after the first run)."""
     import psycopg
@@ -96,6 +124,13 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="lb-bench-", dir="/var/tmp"))
     cert, key = make_cert(work)
+    disk = disk_check(work)
+    print(
+        f"disk: {disk['fsyncs']} fsyncs of 16 KiB in 3 s, p50 {disk['p50_ms']:.2f} ms, "
+        f"p99 {disk['p99_ms']:.2f} ms, max {disk['max_ms']:.1f} ms, "
+        f"{disk['stalls_over_20ms']} over 20 ms",
+        flush=True,
+    )
     results: dict[str, list[dict[str, Any]]] = {}
     py = sys.executable
     try:
@@ -184,7 +219,9 @@ def main() -> int:
             f"p99 {med['p99_ms']:.1f} ms (ceiling {med['ceiling_rps']:.0f} req/s), errors {med['errors']}"
         )
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "rounds": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"summary": summary, "disk": disk, "rounds": results}, indent=2)
+        )
     return 0
 
 
