@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from bridge.errors import StoreError
+
 DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
 AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped"]
 STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "skipped")
@@ -203,6 +205,55 @@ DELIVERY_COLUMNS = (
     "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
     "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
 )
+
+
+def versions_to_apply(current: int, latest: int) -> range:
+    """The schema versions a database at ``current`` still needs; a database
+    newer than this code (``latest``) is refused rather than misread."""
+    if current > latest:
+        raise StoreError(
+            f"database schema version {current} is newer than this lead-bridge "
+            f"({latest}); upgrade lead-bridge"
+        )
+    return range(current + 1, latest + 1)
+
+
+def replay_choice(rows: Sequence[tuple[int, str]], force: bool) -> tuple[list[int], ReplayResult]:
+    """Of the matching deliveries ``(id, status)``, the ones a replay requeues:
+    dead and skipped ones, delivered ones only with ``force``; pending ones are
+    queued already. ``requeued`` is set; the caller updates those rows."""
+    result = ReplayResult()
+    if not rows:
+        result.not_found = 1
+        return [], result
+    ids = []
+    for did, status in rows:
+        if status == "delivered" and not force:
+            result.refused_delivered += 1
+        elif status != "pending":
+            ids.append(did)
+    result.requeued = len(ids)
+    return ids, result
+
+
+def outcome_values(o: Outcome) -> tuple[Any, ...]:
+    """What an outcome writes to its delivery row, in the order both backends
+    bind it: id, lease token (the fence), status, attempts increment,
+    next_attempt_at, last_error, last_status_code, remote_id, delivered_at,
+    updated_at."""
+    ended = o.started_at + o.duration
+    return (
+        o.delivery_id,
+        o.lease_token,
+        o.status,
+        1 if o.count_attempt else 0,
+        o.next_attempt_at if o.status == "pending" else None,
+        o.error,
+        o.status_code,
+        o.remote_id,
+        ended if o.status == "delivered" else None,
+        ended,
+    )
 
 
 def delivery_from_row(row: Sequence[Any], now: float) -> DeliveryRecord:

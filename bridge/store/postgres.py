@@ -60,7 +60,10 @@ from bridge.store.base import (
     Store,
     StoreStatus,
     delivery_from_row,
+    outcome_values,
     payload_has_email,
+    replay_choice,
+    versions_to_apply,
 )
 
 log = logging.getLogger("lead_bridge.store")
@@ -275,12 +278,7 @@ class PostgresStore(Store):
             cur = await conn.execute("SELECT max(version) FROM schema_version")
             row = await cur.fetchone()
             current = (row[0] if row else None) or 0
-            if current > len(MIGRATIONS):
-                raise StoreError(
-                    f"database schema version {current} is newer than this lead-bridge "
-                    f"({len(MIGRATIONS)}); upgrade lead-bridge"
-                )
-            for version in range(current + 1, len(MIGRATIONS) + 1):
+            for version in versions_to_apply(current, len(MIGRATIONS)):
                 for statement in MIGRATIONS[version - 1]:
                     await conn.execute(statement)  # type: ignore[arg-type]
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
@@ -445,16 +443,7 @@ class PostgresStore(Store):
             unique.setdefault((o.delivery_id, o.lease_token), o)
         rows = [
             (
-                o.delivery_id,
-                o.lease_token,
-                o.status,
-                1 if o.count_attempt else 0,
-                o.next_attempt_at if o.status == "pending" else None,
-                o.error,
-                o.status_code,
-                o.remote_id,
-                o.started_at + o.duration if o.status == "delivered" else None,
-                o.started_at + o.duration,
+                *outcome_values(o),
                 o.started_at,
                 o.duration,
                 o.attempt_outcome,
@@ -516,7 +505,6 @@ class PostgresStore(Store):
         where, params = _filters(lead_id=lead_id, destination=destination)
         if dead_only:
             where.append(sql.SQL("status = 'dead'"))
-        result = ReplayResult()
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 sql.SQL("SELECT id, status FROM deliveries WHERE {} FOR UPDATE").format(
@@ -524,23 +512,13 @@ class PostgresStore(Store):
                 ),
                 params,
             )
-            rows = await cur.fetchall()
-            if not rows:
-                result.not_found = 1
-                return result
-            ids = []
-            for did, status in rows:
-                if status == "delivered" and not force:
-                    result.refused_delivered += 1
-                elif status != "pending":
-                    ids.append(did)
+            ids, result = replay_choice(await cur.fetchall(), force)
             if ids:
                 await conn.execute(
                     "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, "
                     "lease_token = NULL, created_at = %s, updated_at = %s WHERE id = ANY(%s)",
                     (now, now, now, ids),
                 )
-            result.requeued = len(ids)
         return result
 
     async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:

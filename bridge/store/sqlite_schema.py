@@ -6,7 +6,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from bridge.errors import StoreError
+from bridge.store.base import versions_to_apply
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -88,13 +88,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
-        if current > len(MIGRATIONS):
-            raise StoreError(
-                f"database schema version {current} is newer than this lead-bridge "
-                f"({len(MIGRATIONS)}); upgrade lead-bridge"
-            )
-        for version in range(current + 1, len(MIGRATIONS) + 1):
+        for version in versions_to_apply(row[0] or 0, len(MIGRATIONS)):
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))

@@ -24,7 +24,9 @@ from bridge.store.base import (
     Outcome,
     ReplayResult,
     body_result,
+    outcome_values,
     payload_has_email,
+    replay_choice,
 )
 
 # Fields per lead in an ingest's flat ``leads`` argument: id, payload, created, url.
@@ -212,18 +214,7 @@ def finish(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> list[bool]:
         marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         params: list[Any] = []
         for o in chunk:
-            params += (
-                o.delivery_id,
-                o.lease_token,
-                o.status,
-                1 if o.count_attempt else 0,
-                o.next_attempt_at if o.status == "pending" else None,
-                o.error,
-                o.status_code,
-                o.remote_id,
-                o.started_at + o.duration if o.status == "delivered" else None,
-                o.started_at + o.duration,
-            )
+            params += outcome_values(o)
         # VALUES columns are named column1..column10 by SQLite.
         rows = conn.execute(
             "UPDATE deliveries SET status = v.column3, attempts = attempts + v.column4, "  # noqa: S608
@@ -303,29 +294,17 @@ def replay(
     if dead_only:
         where.append("status = 'dead'")
     cond = " AND ".join(where)
-    result = ReplayResult()
     rows = conn.execute(
         f"SELECT id, status FROM deliveries WHERE {cond}",  # noqa: S608
         params,
     ).fetchall()
-    if not rows:
-        result.not_found = 1
-        return result
-    ids = []
-    for did, status in rows:
-        if status == "delivered" and not force:
-            result.refused_delivered += 1
-        elif status == "pending":
-            continue
-        else:
-            ids.append(did)
+    ids, result = replay_choice(rows, force)
     for did in ids:
         conn.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, "
             "lease_token = NULL, created_at = ?, updated_at = ? WHERE id = ?",
             (now, now, now, did),
         )
-    result.requeued = len(ids)
     return result
 
 

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from bridge.store.base import LeadIn, Outcome, QuarantineIn, Store
+from bridge.errors import StoreError
+from bridge.store.base import (
+    LeadIn,
+    Outcome,
+    QuarantineIn,
+    Store,
+    replay_choice,
+    versions_to_apply,
+)
 
 T0 = 1_700_000_000.0
 DESTS = ["crm", "chat"]
@@ -427,3 +435,23 @@ async def test_concurrent_ingests_each_get_their_own_answer(store: Store, size: 
     assert sorted(x for a in accepted for x in a) == sorted(f"l{i}" for i in range(size))
     assert sum(len(r.duplicates) for r in results) == size
     assert (await store.status(T0)).leads == size
+
+
+# ---------------------------------------------------------------------- shared helpers
+
+
+def test_a_database_newer_than_the_code_is_refused() -> None:
+    assert list(versions_to_apply(0, 2)) == [1, 2]
+    assert list(versions_to_apply(2, 2)) == []
+    with pytest.raises(StoreError, match="schema version 3 is newer than this lead-bridge"):
+        versions_to_apply(3, 2)
+
+
+def test_replay_choice_requeues_dead_and_skipped_and_delivered_only_with_force() -> None:
+    rows = [(1, "dead"), (2, "delivered"), (3, "pending"), (4, "skipped")]
+    ids, result = replay_choice(rows, force=False)
+    assert ids == [1, 4]
+    assert (result.requeued, result.refused_delivered, result.not_found) == (2, 1, 0)
+    ids, result = replay_choice(rows, force=True)
+    assert ids == [1, 2, 4] and result.requeued == 3
+    assert replay_choice([], force=True)[1].not_found == 1
