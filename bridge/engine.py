@@ -429,15 +429,7 @@ class DestinationWorker:
             rng=self.engine.rng,
         )
         if decision.give_up:
-            return self._outcome(
-                claim,
-                started,
-                t0,
-                status="dead",
-                attempt_outcome="dead",
-                error=f"{decision.reason}; last error: {message}",
-                status_code=status_code,
-            )
+            return self._dead(claim, started, t0, f"{decision.reason}; last error: {message}", exc)
         return self._outcome(
             claim,
             started,

@@ -30,9 +30,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from bridge.errors import StoreError
+
+if TYPE_CHECKING:
+    from bridge.leads import Batch
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
 AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped"]
@@ -185,18 +188,19 @@ class EraseReport:
     lead_ids: list[str] = field(default_factory=list)
 
 
-def body_result(
-    received: int,
-    leads: Sequence[LeadIn],
-    rejected: Sequence[QuarantineIn],
-    stored: IngestResult,
-) -> BodyResult:
+def body_result(batch: Batch, stored: IngestResult | None) -> BodyResult:
+    """What intake answers for a parsed body, once it is stored (``stored`` is
+    None for a refused body or a probe: no leads were stored)."""
+    if batch.problem is not None:
+        return BodyResult(problem=batch.problem)
+    if stored is None:
+        return BodyResult()
     return BodyResult(
-        received=received,
+        received=batch.received,
         accepted=stored.accepted,
         duplicates=stored.duplicates,
-        rejected=len(rejected),
-        lead_ids=[lead.id for lead in leads],
+        rejected=len(batch.rejected),
+        lead_ids=[lead.id for lead in batch.leads],
     )
 
 
@@ -331,11 +335,10 @@ class Store:
         batch = parse_body(body)
         if batch.problem is not None:
             await self.ingest([], [], [quarantined_body(body, batch.problem)], now)
-            return BodyResult(problem=batch.problem)
+            return body_result(batch, None)
         if not batch.received:
-            return BodyResult()
-        stored = await self.ingest(batch.leads, destinations, batch.rejected, now)
-        return body_result(batch.received, batch.leads, batch.rejected, stored)
+            return body_result(batch, None)
+        return body_result(batch, await self.ingest(batch.leads, destinations, batch.rejected, now))
 
     # ------------------------------------------------------------------ delivery
 

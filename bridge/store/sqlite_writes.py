@@ -68,12 +68,7 @@ class Ingest:
         return self.leads[::LEAD_FIELDS]
 
     def answer(self, stored: IngestResult) -> IngestResult | BodyResult:
-        batch = self.batch
-        if batch is None:
-            return stored
-        if batch.problem is not None:
-            return BodyResult(problem=batch.problem)
-        return body_result(batch.received, batch.leads, batch.rejected, stored)
+        return stored if self.batch is None else body_result(self.batch, stored)
 
 
 def prepare_body(body: bytes, destinations: Sequence[str], now: float) -> Ingest:
