@@ -43,6 +43,7 @@ from bridge.store.base import (
 )
 from bridge.store.sqlite_schema import connect, migrate
 from bridge.store.sqlite_writer import WriterProcess
+from bridge.store.sqlite_writes import lead_rows
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -204,7 +205,7 @@ class SQLiteStore(Store):
     ) -> IngestResult:
         result: IngestResult = await self._write(
             "ingest",
-            [v for lead in leads for v in lead],  # id, payload, created, url
+            lead_rows(leads, now),
             tuple(destinations),
             [(q.reason, q.lead_id, q.item_index, q.raw) for q in quarantine],
             now,

@@ -21,6 +21,7 @@ from bridge.store.base import (
     Claim,
     EraseReport,
     IngestResult,
+    LeadIn,
     Outcome,
     ReplayResult,
     body_result,
@@ -29,13 +30,13 @@ from bridge.store.base import (
     replay_choice,
 )
 
-# Fields per lead in an ingest's flat ``leads`` argument: id, payload, created, url.
-LEAD_FIELDS = 4
+# Values per lead in an Ingest's flat ``rows``, in the order of the leads
+# table's INSERT: id, received_at, created, url, payload.
+LEAD_FIELDS = 5
 
 _LEAD_ROW = "(?, ?, ?, ?, ?)"
 _DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
-LEAD_CHUNK = 500  # rows per statement (5 parameters each; SQLite allows 32,766)
-DELIVERY_CHUNK = 1000
+STATEMENT_ROWS = 256  # rows per INSERT at most (5 parameters each; SQLite allows 32,766)
 # Rows per statement: 10 parameters each stays far below SQLite's variable limit.
 _FINISH_CHUNK = 500
 
@@ -43,32 +44,38 @@ _FINISH_CHUNK = 500
 class Ingest:
     """One webhook request's leads, as the writer stores them.
 
-    ``leads`` is flat (``LEAD_FIELDS`` values per lead): the cheapest shape to
-    pickle on the event loop, which is intake's bottleneck. ``batch`` is set
-    when the writer parsed the raw body itself (:func:`prepare_body`).
+    ``rows`` is flat, ``LEAD_FIELDS`` values per lead in the leads table's
+    column order: the cheapest shape to pickle, and the writer only
+    concatenates them into its statements' parameters. ``batch`` is set when
+    the writer parsed the raw body itself (:func:`prepare_body`).
     """
 
-    __slots__ = ("batch", "destinations", "leads", "now", "quarantine")
+    __slots__ = ("batch", "destinations", "now", "quarantine", "rows")
 
     def __init__(
         self,
-        leads: Sequence[Any],
+        rows: Sequence[Any],
         destinations: Sequence[str],
         quarantine: Sequence[tuple[str, str | None, int | None, str]],
         now: float,
         batch: Batch | None = None,
     ) -> None:
-        self.leads = leads
+        self.rows = rows
         self.destinations = destinations
         self.quarantine = quarantine  # (reason, lead_id, item_index, raw)
         self.now = now
         self.batch = batch
 
     def ids(self) -> Sequence[str]:
-        return self.leads[::LEAD_FIELDS]
+        return self.rows[::LEAD_FIELDS]
 
     def answer(self, stored: IngestResult) -> IngestResult | BodyResult:
         return stored if self.batch is None else body_result(self.batch, stored)
+
+
+def lead_rows(leads: Sequence[LeadIn], now: float) -> list[Any]:
+    """Leads as an Ingest's flat ``rows``."""
+    return [v for lead in leads for v in (lead.id, now, lead.created, lead.url, lead.payload)]
 
 
 def prepare_body(body: bytes, destinations: Sequence[str], now: float) -> Ingest:
@@ -78,14 +85,39 @@ def prepare_body(body: bytes, destinations: Sequence[str], now: float) -> Ingest
     if batch.problem is not None:
         q = quarantined_body(body, batch.problem)
         return Ingest([], (), [(q.reason, None, None, q.raw)], now, batch)
-    leads = [v for lead in batch.leads for v in lead]  # id, payload, created, url
     quarantine = [(q.reason, q.lead_id, q.item_index, q.raw) for q in batch.rejected]
-    return Ingest(leads, destinations, quarantine, now, batch)
+    return Ingest(lead_rows(batch.leads, now), destinations, quarantine, now, batch)
 
 
 @functools.lru_cache(maxsize=64)
 def _marks(row: str, count: int) -> str:
     return ",".join([row] * count)
+
+
+def statement_sizes(rows: int, cap: int) -> list[int]:
+    """Rows per statement for ``rows`` rows: powers of two, largest first, none
+    above ``cap`` (a power of two). A multi-row statement is compiled per size,
+    and compiling one of a few hundred rows costs about three times as much as
+    running it; with power-of-two sizes a handful of shapes, each prepared once
+    and kept in the connection's statement cache, covers every batch."""
+    sizes = []
+    while rows:
+        size = min(cap, 1 << (rows.bit_length() - 1))
+        sizes.append(size)
+        rows -= size
+    return sizes
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, sql: str, row: str, params: Sequence[Any], tail: str = ""
+) -> None:
+    """``sql VALUES row, row, ... tail``, 5 parameters a row, in cached sizes."""
+    start = 0
+    for size in statement_sizes(len(params) // 5, STATEMENT_ROWS):
+        conn.execute(
+            f"{sql} VALUES {_marks(row, size)}{tail}", params[start * 5 : (start + size) * 5]
+        )
+        start += size
 
 
 def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[IngestResult]:
@@ -96,43 +128,60 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     """
     params: list[Any] = []
     for req in requests:
-        now, leads = req.now, req.leads
-        for i in range(0, len(leads), LEAD_FIELDS):
-            params += (leads[i], now, leads[i + 2], leads[i + 3], leads[i + 1])
-    inserted: set[str] = set()
-    rows = len(params) // 5
-    for start in range(0, rows, LEAD_CHUNK):
-        count = min(LEAD_CHUNK, rows - start)
-        cursor = conn.execute(
-            "INSERT INTO leads (id, received_at, created, url, payload) "  # noqa: S608
-            f"VALUES {_marks(_LEAD_ROW, count)} ON CONFLICT (id) DO NOTHING RETURNING id",
-            params[start * 5 : (start + count) * 5],
-        )
-        inserted.update(row[0] for row in cursor)
-    results = []
-    delivery_params: list[Any] = []
-    quarantined: list[tuple[Any, ...]] = []
-    for req in requests:
-        result = IngestResult()
-        now = req.now
-        for lead_id in req.ids():
-            if lead_id in inserted:
-                inserted.discard(lead_id)
-                result.accepted.append(lead_id)
+        params += req.rows
+    rows = len(params) // LEAD_FIELDS
+    # Which leads went in: all of them when the count of changes says so (no
+    # duplicate, the usual case), otherwise those after the largest rowid before
+    # this batch (a new row's rowid is one more than the largest). Cheaper than
+    # RETURNING, which hands each row back to Python one step at a time.
+    (before,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
+    changes = conn.total_changes
+    _insert_rows(
+        conn,
+        "INSERT INTO leads (id, received_at, created, url, payload)",
+        _LEAD_ROW,
+        params,
+        " ON CONFLICT (id) DO NOTHING",
+    )
+    results = [IngestResult() for _ in requests]
+    if conn.total_changes - changes == rows:
+        for req, result in zip(requests, results, strict=True):
+            result.accepted = list(req.ids())
+    else:
+        inserted = {r[0] for r in conn.execute("SELECT id FROM leads WHERE rowid > ?", (before,))}
+        for req, result in zip(requests, results, strict=True):
+            for lead_id in req.ids():
+                if lead_id in inserted:
+                    inserted.discard(lead_id)
+                    result.accepted.append(lead_id)
+                else:
+                    result.duplicates.append(lead_id)
+    destinations = requests[0].destinations if requests else ()
+    if all(req.destinations == destinations for req in requests):
+        # The usual case (one intake, one list of destinations): each
+        # destination's outbox rows straight from the rows just inserted.
+        for dest in destinations:
+            conn.execute(
+                "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                "next_attempt_at, updated_at) SELECT id, ?, 'pending', received_at, "
+                "received_at, received_at FROM leads WHERE rowid > ? ORDER BY rowid",
+                (dest, before),
+            )
+    else:
+        delivery_params: list[Any] = []
+        for req, result in zip(requests, results, strict=True):
+            now = req.now
+            for lead_id in result.accepted:
                 for dest in req.destinations:
                     delivery_params += (lead_id, dest, now, now, now)
-            else:
-                result.duplicates.append(lead_id)
-        quarantined += [(now, *q) for q in req.quarantine]
-        results.append(result)
-    rows = len(delivery_params) // 5
-    for start in range(0, rows, DELIVERY_CHUNK):
-        count = min(DELIVERY_CHUNK, rows - start)
-        conn.execute(
-            "INSERT INTO deliveries (lead_id, destination, status, created_at, "  # noqa: S608
-            f"next_attempt_at, updated_at) VALUES {_marks(_DELIVERY_ROW, count)}",
-            delivery_params[start * 5 : (start + count) * 5],
+        _insert_rows(
+            conn,
+            "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+            "next_attempt_at, updated_at)",
+            _DELIVERY_ROW,
+            delivery_params,
         )
+    quarantined = [(req.now, *q) for req in requests for q in req.quarantine]
     if quarantined:
         conn.executemany(
             "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
