@@ -90,3 +90,49 @@ def test_a_lone_surrogate_is_stored_escaped() -> None:
 def test_an_empty_array_is_a_probe() -> None:
     batch = parse_body(b"[]")
     assert batch.problem is None and batch.received == 0 and batch.leads == []
+
+
+def test_nesting_through_objects_counts_too() -> None:
+    inner = b'{"a":' * (MAX_DEPTH - 2) + b"1" + b"}" * (MAX_DEPTH - 2)
+    assert parse_body(b'[{"id": "deep", "data": ' + inner + b"}]").problem is None
+    inner = b'{"a":' * (MAX_DEPTH - 1) + b"1" + b"}" * (MAX_DEPTH - 1)
+    assert parse_body(b'[{"id": "deep", "data": ' + inner + b"}]").problem == (
+        "too_deep",
+        "the JSON nests deeper than 32 levels",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "column"),
+    [
+        ('"2018-07-12T16:29:42Z"', "2018-07-12T16:29:42Z"),
+        ('"Zürich"', "Zürich"),  # non-ASCII text is kept
+        ("7", None),  # not text
+        ("null", None),
+        ('"a\\u0000b"', None),  # NUL: no database column takes it
+        ('"\\ud800"', None),  # a lone surrogate: not UTF-8
+        (f'"{"x" * 2048}"', "x" * 2048),
+        (f'"{"x" * 2049}"', None),  # too long to be an index key
+    ],
+)
+def test_created_and_url_columns_hold_only_storable_text(value: str, column: str | None) -> None:
+    batch = parse_body(f'[{{"id": "a", "created": {value}, "url": {value}}}]'.encode())
+    [lead] = batch.leads
+    assert (lead.created, lead.url) == (column, column)
+    assert json.loads(lead.payload)["url"] == json.loads(value)  # the payload keeps it anyway
+
+
+def test_ids_at_the_limits() -> None:
+    body = json.dumps(
+        [{"id": "x" * 255}, {"id": " a "}, {"id": "é"}, {"id": "x" * 256}, {"id": "\t"}]
+    )
+    batch = parse_body(body.encode())
+    assert [lead.id for lead in batch.leads] == ["x" * 255, " a ", "é"]
+    assert [r.item_index for r in batch.rejected] == [3, 4]
+
+
+def test_data_must_be_an_object_when_present() -> None:
+    batch = parse_body(b'[{"id": "a"}, {"id": "b", "data": {}}, {"id": "c", "data": null}]')
+    assert [lead.id for lead in batch.leads] == ["a", "b"]
+    [refused] = batch.rejected
+    assert refused.reason == "element 2: 'data' must be an object, got null"
