@@ -238,3 +238,38 @@ def test_the_writer_reads_every_frame_that_has_arrived_and_then_the_end() -> Non
     assert reader.read_available(wait=True) == [5]
     assert reader.read_available(wait=True) is None  # the end, and nothing left
     theirs.close()
+
+
+def test_the_writer_enforces_foreign_keys_after_intake_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from bridge.store import sqlite_writes
+    from bridge.store.sqlite_schema import connect, migrate
+    from bridge.store.sqlite_writer import GroupCommit
+
+    conn = connect(tmp_path / "fk.db", "FULL")
+    migrate(conn)
+    monkeypatch.setitem(
+        sqlite_writes.OPS, "fk_state", lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]
+    )
+
+    def orphan(c: sqlite3.Connection) -> None:
+        c.execute(
+            "INSERT INTO deliveries (lead_id, destination, status, created_at, updated_at) "
+            "VALUES ('no-such-lead', 'crm', 'pending', 0, 0)"
+        )
+
+    monkeypatch.setitem(sqlite_writes.OPS, "orphan", orphan)
+    answers: list[list[object]] = []
+    writer = GroupCommit(conn, answers.append)
+    ingest = (1, "ingest", (sqlite_writes.lead_rows([lead("a")], 0.0), ("crm",), [], 0.0))
+    writer.commit_and_answer([ingest])
+    writer.commit_and_answer([(2, "fk_state", ()), (3, "orphan", ())])
+    [[(_, stored, no_error)], [(_, fk_state, _), (_, _, error)]] = answers  # type: ignore[misc]
+    assert no_error is None and stored.accepted == ["a"]  # type: ignore[attr-defined]
+    assert fk_state == 1
+    assert error is not None and "FOREIGN KEY" in error[1]  # type: ignore[index]
+    assert conn.execute("SELECT count(*) FROM deliveries").fetchone() == (1,)
+    conn.close()
