@@ -225,6 +225,10 @@ def child_main(argv: Sequence[str]) -> int:
         conn = connect(path, synchronous)
         # Checkpoints run in the store's background thread, not inside commits.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        # Statement journals (a multi-row INSERT's undo log) in memory: past 64 KiB
+        # SQLite spills them to a temporary file, created and deleted every few
+        # commits, with page images of leads in it.
+        conn.execute("PRAGMA temp_store=MEMORY")
     except sqlite3.Error as exc:
         send_frame(sock, ("failed", f"cannot open SQLite database {path}: {exc}"))
         return 1
