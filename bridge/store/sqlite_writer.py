@@ -15,7 +15,7 @@ Why one thread. The process does everything in one thread: read the socket,
 parse, write, answer. A second thread that read and parsed while the writer
 committed ran into the same GIL hand-overs at every SQLite call, and on two
 cores shared with the event loop and the load generator one thread less was
-worth more than the overlap (paired runs: +10 % for 10-lead posts). While the
+worth more than the overlap (paired runs: +8 % for 10-lead posts). While the
 writer commits, new requests wait in the socket's buffer (4 MiB; beyond that
 in the parent's outbox, see ``WriterProcess._flush``).
 

@@ -36,7 +36,7 @@ LEAD_FIELDS = 5
 
 _LEAD_ROW = "(?, ?, ?, ?, ?)"
 _DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
-STATEMENT_ROWS = 256  # rows per INSERT at most (5 parameters each; SQLite allows 32,766)
+STATEMENT_ROWS = 256  # rows per INSERT at most (SQLite allows 32,766 parameters)
 # Rows per statement: 10 parameters each stays far below SQLite's variable limit.
 _FINISH_CHUNK = 500
 
@@ -111,13 +111,13 @@ def statement_sizes(rows: int, cap: int) -> list[int]:
 def _insert_rows(
     conn: sqlite3.Connection, sql: str, row: str, params: Sequence[Any], tail: str = ""
 ) -> None:
-    """``sql VALUES row, row, ... tail``, 5 parameters a row, in cached sizes."""
+    """``sql VALUES row, row, ... tail`` for all of ``params``, in cached sizes."""
+    width = row.count("?")
     start = 0
-    for size in statement_sizes(len(params) // 5, STATEMENT_ROWS):
-        conn.execute(
-            f"{sql} VALUES {_marks(row, size)}{tail}", params[start * 5 : (start + size) * 5]
-        )
-        start += size
+    for size in statement_sizes(len(params) // width, STATEMENT_ROWS):
+        end = start + size * width
+        conn.execute(f"{sql} VALUES {_marks(row, size)}{tail}", params[start:end])
+        start = end
 
 
 def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[IngestResult]:
