@@ -273,3 +273,34 @@ def test_the_writer_enforces_foreign_keys_after_intake_batches(
     assert error is not None and "FOREIGN KEY" in error[1]  # type: ignore[index]
     assert conn.execute("SELECT count(*) FROM deliveries").fetchone() == (1,)
     conn.close()
+
+
+def test_webhook_requests_are_committed_and_answered_in_chunks(tmp_path: Path) -> None:
+    from bridge.store import sqlite_writes
+    from bridge.store.sqlite_schema import connect, migrate
+    from bridge.store.sqlite_writer import INTAKE_CHUNK, GroupCommit
+
+    class Arrived:
+        """Everything at once, then the end of the stream."""
+
+        def __init__(self, frames: list[object]) -> None:
+            self.batches: list[list[object] | None] = [frames, None]
+
+        def read_available(self, wait: bool) -> list[object] | None:
+            return self.batches.pop(0)
+
+    conn = connect(tmp_path / "chunks.db", "FULL")
+    migrate(conn)
+    count = 2 * INTAKE_CHUNK + 2
+    frames: list[object] = [
+        (rid, "ingest", (sqlite_writes.lead_rows([lead(f"l{rid}")], 0.0), ("crm",), [], 0.0))
+        for rid in range(count)
+    ]
+    answers: list[list[tuple[int, object, object]]] = []
+    GroupCommit(conn, answers.append).run(Arrived(frames))  # type: ignore[arg-type]
+    # One commit and one answer per chunk, so the first ones go out while the rest commit.
+    assert [len(a) for a in answers] == [INTAKE_CHUNK, INTAKE_CHUNK, 2]
+    assert [rid for a in answers for rid, _, _ in a] == list(range(count))
+    assert all(error is None for a in answers for _, _, error in a)
+    assert conn.execute("SELECT count(*) FROM leads").fetchone() == (count,)
+    conn.close()
