@@ -191,8 +191,9 @@ async def _run_worker(runtime: object) -> int:
 
 
 def _tune_gil() -> None:
-    # The SQLite store's answer thread hands each commit back to the event loop;
-    # with the default 5 ms switch interval it would wait that long for the GIL.
+    # Threads beside the event loop (the SQLite store's reads, run with
+    # asyncio.to_thread) hand their results back to it; with the default 5 ms
+    # switch interval each hand-over could wait that long for the GIL.
     sys.setswitchinterval(0.0005)
 
 

@@ -79,9 +79,8 @@ class SQLiteStore(Store):
         return connect(self.path, self.synchronous)
 
     async def open(self) -> None:
-        writer = await asyncio.to_thread(self._open)
-        writer.attach(asyncio.get_running_loop())
-        self._writer = writer
+        await asyncio.to_thread(self._migrate)
+        self._writer = await self._spawn_writer()
         self._closed = False
         self._checkpoint_stop.clear()
         self._checkpointer = threading.Thread(
@@ -89,7 +88,7 @@ class SQLiteStore(Store):
         )
         self._checkpointer.start()
 
-    def _open(self) -> WriterProcess:
+    def _migrate(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._connect()
@@ -99,8 +98,12 @@ class SQLiteStore(Store):
             migrate(conn)
         finally:
             conn.close()
+
+    async def _spawn_writer(self) -> WriterProcess:
+        """A new writer process, started and answering on the running loop."""
         writer = WriterProcess(self.path, self.synchronous)
-        writer.start()
+        await asyncio.to_thread(writer.start)
+        writer.attach(asyncio.get_running_loop())
         return writer
 
     def _run_checkpointer(self) -> None:
@@ -162,9 +165,7 @@ class SQLiteStore(Store):
                 return self._writer
             if self._writer is not None:
                 await self._writer.stop(timeout=5)
-            writer = WriterProcess(self.path, self.synchronous)
-            await asyncio.to_thread(writer.start)
-            writer.attach(asyncio.get_running_loop())
+            writer = await self._spawn_writer()
             log.warning("event=writer_restarted backend=sqlite pid=%s", writer.pid)
             self._writer = writer
             return writer
