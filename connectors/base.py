@@ -29,6 +29,7 @@ from bridge.errors import (
 
 __all__ = [
     "AuthError",
+    "CheckResult",
     "Connector",
     "ConnectorSettings",
     "DeliveryContext",
@@ -79,6 +80,20 @@ class DeliveryResult:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """The answer of :meth:`Connector.check`, shown to the operator as is.
+
+    ``ok`` is None when the connector has no check. ``detail`` says what was
+    tried and what came back; it never holds a secret, a token or a URL's
+    secret part.
+    """
+
+    ok: bool | None
+    detail: str
+    status_code: int | None = None
+
+
 class Connector:
     """Base class of every connector.
 
@@ -111,6 +126,16 @@ class Connector:
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         raise NotImplementedError
+
+    async def check(self) -> CheckResult:
+        """Check the credentials and reachability without delivering a lead.
+
+        Called on a connector that was not started; the caller closes it
+        afterwards. A classified :class:`DeliveryError` raised here is shown as
+        a failed check with its message. Connectors without a cheap
+        authenticated request keep this default.
+        """
+        return CheckResult(None, f"connector type {self.type_name!r} has no credentials check")
 
     async def reauthenticate(self) -> None:
         """Refresh credentials after an :class:`AuthError`; the engine retries once.

@@ -38,6 +38,7 @@ from bridge.errors import (
 )
 from bridge.logs import redact, register_secret
 from connectors.base import (
+    CheckResult,
     Connector,
     ConnectorSettings,
     DeliveryContext,
@@ -47,6 +48,11 @@ from connectors.base import (
 
 if TYPE_CHECKING:
     from hubspot.crm.contacts import BatchApi
+
+# HubSpot's token introspection for private apps: the scopes of a token.
+TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"  # noqa: S105 - a path
+# What send() needs: upserting contacts.
+REQUIRED_SCOPE = "crm.objects.contacts.write"
 
 _PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _PROPERTY_HINT = "lowercase letters, digits and underscores, starting with a letter"
@@ -164,6 +170,53 @@ class HubSpotConnector(Connector):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+    async def check(self) -> CheckResult:
+        """Ask HubSpot about the access token (token-info): refused, or its
+        scopes, of which sending needs crm.objects.contacts.write."""
+        import httpx
+
+        token = self.settings.access_token.get_secret_value()
+        register_secret(token)
+        verify: Any = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+        try:
+            async with httpx.AsyncClient(
+                timeout=self.settings.timeout, verify=verify, follow_redirects=False
+            ) as client:
+                response = await client.post(
+                    self.settings.host + TOKEN_INFO_PATH, json={"tokenKey": token}
+                )
+        except httpx.HTTPError as exc:
+            raise RetryableError(
+                f"HubSpot cannot be reached ({type(exc).__name__}: {redact(str(exc))})"
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        status = response.status_code
+        if status != 200 or not isinstance(body, dict):
+            message = _describe(body) if isinstance(body, dict) else ""
+            return CheckResult(
+                False,
+                f"HubSpot refused the access token (HTTP {status}"
+                + (f": {message})" if message else ")"),
+                status,
+            )
+        scopes = sorted(str(s) for s in body.get("scopes") or [])
+        if REQUIRED_SCOPE not in scopes:
+            return CheckResult(
+                False,
+                f"the access token is valid but lacks the scope {REQUIRED_SCOPE} "
+                f"(it has: {', '.join(scopes) or 'none'})",
+                status,
+            )
+        return CheckResult(
+            True,
+            f"the access token is valid for HubSpot account {body.get('hubId', '?')} "
+            f"with {REQUIRED_SCOPE}",
+            status,
+        )
 
     def _build_api(self) -> BatchApi:
         try:

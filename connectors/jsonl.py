@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pydantic import Field
 
 from bridge.errors import DeliveryError, PermanentError, RetryableError
 from connectors.base import (
+    CheckResult,
     Connector,
     ConnectorSettings,
     DeliveryContext,
@@ -143,6 +145,22 @@ class _Writer:
         return offsets
 
 
+def _check_writable(path: Path) -> CheckResult:
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # A probe file next to the target: proves create + write permission
+        # without touching the lead file (or its rotation).
+        fd, probe = tempfile.mkstemp(prefix=".lead-bridge-check-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return CheckResult(False, f"cannot write in {directory}: {exc.strerror or exc}")
+    if path.exists() and not os.access(path, os.W_OK):
+        return CheckResult(False, f"{path} exists but is not writable")
+    return CheckResult(True, f"{directory} is writable")
+
+
 class JsonlConnector(Connector):
     type_name = "jsonl"
     Settings = JsonlSettings
@@ -161,6 +179,11 @@ class JsonlConnector(Connector):
             await asyncio.to_thread(self._writer.open)
         except OSError as exc:
             raise _classify(exc, self.settings.path) from exc
+
+    async def check(self) -> CheckResult:
+        """The file's directory exists (or can be created) and a file can be
+        created in it; nothing is written to the file itself."""
+        return await asyncio.to_thread(_check_writable, self.settings.path)
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         envelope = {

@@ -60,6 +60,7 @@ from bridge.errors import (
 )
 from bridge.logs import event, redact, register_secret
 from connectors.base import (
+    CheckResult,
     Connector,
     ConnectorSettings,
     DeliveryContext,
@@ -504,6 +505,40 @@ class SalesforceConnector(Connector):
         except AuthError:
             self._stale = session
             raise
+
+    async def check(self) -> CheckResult:
+        """Get a token (as startup does), then read the org's API limits with
+        it: proves the credentials, the instance URL and the API version."""
+        await self.startup()
+        session = self._current
+        assert session is not None and self._http is not None
+        url = f"{session.instance_url}/services/data/v{self.config.api_version}/limits/"
+        try:
+            response = await self._http.get(
+                url, headers={"Authorization": f"Bearer {session.token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise classify(exc) from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        status = response.status_code
+        if status != 200 or not isinstance(answer, dict):
+            _, text = _describe(answer, ())
+            return CheckResult(
+                False,
+                f"token issued, but reading the API limits failed: HTTP {status}: {text}",
+                status,
+            )
+        daily = answer.get("DailyApiRequests")
+        if isinstance(daily, dict) and "Remaining" in daily:
+            usage = f"{daily['Remaining']} of {daily.get('Max', '?')} daily API requests left"
+        else:
+            usage = "no DailyApiRequests limit reported"
+        return CheckResult(
+            True, f"token issued for {urlsplit(session.instance_url).hostname}; {usage}", status
+        )
 
     async def close(self) -> None:
         self._current = self._stale = None

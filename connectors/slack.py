@@ -15,9 +15,11 @@ the webhook is gone; ``429`` with ``Retry-After``; ``5xx``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, SecretStr, field_validator
@@ -27,6 +29,7 @@ from bridge.errors import DeliveryError, PermanentError
 from bridge.logs import register_secret
 from connectors import _http
 from connectors.base import (
+    CheckResult,
     Connector,
     ConnectorSettings,
     DeliveryContext,
@@ -52,6 +55,8 @@ OVERRIDE_FIELDS = ("text", "blocks")
 _HEADER_MAX = 150
 _FIELD_MAX = 2000
 _GONE = {404, 410}
+# An incoming webhook's path: /services/<team>/<bot>/<secret>.
+_HOOK_PATH = re.compile(r"^/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+/?$")
 
 
 class SlackSettings(ConnectorSettings):
@@ -250,6 +255,40 @@ class SlackConnector(Connector):
         if error is not None:
             raise error
         return DeliveryResult(status_code=response.status_code)
+
+    async def check(self) -> CheckResult:
+        """The URL's form, then a GET (Slack answers it without posting): a
+        revoked webhook answers 404/410, a live one an error about the method.
+        Only a real post proves the channel; use "send a test lead" for that."""
+        url = self.settings.webhook_url.get_secret_value()
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host == "hooks.slack.com" and not _HOOK_PATH.match(parts.path):
+            return CheckResult(
+                False,
+                "settings.webhook_url does not look like an incoming webhook "
+                "(https://hooks.slack.com/services/T…/B…/…)",
+            )
+        await self.startup()
+        assert self._client is not None
+        try:
+            response = await self._client.get(url)
+            await response.aread()
+        except _http.TRANSPORT_ERRORS as exc:
+            raise _http.classify_transport_error(exc, "Slack") from exc
+        status = response.status_code
+        if status in (403, *_GONE):
+            return CheckResult(
+                False,
+                f"{host} answered HTTP {status}: the webhook is unknown, revoked or refused; "
+                "create a new one and update settings.webhook_url",
+                status,
+            )
+        if status >= 500:
+            return CheckResult(False, f"{host} answered HTTP {status}: Slack fails", status)
+        return CheckResult(
+            True, f"{host} is reachable (HTTP {status} to GET; nothing posted)", status
+        )
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -37,6 +37,7 @@ from bridge.errors import DeliveryError, PermanentError, RetryableError
 from bridge.logs import register_secret
 from connectors import _http
 from connectors.base import (
+    CheckResult,
     Connector,
     ConnectorSettings,
     DeliveryContext,
@@ -204,6 +205,12 @@ def _remote_id(content_type: str, body: bytes) -> str | None:
     return None
 
 
+def _where(url: str) -> str:
+    """The URL without its query (which may carry a token), for messages."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
 class WebhookConnector(Connector):
     """One aiohttp session per destination.
 
@@ -278,6 +285,32 @@ class WebhookConnector(Connector):
         if error is not None:
             raise error
         return DeliveryResult(remote_id=_remote_id(content_type, answer), status_code=status)
+
+    async def check(self) -> CheckResult:
+        """A HEAD request with the configured headers: any HTTP answer proves
+        the receiver is reachable; no lead is sent and nothing is signed."""
+        where = _where(self.settings.url)
+        if not self.settings.allow_private:
+            await self._guard.check(self._host, self._port)
+        await self.startup()
+        assert self._session is not None
+        try:
+            async with self._session.head(
+                self.settings.url, headers=self.settings.headers, allow_redirects=False
+            ) as response:
+                status, reason = response.status, response.reason or ""
+        except _http.TRANSPORT_ERRORS as exc:
+            raise _http.classify_transport_error(exc, "webhook") from exc
+        answer = f"HTTP {status} {reason}".strip()
+        if status in (404, 410):
+            return CheckResult(False, f"{where} answered {answer}: check the URL", status)
+        if status >= 500 and status != 501:
+            return CheckResult(False, f"{where} answered {answer}: the receiver fails", status)
+        if status in (401, 403):
+            return CheckResult(
+                False, f"{where} answered {answer}: check the destination's headers", status
+            )
+        return CheckResult(True, f"{where} is reachable ({answer} to HEAD; no lead sent)", status)
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -85,11 +85,12 @@ class FakeHTTP:
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(answer.body)))
                     self.end_headers()
-                    self.wfile.write(answer.body)
+                    if self.command != "HEAD":
+                        self.wfile.write(answer.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
 
-            do_POST = do_PUT = do_PATCH = do_GET = _any
+            do_POST = do_PUT = do_PATCH = do_GET = do_HEAD = _any
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean

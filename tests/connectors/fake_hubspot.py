@@ -37,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
+HUB_ID = 4242
 
 
 @dataclass
@@ -217,6 +219,8 @@ class FakeHubSpot:
         self, access_token: str | None = None, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.access_token = access_token
+        # What token-info reports for the access token.
+        self.scopes: tuple[str, ...] = ("crm.objects.contacts.read", "crm.objects.contacts.write")
         self.requests: list[RecordedRequest] = []
         self.contacts: dict[tuple[str, str], dict[str, Any]] = {}
         self._queue: deque[FakeResponse] = deque()
@@ -260,6 +264,8 @@ class FakeHubSpot:
             self.requests.append(request)
             if self._queue:
                 return self._queue.popleft()
+        if request.method == "POST" and request.path == TOKEN_INFO_PATH:
+            return self._token_info(request.body)
         if request.method != "POST" or request.path != UPSERT_PATH:
             return FakeResponse(
                 404, {"status": "error", "message": "Not found", "category": "OBJECT_NOT_FOUND"}
@@ -278,6 +284,23 @@ class FakeHubSpot:
                 },
             )
         return self._upsert(request.body["inputs"])
+
+    def _token_info(self, body: Any) -> FakeResponse:
+        # HubSpot answers an unknown token with 400 and an error body.
+        token = body.get("tokenKey") if isinstance(body, dict) else None
+        if not token or (self.access_token is not None and token != self.access_token):
+            return FakeResponse(
+                400,
+                {
+                    "status": "error",
+                    "message": "The access token is invalid or expired",
+                    "category": "VALIDATION_ERROR",
+                },
+            )
+        return FakeResponse(
+            200,
+            {"userId": 1, "hubId": HUB_ID, "appId": 7, "scopes": list(self.scopes)},
+        )
 
     def _upsert(self, inputs: list[dict[str, Any]]) -> FakeResponse:
         now = _now()

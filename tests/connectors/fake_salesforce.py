@@ -318,6 +318,8 @@ class FakeSalesforce:
         if not valid:
             return _error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         parts = [unquote(p) for p in urlsplit(path).path.split("/")]
+        if method == "GET" and [p for p in parts[4:] if p] == ["limits"]:
+            return _Answer(200, {"DailyApiRequests": {"Max": 15000, "Remaining": 14990}})
         # ["", "services", "data", "v62.0", "sobjects", <sobject>, (<field>, <value>)]
         if len(parts) < 6 or parts[1:3] != ["services", "data"] or parts[4] != "sobjects":
             return _error(404, "NOT_FOUND", "The requested resource does not exist")
