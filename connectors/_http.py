@@ -24,6 +24,7 @@ import asyncio
 import aiohttp
 import httpx
 
+from bridge import USER_AGENT
 from bridge.errors import (
     DeliveryError,
     PermanentError,
@@ -51,6 +52,7 @@ def make_client(
         transport=transport,
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -66,6 +68,7 @@ def make_session(*, timeout: float, max_connections: int) -> aiohttp.ClientSessi
         timeout=aiohttp.ClientTimeout(total=timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
+        headers={"User-Agent": USER_AGENT},
     )
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
+from bridge import USER_AGENT
 from bridge.config import Duration
 from bridge.errors import (
     AuthError,
@@ -242,6 +243,7 @@ class HubSpotConnector(Connector):
             options["ssl_ca_cert"] = str(self.settings.ca_bundle)
         # Each access to .crm.contacts.batch_api builds a new client and pool: keep one.
         api: BatchApi = hubspot.Client.create(**options).crm.contacts.batch_api
+        api.api_client.user_agent = USER_AGENT
         return api
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:

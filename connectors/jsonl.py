@@ -210,14 +210,25 @@ class JsonlConnector(Connector):
             try:
                 offsets = await asyncio.to_thread(self._writer.write, [p.line for p in batch])
             except OSError as exc:
-                error = _classify(exc, self.settings.path)
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(error)
+                self._fail(batch, _classify(exc, self.settings.path))
                 continue
+            except BaseException as exc:
+                # A bug (or a cancellation) must not leave the senders waiting
+                # forever on futures nobody will resolve: fail them, then the rest.
+                error = RetryableError(f"cannot write {self.settings.path}: {type(exc).__name__}")
+                self._fail(batch, error)
+                self._fail(self._queue, error)
+                self._queue = []
+                raise
             for item, offset in zip(batch, offsets, strict=True):
                 if not item.done.done():
                     item.done.set_result(offset)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: DeliveryError) -> None:
+        for item in batch:
+            if not item.done.done():
+                item.done.set_exception(error)
 
     async def close(self) -> None:
         if self._flusher is not None:

@@ -49,6 +49,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge import USER_AGENT
 from bridge.config import Duration
 from bridge.errors import (
     AuthError,
@@ -402,6 +403,7 @@ def _http_session(settings: Settings) -> requests.Session:
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=MAX_THREADS)
     session.mount("https://", adapter)
     session.headers.update(settings.session_headers())
+    session.headers["User-Agent"] = USER_AGENT
     return session
 
 
@@ -466,7 +468,10 @@ class SalesforceConnector(Connector):
             if self.config.ca_bundle is not None:
                 verify = ssl.create_default_context(cafile=str(self.config.ca_bundle))
             self._http = httpx.AsyncClient(
-                verify=verify, timeout=self.config.timeout, follow_redirects=False
+                verify=verify,
+                timeout=self.config.timeout,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
             )
         async with self._lock:
             if self._current is not None:

@@ -34,6 +34,14 @@ cleanup() {
     fi
     podman rm -f -v "$NAME" >/dev/null 2>&1 || true
     podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
+    # The build also leaves the build stage and cached layers behind, untagged
+    # (~470 MB): remove every image that did not exist before this run.
+    if [ -n "${IMAGES_BEFORE+set}" ]; then
+        local id
+        for id in $(podman images -a -q --no-trunc 2>/dev/null); do
+            grep -qxF "$id" <<<"$IMAGES_BEFORE" || podman rmi -f "$id" >/dev/null 2>&1 || true
+        done
+    fi
     if [ "${LB_CI_RESET:-0}" = 1 ]; then podman rmi -f "$BASE_IMAGE" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
     exit "$status"
@@ -92,6 +100,7 @@ fi
 
 # ------------------------------------------------------------------ build
 STEP=build
+IMAGES_BEFORE=$(podman images -a -q --no-trunc)
 say "building $IMAGE from the Dockerfile (BASE_IMAGE=$BASE_IMAGE)"
 # docker format: the OCI format drops HEALTHCHECK
 podman build --quiet --format docker --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" . >/dev/null

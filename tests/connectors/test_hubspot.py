@@ -15,6 +15,7 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
+from bridge import __version__
 from bridge.errors import AuthError, ConfigError, PermanentError, RateLimited, RetryableError
 from connectors.base import DeliveryContext
 from connectors.hubspot import (
@@ -88,7 +89,7 @@ async def test_upsert_by_email_creates_then_updates_the_same_contact(
     request = fake.requests[0]
     assert request.path == "/crm/v3/objects/contacts/batch/upsert"
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
-    assert request.headers["user-agent"].startswith("hubspot-api-client-python")
+    assert request.headers["user-agent"] == f"lead-bridge/{__version__}"
     assert request.body == {
         "inputs": [{"idProperty": "email", "id": "john@example.com", "properties": RECORD}]
     }

@@ -81,10 +81,33 @@ async def test_concurrent_sends_share_fsyncs(
 
 
 async def test_fsync_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jsonl.os, "fsync", lambda fd: pytest.fail("fsync called"))
+    # Record the calls (the write runs in a worker thread: failing there would
+    # only kill the flush task, not this test).
+    fsyncs: list[int] = []
+    monkeypatch.setattr(jsonl.os, "fsync", fsyncs.append)
     connector = make(tmp_path / "x.jsonl", fsync=False)
     await connector.send(RECORD, sample_context())
     await connector.close()
+    assert fsyncs == []
+    assert len(lines(tmp_path / "x.jsonl")) == 1
+
+
+async def test_an_unexpected_write_error_fails_the_senders_instead_of_hanging_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: object, lines: list[bytes]) -> list[int]:
+        raise RuntimeError("a bug in the writer")
+
+    monkeypatch.setattr(jsonl._Writer, "write", broken)
+    connector = make(tmp_path / "x.jsonl")
+    sends = [
+        asyncio.ensure_future(connector.send({"n": i}, sample_context("audit", f"led_{i}")))
+        for i in range(3)
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 30)
+    assert all(isinstance(r, RetryableError) for r in results), results
+    with pytest.raises(RuntimeError, match="a bug in the writer"):
+        await connector.close()
 
 
 async def test_rotates_by_size(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
+from bridge import __version__
 from bridge.errors import AuthError, PermanentError, RateLimited, RetryableError
 from connectors.base import DeliveryContext
 from connectors.salesforce import SalesforceConnector, Settings, classify
@@ -193,6 +194,8 @@ async def test_upsert_creates_then_updates(fake: FakeSalesforce, connector: Fact
         "Authorization",
     ).startswith("Bearer 00D")  # type: ignore[union-attr]
     assert fake.grants == ["client_credentials"]
+    # the token request and the sObject calls alike
+    assert {r.header("User-Agent") for r in fake.requests} == {f"lead-bridge/{__version__}"}
 
 
 async def test_update_without_body_has_no_remote_id(ca: trustme.CA) -> None:

@@ -9,6 +9,7 @@ import pytest
 import respx
 from pydantic import ValidationError
 
+from bridge import __version__
 from bridge.errors import PermanentError, RateLimited, RetryableError
 from connectors.base import DeliveryContext
 from connectors.slack import SlackConnector, SlackSettings, build_message
@@ -241,6 +242,7 @@ async def test_real_transport_against_a_local_server(make_connector: Any) -> Non
         finally:
             await connector.close()
         assert server.requests[0].path == "/services/T/B/X"
+        assert server.requests[0].headers["user-agent"] == f"lead-bridge/{__version__}"
         assert server.requests[0].json()["blocks"][0]["text"]["text"] == "John Doe"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bridge import __version__
 from bridge.errors import PermanentError, RateLimited, RetryableError
 from connectors.testing import Scenario, check_connector, sample_context
 from connectors.webhook import (
@@ -111,6 +112,7 @@ async def test_signed_post_of_the_record(server: FakeHTTP) -> None:
     assert json.loads(request.body) == LEAD
     assert request.headers["content-type"] == "application/json"
     assert request.headers["authorization"] == "Bearer t0k3n"
+    assert request.headers["user-agent"] == f"lead-bridge/{__version__}"
     assert request.headers["webhook-id"] == ctx().idempotency_key
     assert before <= int(request.headers["webhook-timestamp"]) <= before + 5
     assert verify(request.headers, request.body, SECRET)
