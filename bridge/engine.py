@@ -97,6 +97,7 @@ class DestinationWorker:
             else None
         )
         self.paused_until = 0.0  # wall clock; set by a 429
+        engine.metrics.paused(self.name, 0.0)
         self._start_lock = asyncio.Lock()
         self._start_error: DeliveryError | None = None
         self._start_failed_at = 0.0
@@ -414,6 +415,7 @@ class DestinationWorker:
             pause = retry_after if retry_after is not None else self.retry.schedule[0]
             # Slow the whole destination, not only this lead.
             self.paused_until = max(self.paused_until, now + pause)
+            self.engine.metrics.paused(self.name, self.paused_until)
             self._defer_queued()
             if self.bucket is not None:
                 self.bucket.drain()

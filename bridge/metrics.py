@@ -6,8 +6,9 @@ lead data.
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,7 +18,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bridge.store.base import StoreStatus
@@ -59,12 +60,39 @@ class IntakeCounters(Collector):
         )
 
 
+class PauseGauge(Collector):
+    """Seconds until each destination's rate-limit pause ends, computed when scraped.
+
+    The engine records when a pause ends (a wall-clock time); the remaining time
+    is what an alert compares against ("paused for hours by one Retry-After").
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.until: dict[str, float] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "lead_bridge_destination_paused_seconds",
+            "Seconds until the destination's rate-limit pause ends (0: not paused)",
+            labels=["destination"],
+        )
+        now = self.clock()
+        for destination, until in sorted(self.until.items()):
+            family.add_metric([destination], max(0.0, until - now))
+        yield family
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.intake = IntakeCounters()
         r.register(self.intake)
+        self.pauses = PauseGauge(clock)
+        r.register(self.pauses)
         self.deliveries_total = Counter(
             "lead_bridge_deliveries_total",
             "Delivery attempts by destination and outcome",
@@ -103,6 +131,23 @@ class Metrics:
             registry=r,
         )
         self._unmapped_seen: set[str] = set()
+        self.unmapped_provider_keys = Gauge(
+            "lead_bridge_unmapped_provider_keys",
+            "Distinct provider data keys that no destination's mapping reads (schema drift)",
+            registry=r,
+        )
+        self.worker_up = Gauge(
+            "lead_bridge_worker_up",
+            "1 while the destination's delivery loop runs in this process, 0 when it has stopped",
+            ["destination"],
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "lead_bridge_worker_restarts_total",
+            "Delivery loops restarted after a crash, per destination",
+            ["destination"],
+            registry=r,
+        )
 
     def request(self, outcome: str) -> None:
         self.intake.requests[outcome] += 1
@@ -133,6 +178,16 @@ class Metrics:
                 else:
                     self._unmapped_seen.add(key)
             self.unmapped_total.labels(destination, key).inc()
+
+    def paused(self, destination: str, until: float) -> None:
+        """The destination sends nothing until ``until`` (wall clock), e.g. after a 429."""
+        self.pauses.until[destination] = until
+
+    def worker_running(self, destination: str, up: bool) -> None:
+        self.worker_up.labels(destination).set(1 if up else 0)
+
+    def worker_restarted(self, destination: str) -> None:
+        self.worker_restarts.labels(destination).inc()
 
     def update_queue(self, status: StoreStatus, now: float) -> None:
         for dest in status.destinations:

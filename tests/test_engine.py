@@ -268,6 +268,8 @@ async def test_rate_limit_retry_after_pauses_the_whole_destination(
         await asyncio.sleep(0.005)
     row = await h.delivery("led_1", "crm")
     assert row.next_attempt_at == pytest.approx(t0 + 120)
+    # What the `destination paused` alert reads (lead_bridge_destination_paused_seconds).
+    assert h.metrics.pauses.until["crm"] == pytest.approx(t0 + 120)
     await h.add("led_2")  # due now, but the destination is paused
     await asyncio.sleep(0.1)
     assert [c.lead_id for c in s.calls] == ["led_1"]

@@ -157,3 +157,31 @@ async def test_sample_after_a_real_flow(
     # No lead data in label values: only key names, destination names and outcomes.
     assert "led_metrics_1" not in text and "example.com" not in text and "John" not in text
     print(text)  # the sample quoted in docs/operations.md: `pytest -s -k sample`
+
+
+def test_pause_gauge_counts_down_on_the_scrape_clock() -> None:
+    now = [1000.0]
+    metrics = Metrics(clock=lambda: now[0])
+    metrics.paused("crm", 0.0)
+    metrics.paused("hubspot", 1600.0)
+
+    body = metrics.render()[0].decode()
+    assert 'lead_bridge_destination_paused_seconds{destination="crm"} 0.0' in body
+    assert 'lead_bridge_destination_paused_seconds{destination="hubspot"} 600.0' in body
+    now[0] = 2000.0  # the pause is over: 0, never negative
+    body = metrics.render()[0].decode()
+    assert 'lead_bridge_destination_paused_seconds{destination="hubspot"} 0.0' in body
+
+
+def test_worker_and_schema_drift_gauges() -> None:
+    metrics = Metrics()
+    metrics.worker_running("crm", True)
+    metrics.worker_running("hook", False)
+    metrics.worker_restarted("hook")
+    metrics.unmapped_provider_keys.set(3)
+
+    body = metrics.render()[0].decode()
+    assert 'lead_bridge_worker_up{destination="crm"} 1.0' in body
+    assert 'lead_bridge_worker_up{destination="hook"} 0.0' in body
+    assert 'lead_bridge_worker_restarts_total{destination="hook"} 1.0' in body
+    assert "lead_bridge_unmapped_provider_keys 3.0" in body
