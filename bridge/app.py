@@ -41,6 +41,8 @@ def register_secrets(runtime: Runtime) -> None:
     auth = runtime.config.auth
     for secret in [*auth.header_secrets, *auth.path_secrets, *runtime.config.admin.tokens]:
         register_secret(secret.get_secret_value())
+    if runtime.config.storage.search_key is not None:
+        register_secret(runtime.config.storage.search_key.get_secret_value())
 
 
 def create_app(

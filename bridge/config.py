@@ -118,6 +118,16 @@ class StorageConfig(Model):
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     # PostgreSQL only.
     pool_size: int = Field(10, ge=1, le=200)
+    # Key of the email/phone search index (bridge/store/search.py); unset: a
+    # random key generated once and kept in the database.
+    search_key: SecretStr | None = None
+
+    @field_validator("search_key")
+    @classmethod
+    def _search_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("expected at least 16 characters (e.g. openssl rand -hex 32)")
+        return value
 
     @field_validator("url")
     @classmethod

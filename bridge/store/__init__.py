@@ -12,13 +12,14 @@ if TYPE_CHECKING:  # the SQLite writer process imports this package: keep it lig
 
 def create_store(config: StorageConfig) -> Store:
     """Build (not open) the store named by ``storage.url``."""
+    key = config.search_key.get_secret_value() if config.search_key is not None else None
     if config.url.startswith("sqlite:///"):
         from bridge.store.sqlite import SQLiteStore
 
-        return SQLiteStore(config.url, synchronous=config.synchronous)
+        return SQLiteStore(config.url, synchronous=config.synchronous, search_key=key)
     from bridge.store.postgres import PostgresStore
 
-    return PostgresStore(config.url, pool_size=config.pool_size)
+    return PostgresStore(config.url, pool_size=config.pool_size, search_key=key)
 
 
 __all__ = ["Store", "create_store"]

@@ -30,12 +30,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from bridge.errors import StoreError
 
 if TYPE_CHECKING:
     from bridge.leads import Batch
+    from bridge.store.search import SearchHasher
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
 AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped"]
@@ -293,6 +294,11 @@ class Store:
     """Abstract store. Every method is a coroutine; backends must be safe to call
     concurrently from one event loop."""
 
+    # "sqlite" or "postgresql": the few SQL differences of bridge/operations.
+    dialect: ClassVar[str] = ""
+    # Set by open(): hashes emails and phones as the search index does.
+    search: SearchHasher | None = None
+
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         raise NotImplementedError
@@ -446,4 +452,23 @@ class Store:
 
     async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
         """Remove a person's data everywhere (leads, deliveries, attempts, quarantine)."""
+        raise NotImplementedError
+
+    async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
+        """Drop the search-index hashes (email, phone) of these leads, keeping their
+        rows; for tombstones and any other path that keeps a lead id but not its
+        data. Erasing a lead row removes its hashes anyway. Returns rows changed."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ operator queries
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query of :mod:`bridge.operations`, ``?`` placeholders, SQL
+        both backends accept (see ``dialect`` for the rest). Never called with
+        text from a request: the statements are the operations' own."""
+        raise NotImplementedError
+
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Writes of :mod:`bridge.operations` in one transaction (``?``
+        placeholders); the row count of each statement."""
         raise NotImplementedError

@@ -65,6 +65,7 @@ from bridge.store.base import (
     replay_choice,
     versions_to_apply,
 )
+from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan_async
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -127,6 +128,34 @@ MIGRATIONS: list[list[str]] = [
             item_index integer,
             raw text NOT NULL
         )""",
+    ],
+    # 2: the operator console, as SQLite's migration 2 (see sqlite_schema.py).
+    [
+        "ALTER TABLE leads ADD COLUMN email_hash bytea",
+        "ALTER TABLE leads ADD COLUMN phone_hash bytea",
+        "CREATE INDEX leads_email_hash ON leads (email_hash) WHERE email_hash IS NOT NULL",
+        "CREATE INDEX leads_phone_hash ON leads (phone_hash) WHERE phone_hash IS NOT NULL",
+        "CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL)",
+        """CREATE TABLE audit_log (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at double precision NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            target text,
+            detail text
+        )""",
+        """CREATE TABLE unmapped_keys (
+            destination text NOT NULL,
+            key text NOT NULL,
+            first_seen double precision NOT NULL,
+            last_seen double precision NOT NULL,
+            count bigint NOT NULL,
+            PRIMARY KEY (destination, key)
+        )""",
+        """CREATE INDEX deliveries_dead ON deliveries (destination, updated_at)
+            WHERE status = 'dead'""",
+        """CREATE INDEX deliveries_delivered ON deliveries (destination, delivered_at)
+            WHERE status = 'delivered'""",
     ],
 ]
 
@@ -202,6 +231,8 @@ class PostgresStore(Store):
     ingest calls committed together.
     """
 
+    dialect = "postgresql"
+
     def __init__(
         self,
         url: str,
@@ -210,8 +241,10 @@ class PostgresStore(Store):
         schema: str | None = None,
         timeout: float = 5.0,
         max_batch: int = 500,
+        search_key: str | None = None,
     ) -> None:
         self.conninfo, self.schema = _schema_from(url, schema)
+        self.search_key = search_key
         self.pool_size = max(2, pool_size)
         self.timeout = timeout
         self.max_batch = max_batch
@@ -244,6 +277,7 @@ class PostgresStore(Store):
         self._pool = pool
         try:
             await self._migrate()
+            await self._prepare_search_index()
         except BaseException:
             self._pool = None
             await pool.close()
@@ -283,6 +317,32 @@ class PostgresStore(Store):
                     await conn.execute(statement)  # type: ignore[arg-type]
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
                 event(log, "migrated", backend="postgres", schema=self.schema, version=version)
+
+    async def _prepare_search_index(self) -> None:
+        """As SQLiteStore's: resolve the search key, rebuild the index if stale.
+        Under the migration lock, so replicas starting together agree on one key."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (MIGRATION_LOCK, self.schema or ""),
+            )
+            key, rebuild = await search_key_plan_async(_Settings(conn), self.search_key)
+            hasher = SearchHasher(key)
+            if rebuild:
+                cur = await conn.execute("SELECT id, payload FROM leads")
+                rows = [(lid, *hasher.payload(payload)) for lid, payload in await cur.fetchall()]
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        "UPDATE leads SET email_hash = %s, phone_hash = %s WHERE id = %s",
+                        [(e, ph, lid) for lid, e, ph in rows],
+                    )
+                await conn.execute(
+                    "INSERT INTO settings (name, value) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (INDEXED_SETTING, hasher.fingerprint),
+                )
+                event(log, "search_index_rebuilt", backend="postgres", leads=len(rows))
+        self.search = hasher
 
     async def close(self) -> None:
         self._closing = True
@@ -369,14 +429,17 @@ class PostgresStore(Store):
             for d in op.destinations
         ]
         quarantine = [(op.now, q) for op in batch for q in op.quarantine]
+        hasher = self.search
+        hashes = [hasher.payload(lead.payload) if hasher else (None, None) for _, lead in rows]
         # One statement, so one round trip and one implicit transaction: the leads,
         # the deliveries of the leads actually inserted (the foreign key is checked
         # at the end of the statement) and the quarantine rows.
         async with self._connection() as conn:
             cur = await conn.execute(
-                "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload) "
+                "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload, "
+                "email_hash, phone_hash) "
                 "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
-                "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id), "
+                "%s::text[], %s::bytea[], %s::bytea[]) ON CONFLICT (id) DO NOTHING RETURNING id), "
                 "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
                 "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
                 "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n) "
@@ -391,6 +454,8 @@ class PostgresStore(Store):
                     [lead.created for _, lead in rows],
                     [lead.url for _, lead in rows],
                     [lead.payload for _, lead in rows],
+                    [e for e, _ in hashes],
+                    [p for _, p in hashes],
                     [lid for lid, _, _ in deliveries],
                     [d for _, d, _ in deliveries],
                     [n for _, _, n in deliveries],
@@ -620,7 +685,8 @@ class PostgresStore(Store):
     async def purge_payloads(self, before: float) -> int:
         async with self._connection() as conn:
             cur = await conn.execute(
-                "UPDATE leads SET payload = NULL, purged_at = %s WHERE payload IS NOT NULL "
+                "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
+                "purged_at = %s WHERE payload IS NOT NULL "
                 "AND received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d "
                 "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
                 # A lead never given a delivery (no destination then) is not delivered.
@@ -628,6 +694,29 @@ class PostgresStore(Store):
                 (time.time(), before),
             )
             return int(cur.rowcount)
+
+    async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
+        if not lead_ids:
+            return 0
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "UPDATE leads SET email_hash = NULL, phone_hash = NULL WHERE id = ANY(%s) "
+                "AND (email_hash IS NOT NULL OR phone_hash IS NOT NULL)",
+                (list(lead_ids),),
+            )
+            return int(cur.rowcount)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows = await self._fetch(_placeholders(sql), params)  # type: ignore[arg-type]
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        counts = []
+        async with self._connection() as conn, conn.transaction():
+            for query, params in statements:
+                cur = await conn.execute(_placeholders(query), params)  # type: ignore[arg-type]
+                counts.append(int(cur.rowcount))
+        return counts
 
     async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
         """Delete the rows. PostgreSQL frees the space at the next (auto)vacuum;
@@ -681,6 +770,32 @@ class PostgresStore(Store):
                     (needle,),
                 )
         return report
+
+
+class _Settings:
+    """The settings table through one connection, for search_key_plan_async."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def get(self, name: str) -> str | None:
+        cur = await self.conn.execute("SELECT value FROM settings WHERE name = %s", (name,))
+        row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def put_new(self, name: str, value: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, value),
+        )
+
+    async def delete(self, name: str) -> None:
+        await self.conn.execute("DELETE FROM settings WHERE name = %s", (name,))
+
+
+def _placeholders(query: str) -> str:
+    """bridge.operations' ``?`` placeholders as psycopg's ``%s``."""
+    return query.replace("%", "%%").replace("?", "%s")
 
 
 def _filters(**equal: str | None) -> tuple[list[sql.Composable], list[Any]]:

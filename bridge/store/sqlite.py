@@ -41,9 +41,13 @@ from bridge.store.base import (
     StoreStatus,
     delivery_from_row,
 )
+from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan
 from bridge.store.sqlite_schema import connect, migrate
 from bridge.store.sqlite_writer import WriterProcess
-from bridge.store.sqlite_writes import lead_rows
+from bridge.store.sqlite_writes import lead_rows, reindex_search
+
+# Leads re-hashed per transaction when the search index is rebuilt.
+REINDEX_CHUNK = 5000
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -60,10 +64,15 @@ def sqlite_path(url: str) -> Path:
 
 class SQLiteStore(Store):
     checkpoint_interval = 1.0
+    dialect = "sqlite"
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, url: str, *, synchronous: str = "FULL", search_key: str | None = None
+    ) -> None:
         self.path = sqlite_path(url)
         self.synchronous = synchronous
+        self.search_key = search_key
+        self._search_key: bytes = b""
         self._writer: WriterProcess | None = None
         self._restart_lock = asyncio.Lock()
         self._checkpointer: threading.Thread | None = None
@@ -80,6 +89,7 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         await asyncio.to_thread(self._migrate)
+        await asyncio.to_thread(self._prepare_search_index)
         self._writer = await self._spawn_writer()
         self._closed = False
         self._checkpoint_stop.clear()
@@ -99,11 +109,41 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
+    def _prepare_search_index(self) -> None:
+        """Resolve the search key (bridge/store/search.py) and rebuild the index
+        if it was built with another key (or before it existed)."""
+        conn = self._connect()
+        try:
+            key, rebuild = search_key_plan(conn, self.search_key)
+            hasher = SearchHasher(key)
+            if rebuild:
+                after: int | None = 0
+                while after is not None:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        after = reindex_search(conn, key, after, REINDEX_CHUNK)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                conn.execute(
+                    "INSERT INTO settings (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (INDEXED_SETTING, hasher.fingerprint),
+                )
+                log.info("event=search_index_rebuilt backend=sqlite")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot prepare the search index: {exc}") from exc
+        finally:
+            conn.close()
+        self._search_key, self.search = key, hasher
+
     async def _spawn_writer(self) -> WriterProcess:
         """A new writer process, started and answering on the running loop."""
         writer = WriterProcess(self.path, self.synchronous)
         await asyncio.to_thread(writer.start)
         writer.attach(asyncio.get_running_loop())
+        await writer.submit("set_search_key", (self._search_key,))
         return writer
 
     def _run_checkpointer(self) -> None:
@@ -362,6 +402,23 @@ class SQLiteStore(Store):
         await self._write("noop")
         await asyncio.to_thread(self._checkpoint)
         return report
+
+    async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
+        if not lead_ids:
+            return 0
+        count: int = await self._write("clear_search_index", list(lead_ids))
+        return count
+
+    # ------------------------------------------------------------------ operator queries
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._read(lambda c: c.execute(sql, params).fetchall())
+
+    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        counts: list[int] = await self._write(
+            "execute", [(sql, list(params)) for sql, params in statements]
+        )
+        return counts
 
     def _checkpoint(self) -> None:
         conn = self._connect()

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from bridge.store.base import versions_to_apply
+from bridge.store.search import PayloadHashes
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -66,6 +67,42 @@ MIGRATIONS: list[list[str]] = [
             raw TEXT NOT NULL
         )""",
     ],
+    # 2: the operator console (see bridge/operations): search index, audit log,
+    # schema drift, and indexes that serve exactly the console's queries.
+    [
+        # Keyed hashes of data.email / data.phone (bridge/store/search.py); partial
+        # indexes, so leads without them cost nothing.
+        "ALTER TABLE leads ADD COLUMN email_hash BLOB",
+        "ALTER TABLE leads ADD COLUMN phone_hash BLOB",
+        "CREATE INDEX leads_email_hash ON leads (email_hash) WHERE email_hash IS NOT NULL",
+        "CREATE INDEX leads_phone_hash ON leads (phone_hash) WHERE phone_hash IS NOT NULL",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # Who (token name), what, when; never personal data.
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            detail TEXT
+        )""",
+        # Provider keys that a destination's mapping does not read.
+        """CREATE TABLE unmapped_keys (
+            destination TEXT NOT NULL,
+            key TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (destination, key)
+        )""",
+        # Dead letters by destination and time (listing, preview, bulk replay).
+        """CREATE INDEX deliveries_dead ON deliveries (destination, updated_at)
+            WHERE status = 'dead'""",
+        # Deliveries per hour (overview chart); written when a delivery finishes,
+        # never on intake's path.
+        """CREATE INDEX deliveries_delivered ON deliveries (destination, delivered_at)
+            WHERE status = 'delivered'""",
+    ],
 ]
 
 
@@ -79,6 +116,9 @@ def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
     # Erased data must not linger in free pages (see `lead-bridge erase`).
     conn.execute("PRAGMA secure_delete=ON")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
+    # Intake's INSERT calls these; without a key (set by the writer once the
+    # store has it) they index nothing.
+    PayloadHashes(None).install(conn)
     return conn
 
 

@@ -29,6 +29,7 @@ from bridge.store.base import (
     payload_has_email,
     replay_choice,
 )
+from bridge.store.search import PayloadHashes, SearchHasher
 
 # Values per lead in an Ingest's flat ``rows``, in the order of the leads
 # table's INSERT: id, received_at, created, url, payload.
@@ -136,12 +137,16 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     # RETURNING, which hands each row back to Python one step at a time.
     (before,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
     changes = conn.total_changes
+    # The search index's hashes (bridge/store/search.py) computed by SQL
+    # functions in the same statement: one parse of each payload, no second pass.
     _insert_rows(
         conn,
-        "INSERT INTO leads (id, received_at, created, url, payload)",
+        "INSERT INTO leads (id, received_at, created, url, payload, email_hash, phone_hash) "
+        "SELECT column1, column2, column3, column4, column5, lb_email_hash(column5), "
+        "lb_phone_hash(column5) FROM (",
         _LEAD_ROW,
         params,
-        " ON CONFLICT (id) DO NOTHING",
+        ") WHERE true ON CONFLICT (id) DO NOTHING",
     )
     results = [IngestResult() for _ in requests]
     if conn.total_changes - changes == rows:
@@ -368,7 +373,8 @@ def add_deliveries(
 
 def purge_payloads(conn: sqlite3.Connection, before: float) -> int:
     return conn.execute(
-        "UPDATE leads SET payload = NULL, purged_at = ? WHERE payload IS NOT NULL "
+        "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
+        "purged_at = ? WHERE payload IS NOT NULL "
         "AND received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
         "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
         # A lead never given a delivery (no destination then) is not delivered.
@@ -421,6 +427,45 @@ def erase(conn: sqlite3.Connection, email: str | None, lead_id: str | None) -> E
     return report
 
 
+def set_search_key(conn: sqlite3.Connection, key: bytes) -> None:
+    """Intake indexes emails and phones with this key from now on."""
+    PayloadHashes(SearchHasher(key)).install(conn)
+
+
+def reindex_search(conn: sqlite3.Connection, key: bytes, after: int, limit: int) -> int | None:
+    """Recompute the search hashes of up to ``limit`` leads after rowid ``after``;
+    the last rowid done, or None when no lead is left."""
+    hasher = SearchHasher(key)
+    rows = conn.execute(
+        "SELECT rowid, payload FROM leads WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, limit)
+    ).fetchall()
+    conn.executemany(
+        "UPDATE leads SET email_hash = ?, phone_hash = ? WHERE rowid = ?",
+        [(*hasher.payload(payload), rowid) for rowid, payload in rows],
+    )
+    return int(rows[-1][0]) if len(rows) == limit else None
+
+
+def clear_search_index(conn: sqlite3.Connection, lead_ids: Sequence[str]) -> int:
+    """Drop the search hashes of these leads (their row stays)."""
+    count = 0
+    for start in range(0, len(lead_ids), 500):
+        chunk = list(lead_ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        count += conn.execute(
+            "UPDATE leads SET email_hash = NULL, phone_hash = NULL "  # noqa: S608
+            f"WHERE id IN ({marks}) AND (email_hash IS NOT NULL OR phone_hash IS NOT NULL)",
+            chunk,
+        ).rowcount
+    return count
+
+
+def execute(conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+    """The operator operations' writes (:meth:`bridge.store.base.Store.execute`),
+    in one transaction; the row count of each."""
+    return [conn.execute(sql, params).rowcount for sql, params in statements]
+
+
 def noop(conn: sqlite3.Connection) -> None:
     """Commits nothing; returns once every write queued before it has committed."""
 
@@ -444,4 +489,8 @@ OPS: dict[str, Callable[..., Any]] = {
     "erase": erase,
     "noop": noop,
     "fail": fail,
+    "set_search_key": set_search_key,
+    "reindex_search": reindex_search,
+    "clear_search_index": clear_search_index,
+    "execute": execute,
 }

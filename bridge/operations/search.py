@@ -1,0 +1,179 @@
+"""Find leads: by id, email, phone (through the keyed-hash index, never a
+payload scan), received time, delivery status and destination. Newest first,
+paginated with a stable cursor."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.errors import StoreError
+from bridge.store.base import Store
+
+# A lead's delivery status as the console shows it: "retrying" is a pending
+# delivery that has failed at least once.
+SEARCH_STATUSES = ("pending", "retrying", "delivered", "dead", "skipped")
+MAX_LIMIT = 500
+# Synthetic leads of "send a test lead" (bridge/operations/test_send.py).
+TEST_PREFIX = "lb-test-"
+# Totals are counted up to here; beyond, the page says "more than".
+TOTAL_CAP = 10_000
+
+
+class BadQuery(ValueError):
+    """A search or filter parameter is wrong; the message names it."""
+
+
+@dataclass(frozen=True)
+class LeadQuery:
+    """What to look for; every field is optional and they combine with AND."""
+
+    lead_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    received_from: float | None = None  # epoch seconds, inclusive
+    received_to: float | None = None  # epoch seconds, exclusive
+    status: str | None = None  # one of SEARCH_STATUSES (any delivery of the lead)
+    destination: str | None = None  # has a delivery to this destination
+
+
+@dataclass(frozen=True)
+class LeadSummary:
+    id: str
+    received_at: float
+    purged: bool
+    test: bool  # a synthetic test lead (id prefix lb-test-); never counted as real
+    # destination -> status (pending / retrying / delivered / dead / skipped)
+    deliveries: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeadPage:
+    leads: list[LeadSummary]
+    next_cursor: str | None  # pass back as ``cursor`` for the next page; None: last page
+    total: int  # matching leads, counted up to TOTAL_CAP
+    total_capped: bool  # True: more than ``total`` match
+
+
+def _delivery_condition(status: str | None, destination: str | None) -> tuple[str, list[Any]]:
+    conds, params = ["d.lead_id = l.id"], []  # type: tuple[list[str], list[Any]]
+    if destination is not None:
+        conds.append("d.destination = ?")
+        params.append(destination)
+    if status == "retrying":
+        conds.append("d.status = 'pending' AND d.attempts > 0")
+    elif status == "pending":
+        conds.append("d.status = 'pending' AND d.attempts = 0")
+    elif status is not None:
+        conds.append("d.status = ?")
+        params.append(status)
+    return " AND ".join(conds), params
+
+
+def _where(store: Store, q: LeadQuery) -> tuple[str, list[Any]]:
+    if q.status is not None and q.status not in SEARCH_STATUSES:
+        raise BadQuery(f"status: expected one of {', '.join(SEARCH_STATUSES)}, got {q.status!r}")
+    conds: list[str] = []
+    params: list[Any] = []
+    if q.lead_id:
+        conds.append("l.id = ?")
+        params.append(q.lead_id)
+    if q.email is not None or q.phone is not None:
+        if store.search is None:
+            raise StoreError("the store is not open (no search key)")
+        for column, value, hashed in (
+            ("email_hash", q.email, store.search.email(q.email) if q.email is not None else None),
+            ("phone_hash", q.phone, store.search.phone(q.phone) if q.phone is not None else None),
+        ):
+            if value is None:
+                continue
+            if hashed is None:
+                raise BadQuery(f"{column.split('_')[0]}: nothing to search for in {value!r}")
+            conds.append(f"l.{column} = ?")
+            params.append(hashed)
+    if q.received_from is not None:
+        conds.append("l.received_at >= ?")
+        params.append(q.received_from)
+    if q.received_to is not None:
+        conds.append("l.received_at < ?")
+        params.append(q.received_to)
+    if q.status is not None or q.destination is not None:
+        cond, more = _delivery_condition(q.status, q.destination)
+        conds.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {cond})")  # noqa: S608
+        params += more
+    return " AND ".join(conds) or "1 = 1", params
+
+
+def encode_cursor(received_at: float, lead_id: str) -> str:
+    raw = json.dumps([received_at, lead_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        received_at, lead_id = json.loads(raw)
+        return float(received_at), str(lead_id)
+    except (ValueError, TypeError):
+        raise BadQuery("cursor: not a cursor this server returned") from None
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"limit: expected 1 to {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+async def delivery_states(store: Store, lead_ids: list[str]) -> dict[str, dict[str, str]]:
+    """lead id -> {destination: status}, "retrying" for pending rows that failed before."""
+    out: dict[str, dict[str, str]] = {lid: {} for lid in lead_ids}
+    for start in range(0, len(lead_ids), 500):
+        chunk = lead_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = await store.fetch(
+            "SELECT lead_id, destination, status, attempts FROM deliveries "  # noqa: S608
+            f"WHERE lead_id IN ({marks})",
+            chunk,
+        )
+        for lid, dest, status, attempts in rows:
+            out[lid][dest] = "retrying" if status == "pending" and attempts else status
+    return out
+
+
+async def search_leads(
+    store: Store, query: LeadQuery, *, limit: int = 50, cursor: str | None = None
+) -> LeadPage:
+    """Leads matching ``query``, newest first (received time, then id).
+
+    ``cursor`` (from the previous page's ``next_cursor``) continues after the
+    last lead shown: stable while new leads arrive. Raises :class:`BadQuery`.
+    """
+    check_limit(limit)
+    where, params = _where(store, query)
+    page_where, page_params = where, list(params)
+    if cursor:
+        at, lid = decode_cursor(cursor)
+        page_where += " AND (l.received_at < ? OR (l.received_at = ? AND l.id < ?))"
+        page_params += [at, at, lid]
+    rows = await store.fetch(
+        "SELECT l.id, l.received_at, l.payload IS NULL FROM leads l "  # noqa: S608
+        f"WHERE {page_where} ORDER BY l.received_at DESC, l.id DESC LIMIT ?",
+        [*page_params, limit + 1],
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    (count,) = (
+        await store.fetch(
+            f"SELECT count(*) FROM (SELECT 1 FROM leads l WHERE {where} LIMIT ?) AS m",  # noqa: S608
+            [*params, TOTAL_CAP + 1],
+        )
+    )[0]
+    states = await delivery_states(store, [r[0] for r in rows])
+    leads = [
+        LeadSummary(lid, at, bool(purged), lid.startswith(TEST_PREFIX), states[lid])
+        for lid, at, purged in rows
+    ]
+    next_cursor = encode_cursor(rows[-1][1], rows[-1][0]) if more and rows else None
+    return LeadPage(leads, next_cursor, min(count, TOTAL_CAP), count > TOTAL_CAP)

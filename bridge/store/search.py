@@ -1,0 +1,196 @@
+"""The search index: keyed hashes of each lead's email and phone.
+
+Operators look leads up by email or phone; scanning 100k payloads for a value
+is slow, and a plain-text index column would be one more copy of personal
+data. So each lead row carries ``email_hash`` and ``phone_hash``: the first 16
+bytes of HMAC-SHA256(key, kind + ":" + normalised value), written at intake in
+the same statement as the lead, indexed, and looked up by hashing the query
+the same way. The values come from the provider's ``data.email`` and
+``data.phone`` (:func:`search_values`).
+
+Normalisation: an email is stripped and lower-cased; a phone keeps its digits
+only (``+1 (555) 010-0000`` and ``15550100000`` match).
+
+The key. ``storage.search_key`` (a secret of at least 16 characters, usually
+``${LEAD_BRIDGE_SEARCH_KEY}``) when set: then a copy of the database alone does
+not tell whether a given address is in it. Otherwise a random key is generated
+once and stored in the database's ``settings`` table: the index still holds no
+address in clear, but anyone with the database can test guesses. The key's
+fingerprint is stored too; when the key changes, the store rebuilds the index
+when it opens.
+
+Erasure and retention: erasing a lead deletes its row and so its hashes;
+retention, which keeps the id row but drops the payload, clears both hashes
+in the same statement (:meth:`bridge.store.base.Store.clear_search_index` does it
+for any set of lead ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import orjson
+
+HASH_BYTES = 16
+MIN_KEY_CHARS = 16
+# settings-table rows
+KEY_SETTING = "search_key"  # the generated key (hex), absent when configured
+INDEXED_SETTING = "search_index_key_id"  # fingerprint of the key the index was built with
+
+
+def normalise_email(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    return text or None
+
+
+def normalise_phone(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    digits = "".join(c for c in value if c.isdigit() and c.isascii())
+    return digits or None
+
+
+def search_values(lead: Any) -> tuple[Any, Any]:
+    """The raw (email, phone) of a parsed lead, from ``data`` as the provider sends it."""
+    data = lead.get("data") if isinstance(lead, dict) else None
+    if not isinstance(data, dict):
+        return None, None
+    return data.get("email"), data.get("phone")
+
+
+def parse_payload(payload: str | None) -> Any:
+    if payload is None:
+        return None
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:  # NaN, Infinity, huge integers: what only the standard library reads
+            return json.loads(payload)
+        except ValueError:
+            return None
+
+
+class SearchHasher:
+    """Hashes emails and phones with one key; cheap enough for intake's hot path."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self.fingerprint = hmac.new(key, b"lead-bridge search key id", "sha256").hexdigest()[:16]
+
+    def _hash(self, kind: bytes, value: str) -> bytes:
+        return hmac.digest(self._key, kind + value.encode("utf-8", "surrogatepass"), "sha256")[
+            :HASH_BYTES
+        ]
+
+    def email(self, value: Any) -> bytes | None:
+        """The index hash of an email as given (normalised here), or None."""
+        text = normalise_email(value)
+        return None if text is None else self._hash(b"email:", text)
+
+    def phone(self, value: Any) -> bytes | None:
+        """The index hash of a phone number as given (digits only), or None."""
+        digits = normalise_phone(value)
+        return None if digits is None else self._hash(b"phone:", digits)
+
+    def lead(self, lead: Any) -> tuple[bytes | None, bytes | None]:
+        """(email_hash, phone_hash) of a parsed lead."""
+        email, phone = search_values(lead)
+        return self.email(email), self.phone(phone)
+
+    def payload(self, payload: str | None) -> tuple[bytes | None, bytes | None]:
+        """(email_hash, phone_hash) of a stored payload (JSON text)."""
+        return self.lead(parse_payload(payload))
+
+
+def configured_key(secret: str) -> bytes:
+    """The HMAC key for a configured ``storage.search_key`` (any length ≥ 16)."""
+    return hashlib.sha256(b"lead-bridge search key\x00" + secret.encode()).digest()
+
+
+def new_stored_key() -> str:
+    """A fresh random key, as stored in the settings table (hex)."""
+    return secrets.token_hex(32)
+
+
+def stored_key(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+class PayloadHashes:
+    """SQL functions for SQLite: ``lb_email_hash(payload)`` and
+    ``lb_phone_hash(payload)``, evaluated one after the other on the same row,
+    share one parse of the payload (the last one is cached)."""
+
+    def __init__(self, hasher: SearchHasher | None) -> None:
+        self.hasher = hasher
+        self._last: str | None = None
+        self._hashes: tuple[bytes | None, bytes | None] = (None, None)
+
+    def _both(self, payload: str | None) -> tuple[bytes | None, bytes | None]:
+        if self.hasher is None or payload is None:
+            return None, None
+        if payload != self._last:
+            self._last = payload
+            self._hashes = self.hasher.payload(payload)
+        return self._hashes
+
+    def email(self, payload: str | None) -> bytes | None:
+        return self._both(payload)[0]
+
+    def phone(self, payload: str | None) -> bytes | None:
+        return self._both(payload)[1]
+
+    def install(self, conn: Any) -> None:
+        conn.create_function("lb_email_hash", 1, self.email, deterministic=True)
+        conn.create_function("lb_phone_hash", 1, self.phone, deterministic=True)
+
+
+def search_key_plan(conn: Any, configured: str | None) -> tuple[bytes, bool]:
+    """The key to use and whether the index must be rebuilt with it, from the
+    ``settings`` table (a DB-API connection in autocommit mode with ``?``
+    placeholders: SQLite's, or a small adapter). A generated key is inserted
+    once; concurrent starters all read back the one that won."""
+
+    def get(name: str) -> str | None:
+        row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    if configured is not None:
+        key = configured_key(configured)
+        # The key lives in the configuration now: do not keep a generated one.
+        conn.execute("DELETE FROM settings WHERE name = ?", (KEY_SETTING,))
+    else:
+        text = get(KEY_SETTING)
+        if text is None:
+            conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (KEY_SETTING, new_stored_key()),
+            )
+            text = get(KEY_SETTING)
+        assert text is not None
+        key = stored_key(text)
+    return key, get(INDEXED_SETTING) != SearchHasher(key).fingerprint
+
+
+async def search_key_plan_async(settings: Any, configured: str | None) -> tuple[bytes, bool]:
+    """:func:`search_key_plan` for an async backend; ``settings`` has async
+    ``get(name)``, ``put_new(name, value)`` (insert unless present) and ``delete(name)``."""
+    if configured is not None:
+        key = configured_key(configured)
+        await settings.delete(KEY_SETTING)
+    else:
+        text = await settings.get(KEY_SETTING)
+        if text is None:
+            await settings.put_new(KEY_SETTING, new_stored_key())
+            text = await settings.get(KEY_SETTING)
+        assert text is not None
+        key = stored_key(text)
+    return key, await settings.get(INDEXED_SETTING) != SearchHasher(key).fingerprint

@@ -1,0 +1,130 @@
+"""Search: the keyed-hash index finds leads by email and phone on both backends,
+and is covered by erase, retention and a key change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.operations.search import BadQuery, LeadQuery, search_leads
+from bridge.store.base import Store
+from bridge.store.search import SearchHasher, normalise_phone
+from bridge.store.sqlite import SQLiteStore
+from tests.operations.helpers import T0, add_leads, finish_all, lead
+
+
+async def ids(store: Store, **query: object) -> list[str]:
+    page = await search_leads(store, LeadQuery(**query))  # type: ignore[arg-type]
+    return [s.id for s in page.leads]
+
+
+async def test_email_and_phone_found_through_the_index(store: Store) -> None:
+    await add_leads(
+        store,
+        [
+            lead("led_a", email="John.Doe@Example.com", phone="+1 (555) 010-0000"),
+            lead("led_b", email="jane@example.com", phone="15550100001"),
+            lead("led_c", email="john.doe@example.com", phone=None),
+        ],
+        ["crm"],
+    )
+    assert await ids(store, email="  JOHN.DOE@example.COM ") == ["led_c", "led_a"]
+    assert await ids(store, phone="1-555-010-0000") == ["led_a"]
+    assert await ids(store, email="john.doe@example.com", phone="15550100000") == ["led_a"]
+    assert await ids(store, email="nobody@example.com") == []
+    # no address in clear anywhere in the index
+    rows = await store.fetch("SELECT email_hash, phone_hash FROM leads WHERE id = ?", ["led_a"])
+    assert all(isinstance(v, bytes) and len(v) == 16 for v in rows[0])
+    assert b"example" not in rows[0][0]
+
+
+async def test_filters_and_stable_cursor(store: Store) -> None:
+    await add_leads(store, [lead(f"led_{i:02d}") for i in range(5)], ["crm", "chat"], now=T0)
+    await add_leads(
+        store, [lead(f"led_{i:02d}") for i in range(5, 8)], ["crm", "chat"], now=T0 + 60
+    )
+    await finish_all(
+        store, "crm", status="dead", only=["led_01", "led_06"], error="HTTP 400", now=T0 + 60
+    )
+    await finish_all(store, "chat", status="pending", only=["led_02"], now=T0 + 61, error="x")
+
+    assert await ids(store, status="dead") == ["led_06", "led_01"]
+    assert await ids(store, status="dead", received_to=T0 + 1) == ["led_01"]
+    assert await ids(store, status="retrying") == ["led_02"]
+    assert await ids(store, status="dead", destination="chat") == []
+    assert await ids(store, lead_id="led_03") == ["led_03"]
+
+    first = await search_leads(store, LeadQuery(), limit=3)
+    assert [s.id for s in first.leads] == ["led_07", "led_06", "led_05"]
+    assert first.total == 8 and not first.total_capped
+    assert first.leads[1].deliveries == {"crm": "dead", "chat": "pending"}
+    # a newer lead arriving between pages does not shift the next page
+    await add_leads(store, [lead("led_99")], ["crm"], now=T0 + 120)
+    second = await search_leads(store, LeadQuery(), limit=3, cursor=first.next_cursor)
+    assert [s.id for s in second.leads] == ["led_04", "led_03", "led_02"]
+    last = await search_leads(store, LeadQuery(), limit=3, cursor=second.next_cursor)
+    assert [s.id for s in last.leads] == ["led_01", "led_00"] and last.next_cursor is None
+
+
+async def test_bad_queries_are_named(store: Store) -> None:
+    with pytest.raises(BadQuery, match="status"):
+        await search_leads(store, LeadQuery(status="lost"))
+    with pytest.raises(BadQuery, match="cursor"):
+        await search_leads(store, LeadQuery(), cursor="!!")
+    with pytest.raises(BadQuery, match="phone: nothing to search for"):
+        await search_leads(store, LeadQuery(phone="call me"))
+
+
+async def test_erase_retention_and_clear_drop_the_hashes(store: Store) -> None:
+    await add_leads(
+        store,
+        [lead("led_x", email="x@example.com"), lead("led_y", email="y@example.com")],
+        ["crm"],
+    )
+    await store.erase(lead_id="led_x")
+    assert await ids(store, email="x@example.com") == []
+    await finish_all(store, "crm")
+    assert await store.purge_payloads(before=T0 + 1) == 1
+    assert await ids(store, email="y@example.com") == []
+    await add_leads(store, [lead("led_z", email="z@example.com")], ["crm"])
+    assert await store.clear_search_index(["led_z", "led_missing"]) == 1
+    assert await ids(store, email="z@example.com") == []
+    assert await ids(store, lead_id="led_z") == ["led_z"]
+
+
+async def test_key_change_rebuilds_the_index(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    first = SQLiteStore(url)  # generated key, kept in the database
+    await first.open()
+    await add_leads(first, [lead("led_k", email="k@example.com", phone="123")], ["crm"])
+    generated = first.search
+    await first.close()
+
+    again = SQLiteStore(url)
+    await again.open()
+    assert again.search is not None and generated is not None
+    assert again.search.fingerprint == generated.fingerprint  # the same stored key
+    await again.close()
+
+    configured = SQLiteStore(url, search_key="a configured key of 32 characters")
+    await configured.open()
+    try:
+        assert configured.search is not None
+        assert configured.search.fingerprint != generated.fingerprint
+        assert await ids(configured, email="k@example.com") == ["led_k"]
+        assert await ids(configured, phone="1 2 3") == ["led_k"]
+        stored = await configured.fetch("SELECT name FROM settings ORDER BY name")
+        assert stored == [("search_index_key_id",)]  # the generated key is gone
+    finally:
+        await configured.close()
+
+
+def test_hasher_normalises_and_separates_kinds() -> None:
+    h = SearchHasher(b"k" * 32)
+    assert h.email(" A@B.c ") == h.email("a@b.c")
+    assert h.phone("+1 (555) 010") == h.phone("1555010") == h.phone(1555010)
+    assert h.email("1555010") != h.phone("1555010")
+    assert h.email("") is None and h.phone("n/a") is None and h.email(42) is None
+    assert normalise_phone("٣٤٥") is None  # other scripts' digits are not phone digits
+    assert h.payload('{"id":"x","data":{"email":"a@b.c","n":NaN}}')[0] == h.email("a@b.c")
