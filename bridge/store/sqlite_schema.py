@@ -122,6 +122,29 @@ def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+# Primary result codes that are about the database, not about one operation:
+# busy or locked (another connection holds the write lock), I/O, a full disk,
+# no memory, a read-only or unopenable or corrupt file.
+_DATABASE_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+_DATABASE_MESSAGES = ("database is locked", "database table is locked", "disk i/o error")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Did ``exc`` come from the database as a whole (locked, busy, I/O, full)?
+
+    Retrying the operations of a failed batch one by one would then only wait
+    out ``busy_timeout`` again for each of them: such an error fails the whole
+    batch at once. Other errors (a constraint, a bad value) are about one
+    operation.
+    """
+    if not isinstance(exc, sqlite3.Error) or isinstance(exc, sqlite3.IntegrityError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DATABASE_CODES
+    return str(exc).lower().startswith(_DATABASE_MESSAGES)
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply the versioned migrations this database has not seen yet."""
     conn.execute("BEGIN IMMEDIATE")

@@ -26,8 +26,15 @@ intake's ``ingest`` operations first and apart, sharing statements, up to
 ``INTAKE_CHUNK`` requests a commit (see :class:`GroupCommit`), then at most
 ``ENGINE_CHUNK`` other operations (claims, outcomes) in another
 transaction, so a webhook's 200 never waits behind a large batch of delivery
-work. If a batch fails, its operations are retried one per transaction, so one
-failing operation does not fail its neighbours.
+work. If a batch fails because of one operation (a constraint, a bad value),
+its operations are retried one per transaction, so that operation does not fail
+its neighbours; if the database itself fails (locked, busy, I/O), the whole
+batch fails at once (:func:`~bridge.store.sqlite_schema.database_unavailable`).
+
+Lifetime. The child ignores SIGTERM and SIGINT: a service stopped by a signal
+to its whole process group (systemd, ``kill -TERM -PGID``, Ctrl-C) drains its
+queued requests through the writer before it closes the channel, and the
+writer exits then.
 
 Protocol, over a socketpair: frames of a 4-byte big-endian length and a pickle.
 Parent to child: ``(request_id, op_name, args)`` (``ingest``, ``ingest_body``
@@ -46,6 +53,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import site
 import socket
 import sqlite3
@@ -58,7 +66,7 @@ from typing import Any
 
 import bridge
 from bridge.errors import StoreError, StoreUnavailable
-from bridge.store.sqlite_schema import connect
+from bridge.store.sqlite_schema import connect, database_unavailable
 from bridge.store.sqlite_writes import INGESTS, OPS, Ingest, prepare_body, run_ingests
 
 log = logging.getLogger("lead_bridge.store")
@@ -70,6 +78,8 @@ INTAKE_CHUNK = 24
 # Frames taken from the socket at a time at most.
 MAX_FRAMES = 2000
 START_TIMEOUT = 30.0
+# A writer that closed its socket is given this long to exit before it is killed.
+REAP_TIMEOUT = 5.0
 # Room in the socket between the parent and the writer (the kernel caps it at
 # net.core.wmem_max): requests wait there while the writer commits.
 SOCKET_BUFFER = 4 << 20
@@ -202,6 +212,10 @@ class GroupCommit:
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if database_unavailable(exc):
+                # Locked, busy, I/O: every operation would fail (or wait out
+                # busy_timeout) again, so the whole batch fails at once.
+                return [(None, (True, f"commit failed: {exc}"))] * len(batch)
             if len(batch) > 1:
                 # Find the culprit: one transaction per operation, so one failing
                 # operation does not fail its neighbours.
@@ -232,9 +246,23 @@ def _prepare(request: Request) -> Request:
         return rid, "fail", (f"{type(exc).__name__}: {exc}",)
 
 
+# The signals a whole process group gets when the service is stopped; the parent
+# handles them and then closes the writer's channel.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT, then take them off the blocked mask the parent
+    started this process with (a signal that came in between is discarded)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def child_main(argv: Sequence[str]) -> int:
     """``python -m bridge.store.sqlite_writer FD PATH SYNCHRONOUS``"""
     fd, path, synchronous = argv
+    ignore_stop_signals()
     sock = socket.socket(fileno=int(fd))
     try:
         conn = connect(path, synchronous)
@@ -294,6 +322,7 @@ class WriterProcess:
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._stopping = False
+        self._reaper: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Spawn the process and wait until its database is open (blocking:
@@ -306,7 +335,10 @@ class WriterProcess:
         if root not in _site_dirs():
             # A source checkout: the child imports this package from the same place.
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        with child:
+        # Started with SIGTERM and SIGINT blocked (the mask is inherited), so
+        # they cannot end it before it ignores them (ignore_stop_signals).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -320,6 +352,9 @@ class WriterProcess:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            child.close()
         reader = FrameReader(parent)
         parent.settimeout(START_TIMEOUT)
         try:
@@ -436,18 +471,25 @@ class WriterProcess:
             if self._outbox:
                 self._loop.remove_writer(self._sock.fileno())
         self.alive = False
-        if not self._stopping:
-            status = None
-            if self._proc is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    status = self._proc.wait(1)  # it closed its socket: it is exiting
-            log.error("event=writer_exited backend=sqlite status=%s", status)
+        if not self._stopping and self._reaper is None:
+            # It closed its socket, so it is exiting: reaped in a thread, as
+            # waiting for it here would stop the event loop meanwhile.
+            self._reaper = asyncio.ensure_future(self._reap())
         orphans, self._pending = self._pending, {}
         for future in orphans.values():
             if not future.done():
                 future.set_exception(
                     StoreUnavailable("the SQLite writer process exited before committing")
                 )
+
+    async def _reap(self) -> None:
+        proc = self._proc
+        status = None
+        if proc is not None:
+            status = proc.poll()
+            if status is None:
+                status = await asyncio.to_thread(_wait_or_kill, proc, REAP_TIMEOUT)
+        log.error("event=writer_exited backend=sqlite status=%s", status)
 
     async def stop(self, timeout: float = 60.0) -> None:
         """Let the process commit what it was sent and answer, then reap it."""
@@ -469,6 +511,16 @@ class WriterProcess:
             self._gone()
             sock.close()
             self._sock = None
+        if self._reaper is not None:
+            await self._reaper
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 if __name__ == "__main__":

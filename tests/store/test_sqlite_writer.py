@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -304,3 +305,73 @@ def test_webhook_requests_are_committed_and_answered_in_chunks(tmp_path: Path) -
     assert all(error is None for a in answers for _, _, error in a)
     assert conn.execute("SELECT count(*) FROM leads").fetchone() == (count,)
     conn.close()
+
+
+def test_a_locked_database_fails_the_whole_batch_after_one_wait(tmp_path: Path) -> None:
+    """Lock, busy and I/O errors are about the database, not one operation:
+    retrying each operation alone would wait out busy_timeout once per operation."""
+    import sqlite3
+
+    from bridge.store import sqlite_writes
+    from bridge.store.sqlite_schema import connect, migrate
+    from bridge.store.sqlite_writer import GroupCommit
+
+    conn = connect(tmp_path / "locked.db", "FULL")
+    migrate(conn)
+    conn.execute("PRAGMA busy_timeout=50")
+    begins: list[str] = []
+    conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    answers: list[list[tuple[int, object, tuple[bool, str] | None]]] = []
+    writer = GroupCommit(conn, answers.append)
+    ingests = [
+        (rid, "ingest", (sqlite_writes.lead_rows([lead(f"l{rid}")], 0.0), ("crm",), [], 0.0))
+        for rid in range(5)
+    ]
+    writer.commit_and_answer(ingests)  # type: ignore[arg-type]
+    writer.commit_and_answer([(10, "noop", ()), (11, "noop", ()), (12, "noop", ())])
+    holder.rollback()
+    holder.close()
+    assert len(begins) == 2  # one wait per batch, not one per operation
+    errors = [error for batch in answers for _, _, error in batch]
+    assert len(errors) == 8
+    assert all(e is not None and e[0] and "database is locked" in e[1] for e in errors)
+    # Errors about one operation still fail only that operation (isolation).
+    writer.commit_and_answer([(20, "noop", ()), (21, "fail", ("bad op",)), (22, "noop", ())])
+    assert [(rid, error) for rid, _, error in answers[-1]] == [
+        (20, None),
+        (21, (False, "bad op")),
+        (22, None),
+    ]
+    conn.close()
+
+
+async def test_a_dead_writer_is_reaped_off_the_event_loop(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer's socket breaks while its process lives on: waiting for the
+    process must not stop the event loop."""
+    import threading
+
+    writer = writer_of(store)
+    proc = writer._proc
+    assert proc is not None and writer._sock is not None
+    waits: list[tuple[threading.Thread, float | None]] = []
+    real_wait = proc.wait
+
+    def wait(timeout: float | None = None) -> int:
+        waits.append((threading.current_thread(), timeout))
+        return real_wait(timeout)
+
+    monkeypatch.setattr(proc, "wait", wait)
+    os.kill(proc.pid, signal.SIGSTOP)  # alive, but will not exit by itself
+    with caplog.at_level(logging.ERROR, logger="lead_bridge.store"):
+        writer._sock.shutdown(socket.SHUT_RDWR)  # the channel breaks
+        await wait_for(lambda: not writer.alive)
+        assert all(thread is not threading.main_thread() for thread, _ in waits)
+        os.kill(proc.pid, signal.SIGKILL)
+        await wait_for(lambda: "event=writer_exited" in caplog.text)
+    assert waits and all(thread is not threading.main_thread() for thread, _ in waits)
+    result = await store.ingest([lead("after")], ["crm"], [], 2.0)  # a new writer
+    assert result.accepted == ["after"]
