@@ -39,7 +39,9 @@ class AppState:
 
 def register_secrets(runtime: Runtime) -> None:
     auth = runtime.config.auth
-    for secret in [*auth.header_secrets, *auth.path_secrets, *runtime.config.admin.tokens]:
+    admin = runtime.config.admin
+    viewer = [admin.viewer_token] if admin.viewer_token else []
+    for secret in [*auth.header_secrets, *auth.path_secrets, *admin.tokens, *viewer]:
         register_secret(secret.get_secret_value())
     if runtime.config.storage.search_key is not None:
         register_secret(runtime.config.storage.search_key.get_secret_value())
@@ -94,7 +96,9 @@ def create_app(
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
     from bridge.admin import admin_routes, metrics_routes
+    from bridge.console import console_routes
 
+    routes.append(Mount("/admin/ui", routes=console_routes(state)))
     routes.append(Mount("/admin", routes=admin_routes(state)))
     routes += metrics_routes(state)  # /metrics behind the admin token, unless metrics.port
 

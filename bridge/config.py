@@ -30,6 +30,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -234,6 +235,33 @@ class MetricsConfig(Model):
 
 class AdminConfig(Model):
     tokens: list[SecretStr] = []
+    # A read-only token for the console (/admin/ui/): it can look, not act.
+    viewer_token: SecretStr | None = None
+    # How long a console login lasts.
+    session_ttl: Duration = Field(8 * 3600.0, gt=0, le=7 * 86400)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens_non_empty(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, token in enumerate(values):
+            if not token.get_secret_value():
+                raise ValueError(f"item {index} is empty; a token must not be empty")
+        return values
+
+    @field_validator("viewer_token")
+    @classmethod
+    def _viewer_distinct(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return None
+        viewer = value.get_secret_value()
+        if not viewer:
+            raise ValueError("empty; set a token or leave the key out")
+        tokens: list[SecretStr] = info.data.get("tokens", [])
+        if not tokens:
+            raise ValueError("needs admin.tokens too (the console is off without an admin token)")
+        if any(viewer == t.get_secret_value() for t in tokens):
+            raise ValueError("equals one of admin.tokens; a viewer needs its own token")
+        return value
 
 
 class PluginsConfig(Model):

@@ -246,3 +246,31 @@ def test_the_reference_config_is_valid() -> None:
         "slack",
         "webhook",
     }
+
+
+# --------------------------------------------------------------------------- admin
+
+
+@pytest.mark.parametrize(
+    ("admin", "expected"),
+    [
+        ({"viewer_token": "v-token"}, "needs admin.tokens too"),
+        ({"tokens": ["a-token"], "viewer_token": "a-token"}, "equals one of admin.tokens"),
+        ({"tokens": ["a-token"], "viewer_token": ""}, "empty"),
+        ({"tokens": [""]}, "item 0 is empty"),
+        ({"tokens": ["a-token"], "session_ttl": "0s"}, "greater than 0"),
+    ],
+)
+def test_admin_tokens_are_checked(admin: dict[str, Any], expected: str) -> None:
+    (found,) = problems({"admin": admin})
+    assert found[0].startswith("admin.")
+    assert expected in found[1]
+
+
+def test_viewer_token_and_session_ttl() -> None:
+    config = validate_config(
+        {"admin": {"tokens": ["a-token"], "viewer_token": "v-token", "session_ttl": "2h"}}
+    )
+    assert config.admin.viewer_token is not None
+    assert config.admin.viewer_token.get_secret_value() == "v-token"
+    assert config.admin.session_ttl == 7200

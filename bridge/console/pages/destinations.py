@@ -1,0 +1,61 @@
+"""Destinations: check credentials (and send a test lead), the answer shown as is."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bridge.console.web import Call, Console, Refused
+from bridge.destinations import Destination
+from bridge.logs import event
+from bridge.operations.credentials import check_destination
+
+log = logging.getLogger("lead_bridge.console")
+
+
+def _destination(console: Console, call: Call) -> Destination:
+    name = call.request.path_params["name"]
+    dest = console.state.runtime.destination(name)
+    if dest is None:
+        raise Refused(404, f"No destination named {name!r}.")
+    return dest
+
+
+async def destinations(
+    console: Console, call: Call, result: dict[str, Any] | None = None
+) -> Response:
+    return console.render(
+        call.request,
+        "destinations.html",
+        call.principal,
+        destinations=console.state.runtime.destinations,
+        result=result,
+    )
+
+
+async def check(console: Console, call: Call) -> Response:
+    dest = _destination(console, call)
+    answer = await check_destination(dest)
+    event(log, "console_check", token=call.actor, destination=dest.name, ok=answer.ok)
+    result = {
+        "destination": dest.name,
+        "action": "Credentials check",
+        "ok": answer.ok,
+        "detail": answer.detail,
+        "status_code": answer.status_code,
+    }
+    return await destinations(console, call, result)
+
+
+def routes(console: Console) -> list[Route]:
+    async def page(console: Console, call: Call) -> Response:
+        return await destinations(console, call)
+
+    return [
+        Route("/destinations", console.page(page), methods=["GET"]),
+        # A check sends no lead and changes nothing: viewers may run it.
+        Route("/destinations/{name}/check", console.page(check), methods=["POST"]),
+    ]
