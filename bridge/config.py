@@ -265,7 +265,8 @@ class AdminConfig(Model):
 
 
 class PluginsConfig(Model):
-    # Directories put on sys.path so `type: "my_module:MyConnector"` can load a file.
+    # Directories searched for `type: "my_module:MyConnector"` (my_module.py is loaded
+    # by its path; the directories are never put on sys.path).
     paths: list[Path] = []
 
 

@@ -4,22 +4,29 @@ Three ways to name a connector in ``type:``:
 
 * a built-in or installed plugin name (``salesforce``, ``slack``, ...) from the
   ``lead_bridge.connectors`` entry-point group — built-ins register there too;
-* ``"package.module:ClassName"`` — any importable class, e.g. a file in one of
-  ``plugins.paths`` (a container user mounts one Python file);
+* ``"module:ClassName"`` — a file ``module.py`` (or a package directory
+  ``module/``) in one of ``plugins.paths`` (a container user mounts one Python
+  file), else any importable module;
 * built-ins also resolve without installed metadata (running from a checkout).
 
 Nothing is imported until a destination uses it, so a service configured with
 only Slack never imports simple-salesforce or hubspot-api-client.
+
+Plugin files are loaded by their path under a private module name; the
+directories never go on ``sys.path``, so a plugin file named like a real module
+(``json.py``, ``uvloop.py``) cannot replace or stand in for it anywhere else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 
 from bridge.errors import ConfigError
 from connectors.base import Connector
@@ -86,11 +93,62 @@ def describe() -> list[ConnectorInfo]:
     return out
 
 
+# Directories searched for plugin files, in order (``plugins.paths``).
+plugin_paths: list[Path] = []
+
+
 def add_plugin_paths(paths: list[Path]) -> None:
     for path in paths:
-        text = str(path.resolve())
-        if text not in sys.path:
-            sys.path.insert(0, text)
+        resolved = path.resolve()
+        if resolved not in plugin_paths:
+            plugin_paths.append(resolved)
+
+
+def _load_plugin(module_name: str) -> ModuleType | None:
+    """``module_name`` from the first plugin directory holding it, or None.
+
+    A file ``top.py`` or a package ``top/__init__.py`` is executed as module
+    ``_lead_bridge_plugin_<digest>_top``; a dotted name imports the rest of it
+    from that package (relative imports work inside a plugin package).
+    """
+    top, _, rest = module_name.partition(".")
+    if not top.isidentifier():
+        return None
+    for directory in plugin_paths:
+        package = directory / top / "__init__.py"
+        single = directory / f"{top}.py"
+        if package.is_file():
+            location, search = package, [str(package.parent)]
+        elif single.is_file() and not rest:
+            location, search = single, None
+        else:
+            continue
+        digest = hashlib.sha256(str(location).encode()).hexdigest()[:12]
+        private = f"_lead_bridge_plugin_{digest}_{top}"
+        module = sys.modules.get(private)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(
+                private, location, submodule_search_locations=search
+            )
+            if spec is None or spec.loader is None:  # pragma: no cover - .py files have one
+                continue
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[private] = module  # dataclasses and relative imports look it up
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[private]
+                raise
+        if not rest:
+            return module
+        try:
+            return importlib.import_module(f"{private}.{rest}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{private}.{rest}":
+                missing = f"No module named {module_name!r}"
+                raise ModuleNotFoundError(missing, name=module_name) from None
+            raise
+    return None
 
 
 def _import(target: str, key_path: str) -> type[Connector]:
@@ -98,7 +156,7 @@ def _import(target: str, key_path: str) -> type[Connector]:
     if not module_name or not attr:
         raise ConfigError(f"expected 'module:ClassName', got {target!r}", key_path)
     try:
-        module = importlib.import_module(module_name)
+        module = _load_plugin(module_name) or importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         hint = ""
         if exc.name and exc.name != module_name:

@@ -15,14 +15,29 @@ lead to a local sink, see bench/README.md):
 
 :func:`classify_transport_error` is the one place that turns httpx/aiohttp
 exceptions into :mod:`bridge.errors`; :func:`classify_status` reads statuses.
+
+Outbound address guard (SSRF): both clients connect through :func:`connector`,
+whose resolver refuses a host when any of its addresses is not globally
+routable (:mod:`connectors._addresses`) and whose socket factory checks the
+address of every socket it opens, IP literals included. The addresses checked
+are the ones connected to: nothing resolves the name a second time, so a DNS
+answer that changes after the check (rebinding) cannot reach an internal
+address. ``allow_private: true`` on a destination turns the guard off.
+Redirects are never followed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from http import HTTPStatus
 
 import aiohttp
 import httpx
+from aiohappyeyeballs import AddrInfoType
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bridge import USER_AGENT
 from bridge.errors import (
@@ -32,22 +47,123 @@ from bridge.errors import (
     error_for_status,
     parse_retry_after,
 )
+from connectors import _addresses
+
+ALLOW_HINT = "set allow_private: true on the destination to allow it"
+
+
+class AddressRefused(OSError):
+    """A connection to an address the guard does not allow; never retried."""
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolve with ``inner`` and refuse the host if any answer is not allowed.
+
+    One non-public answer refuses the whole name: a name mixing public and
+    internal addresses is a rebinding attempt or a misconfiguration.
+    """
+
+    def __init__(
+        self,
+        inner: AbstractResolver | None = None,
+        allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
+    ) -> None:
+        self._inner = inner
+        self._allowed = allowed
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            # getaddrinfo in a thread; unlike aiodns it holds nothing to close.
+            self._inner = aiohttp.ThreadedResolver()
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            if not self._allowed(_addresses.parse(result["host"])):
+                raise AddressRefused(
+                    f"host {host!r} resolves to the non-public address {result['host']}; "
+                    + ALLOW_HINT
+                )
+        return results
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
+def guarded_socket_factory(
+    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
+) -> Callable[[AddrInfoType], socket.socket]:
+    """Opens the socket for one connect attempt, after checking its address.
+
+    The last check before ``connect()``: it sees IP literals, which skip the
+    resolver, and whatever any resolver produced.
+    """
+
+    def factory(addr_info: AddrInfoType) -> socket.socket:
+        family, type_, proto, _, address = addr_info
+        if not allowed(_addresses.parse(str(address[0]))):
+            raise AddressRefused(f"address {address[0]} is not public; " + ALLOW_HINT)
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return factory
+
+
+def connector(
+    *,
+    max_connections: int,
+    allow_private: bool,
+    resolver: AbstractResolver | None = None,
+    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
+    ssl_context: ssl.SSLContext | bool = True,
+) -> aiohttp.TCPConnector:
+    """The TCP connector every outbound request goes through (see the module doc)."""
+    if allow_private:
+        return aiohttp.TCPConnector(
+            limit=max_connections,
+            limit_per_host=max_connections,
+            resolver=resolver,
+            ssl=ssl_context,
+        )
+    return aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=max_connections,
+        resolver=GuardedResolver(resolver, allowed),
+        socket_factory=guarded_socket_factory(allowed),
+        ssl=ssl_context,
+    )
 
 
 def make_client(
     *,
     timeout: float,
     max_connections: int,
+    allow_private: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    resolver: AbstractResolver | None = None,
 ) -> httpx.AsyncClient:
-    """A client that never follows redirects (a 3xx is an answer, not a hop)."""
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
+    """A client that never follows redirects (a 3xx is an answer, not a hop).
+
+    Tests inject ``transport``; otherwise requests go through :func:`connector`.
+    """
     if transport is None:
         from httpx_aiohttp import AiohttpTransport
 
-        transport = AiohttpTransport(limits=limits)
+        # The CA bundle httpx would use, on the guarded connector.
+        context = httpx.create_ssl_context()
+
+        def session() -> aiohttp.ClientSession:
+            return aiohttp.ClientSession(
+                connector=connector(
+                    max_connections=max_connections,
+                    allow_private=allow_private,
+                    resolver=resolver,
+                    ssl_context=context,
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+
+        transport = AiohttpTransport(client=session)
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
@@ -56,7 +172,14 @@ def make_client(
     )
 
 
-def make_session(*, timeout: float, max_connections: int) -> aiohttp.ClientSession:
+def make_session(
+    *,
+    timeout: float,
+    max_connections: int,
+    allow_private: bool = False,
+    resolver: AbstractResolver | None = None,
+    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
+) -> aiohttp.ClientSession:
     """An aiohttp session for one destination; call from the event loop that uses it.
 
     The connection limit is at least the destination's concurrency (the engine
@@ -64,7 +187,12 @@ def make_session(*, timeout: float, max_connections: int) -> aiohttp.ClientSessi
     Cookies are not kept: a receiver's Set-Cookie must not follow other leads.
     """
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
+        connector=connector(
+            max_connections=max_connections,
+            allow_private=allow_private,
+            resolver=resolver,
+            allowed=allowed,
+        ),
         timeout=aiohttp.ClientTimeout(total=timeout),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
@@ -87,6 +215,9 @@ def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     # connection error to ConnectTimeout: the original is the better witness.
     if isinstance(exc, httpx.HTTPError) and isinstance(exc.__cause__, aiohttp.ClientError):
         exc = exc.__cause__
+    refused = getattr(exc, "os_error", exc)
+    if isinstance(refused, AddressRefused):
+        return PermanentError(f"{what} {refused}")
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
         return RetryableError(f"{what} request timed out ({detail})")
@@ -112,11 +243,12 @@ def status_error(response: httpx.Response, message: str) -> DeliveryError | None
     return classify_status(response.status_code, message, response.headers.get("retry-after"))
 
 
-def short_body(response: httpx.Response, limit: int = 200) -> str:
-    """The start of an error body, for the stored error message.
+def reason(status: int) -> str:
+    """The standard reason phrase of a status, for error messages.
 
-    Remote error bodies describe the failure ("invalid_payload"); they do not echo
-    our payload for the APIs we talk to, and we cut them short regardless.
+    Never the receiver's own phrase or body: a receiver may echo the lead back.
     """
-    text = response.text.strip().replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

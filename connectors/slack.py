@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
+from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.config import Duration
@@ -57,12 +58,41 @@ _FIELD_MAX = 2000
 _GONE = {404, 410}
 # An incoming webhook's path: /services/<team>/<bot>/<secret>.
 _HOOK_PATH = re.compile(r"^/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+/?$")
+# The error codes incoming webhooks answer with (api.slack.com/messaging/webhooks).
+# Only these are quoted in errors: any other answer body may echo the message.
+ERROR_CODES = frozenset(
+    {
+        "action_prohibited",
+        "channel_is_archived",
+        "channel_not_found",
+        "invalid_attachments",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_payload",
+        "invalid_token",
+        "missing_text_or_fallback_or_attachments",
+        "no_active_hooks",
+        "no_service",
+        "no_service_id",
+        "no_team",
+        "no_text",
+        "posting_to_general_channel_denied",
+        "rate_limited",
+        "rollup_error",
+        "team_disabled",
+        "too_many_attachments",
+        "user_not_found",
+    }
+)
 
 
 class SlackSettings(ConnectorSettings):
     # The URL itself is the credential: anyone holding it can post to the channel.
     webhook_url: SecretStr
     timeout: Duration = Field(10.0, gt=0, le=120)  # seconds, or '10s'
+    # Allow a URL on loopback/private networks (a Slack-compatible chat server
+    # on the intranet, tests); by default only globally routable addresses.
+    allow_private: bool = False
 
     @field_validator("webhook_url")
     @classmethod
@@ -175,11 +205,21 @@ def build_message(record: Mapping[str, Any], received_at: float | None = None) -
     return build_card(record, received_at)
 
 
+def error_code(response: httpx.Response) -> str:
+    """Slack's error code when the body is one, else the standard reason phrase."""
+    body = response.content.strip()
+    if len(body) <= 64:
+        text = body.decode("ascii", "replace")
+        if text in ERROR_CODES:
+            return text
+    return _http.reason(response.status_code)
+
+
 def _classify(response: httpx.Response) -> DeliveryError | None:
-    """The one place that reads Slack's answer."""
+    """The one place that reads Slack's answer; only known error codes are quoted."""
     if response.is_success:
         return None
-    code = _http.short_body(response) or response.reason_phrase
+    code = error_code(response)
     if response.status_code in _GONE:
         return PermanentError(
             f"HTTP {response.status_code}: {code}: the Slack webhook is gone "
@@ -212,9 +252,11 @@ class SlackConnector(Connector):
         settings: ConnectorSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         super().__init__(name, settings)
         self._transport = transport
+        self._resolver = resolver
         self._client: httpx.AsyncClient | None = None
 
     @classmethod
@@ -236,7 +278,11 @@ class SlackConnector(Connector):
         if self._client is None:
             register_secret(self.settings.webhook_url.get_secret_value())
             self._client = _http.make_client(
-                timeout=self.settings.timeout, max_connections=4, transport=self._transport
+                timeout=self.settings.timeout,
+                max_connections=4,
+                allow_private=self.settings.allow_private,
+                transport=self._transport,
+                resolver=self._resolver,
             )
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:

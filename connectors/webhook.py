@@ -8,21 +8,18 @@ Requests are signed per the Standard Webhooks spec
 * ``webhook-signature``  ``v1,`` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")),
                          key = the base64-decoded part of ``whsec_<base64>``.
 
-Outbound safety: only http/https, redirects are never followed, and hosts that
-resolve to loopback, private, link-local, multicast or reserved addresses are
-refused unless the destination sets ``allow_private: true``.
+Outbound safety: only http/https, redirects are never followed, and only
+globally routable addresses are connected to unless the destination sets
+``allow_private: true`` (checked at connect time, see :mod:`connectors._http`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -30,10 +27,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.config import Duration
-from bridge.errors import DeliveryError, PermanentError, RetryableError
+from bridge.errors import DeliveryError, PermanentError
 from bridge.logs import register_secret
 from connectors import _http
 from connectors.base import (
@@ -49,8 +47,6 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 # Headers the connector owns; a configured header must not replace them.
 _RESERVED = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "host"}
 _TOKEN_CHARS = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-# How long a host's "public address" verdict is trusted before resolving again.
-RESOLVE_TTL = 60.0
 
 
 def decode_secret(secret: str) -> bytes:
@@ -79,7 +75,8 @@ class WebhookSettings(ConnectorSettings):
     headers: dict[str, str] = {}
     secret: SecretStr | None = None
     timeout: Duration = Field(10.0, gt=0, le=300)  # seconds, or '10s'
-    # Allow destinations on loopback/private networks (tests, sidecars, intranets).
+    # Allow destinations on loopback/private/shared/reserved networks (tests,
+    # sidecars, intranets); by default only globally routable addresses.
     allow_private: bool = False
 
     @field_validator("url")
@@ -119,66 +116,14 @@ class WebhookSettings(ConnectorSettings):
         return value
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
-
-
-class AddressGuard:
-    """Refuse hosts resolving to non-public addresses; verdicts are cached briefly.
-
-    The check runs before the request; a host whose DNS answer changes between
-    the check and the connection (DNS rebinding) is bounded by the TTL.
-    """
-
-    def __init__(self, ttl: float = RESOLVE_TTL) -> None:
-        self.ttl = ttl
-        self._verdicts: dict[tuple[str, int], tuple[float, str | None]] = {}
-
-    async def check(self, host: str, port: int) -> None:
-        now = time.monotonic()
-        cached = self._verdicts.get((host, port))
-        if cached is None or cached[0] < now:
-            cached = (now + self.ttl, await self._resolve(host, port))
-            self._verdicts[(host, port)] = cached
-        if cached[1] is not None:
-            raise PermanentError(cached[1])
-
-    async def _resolve(self, host: str, port: int) -> str | None:
-        """A refusal message, or None when every address is public."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            # Not cached as a verdict: DNS failures are usually temporary.
-            raise RetryableError(f"cannot resolve webhook host {host!r}: {exc}") from exc
-        for info in infos:
-            address = str(info[4][0])
-            if not _is_public(address):
-                return (
-                    f"webhook host {host!r} resolves to the non-public address {address}; "
-                    "set allow_private: true on the destination to allow it"
-                )
-        return None
-
-
-def _classify(status: int, reason: str | None, retry_after: str | None) -> DeliveryError | None:
+def _classify(status: int, retry_after: str | None) -> DeliveryError | None:
     """The one place that reads the receiver's answer.
 
     2xx success; 410 permanent (endpoint gone); 408, 429, 5xx retryable; other
-    4xx permanent. The body is not quoted: a receiver may echo our payload.
+    4xx permanent. Neither the body nor the receiver's reason phrase is quoted
+    (a receiver may echo our payload): the status and its standard phrase only.
     """
-    return _http.classify_status(status, reason or "", retry_after)
+    return _http.classify_status(status, _http.reason(status), retry_after)
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
@@ -232,19 +177,18 @@ class WebhookConnector(Connector):
         # flow.concurrency's upper bound: the engine's per-destination limit is the
         # one that binds, so requests never wait in the pool for a connection.
         max_connections: int = 1000,
+        # Tests inject a resolver; by default the system's (getaddrinfo).
+        resolver: AbstractResolver | None = None,
     ) -> None:
         super().__init__(name, settings)
         self._max_connections = max_connections
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
-        self._guard = AddressGuard()
         self._key = (
             decode_secret(self.settings.secret.get_secret_value())
             if self.settings.secret is not None
             else None
         )
-        parts = urlsplit(self.settings.url)
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._headers = {"content-type": "application/json", **self.settings.headers}
 
     async def startup(self) -> None:
@@ -252,7 +196,10 @@ class WebhookConnector(Connector):
             if self.settings.secret is not None:
                 register_secret(self.settings.secret.get_secret_value())
             self._session = _http.make_session(
-                timeout=self.settings.timeout, max_connections=self._max_connections
+                timeout=self.settings.timeout,
+                max_connections=self._max_connections,
+                allow_private=self.settings.allow_private,
+                resolver=self._resolver,
             )
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
@@ -263,8 +210,6 @@ class WebhookConnector(Connector):
             timestamp = int(time.time())
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = sign(self._key, context.idempotency_key, timestamp, body)
-        if not self.settings.allow_private:
-            await self._guard.check(self._host, self._port)
         if self._session is None:
             await self.startup()
         assert self._session is not None
@@ -278,7 +223,7 @@ class WebhookConnector(Connector):
             ) as response:
                 answer = await response.read()
                 status = response.status
-                error = _classify(status, response.reason, response.headers.get("Retry-After"))
+                error = _classify(status, response.headers.get("Retry-After"))
                 content_type = response.headers.get("Content-Type", "")
         except _http.TRANSPORT_ERRORS as exc:
             raise _http.classify_transport_error(exc, "webhook") from exc
@@ -290,9 +235,8 @@ class WebhookConnector(Connector):
         """A HEAD request with the configured headers: any HTTP answer proves
         the receiver is reachable; no lead is sent and nothing is signed."""
         where = _where(self.settings.url)
-        if not self.settings.allow_private:
-            await self._guard.check(self._host, self._port)
-        await self.startup()
+        await self.startup()  # the session's connector guards the address
+
         assert self._session is not None
         try:
             async with self._session.head(

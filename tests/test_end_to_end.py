@@ -55,6 +55,7 @@ def example_config(tmp_path: Path, fakes: dict[str, Any]) -> Path:
     sf.update(fakes["salesforce"].settings("client_credentials"))
     by_name["hubspot"]["settings"]["host"] = fakes["hubspot"].url
     by_name["webhook"]["settings"]["allow_private"] = True
+    by_name["slack"]["settings"]["allow_private"] = True
     by_name["webhook"]["settings"]["secret"] = WHSEC
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))

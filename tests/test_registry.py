@@ -34,9 +34,7 @@ def test_unknown_type_lists_the_known_ones() -> None:
 
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in ("lb_test_plugin", "lb_test_broken", "lb_test_needs"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(registry, "plugin_paths", [])
     (tmp_path / "lb_test_plugin.py").write_text(
         textwrap.dedent(
             """
@@ -74,6 +72,55 @@ def test_module_class_from_a_plugins_path(plugins: Path) -> None:
 def test_plugin_errors_are_config_errors(plugins: Path, target: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         registry.resolve(target)
+
+
+def test_plugin_files_do_not_shadow_real_modules(plugins: Path) -> None:
+    import json
+
+    sys_path = list(sys.path)
+    (plugins / "json.py").write_text(
+        textwrap.dedent(
+            """
+            from connectors.base import Connector
+
+            def dumps(*args, **kwargs):
+                return "shadowed"
+
+            class Json(Connector):
+                type_name = "json-plugin"
+            """
+        )
+    )
+    assert registry.resolve("json:Json").type_name == "json-plugin"
+    assert sys.modules["json"] is json
+    assert json.dumps([1]) == "[1]"
+    # The directory is never put on sys.path: a fresh import finds the standard library.
+    assert sys.path == sys_path
+    assert str(plugins) not in sys.path
+
+
+def test_plugin_packages_load_by_path_with_relative_imports(plugins: Path) -> None:
+    package = plugins / "lb_test_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("TYPE = 'pkg'\n")
+    (package / "conn.py").write_text(
+        textwrap.dedent(
+            """
+            from connectors.base import Connector
+            from .helpers import TYPE
+
+            class Pkg(Connector):
+                type_name = TYPE
+            """
+        )
+    )
+    cls = registry.resolve("lb_test_pkg.conn:Pkg")
+    assert cls.type_name == "pkg"
+    assert registry.resolve("lb_test_pkg.conn:Pkg") is cls  # loaded once
+    assert "lb_test_pkg" not in sys.modules
+    with pytest.raises(ConfigError, match=r"cannot import connector module 'lb_test_pkg\.nope'"):
+        registry.resolve("lb_test_pkg.nope:X")
 
 
 def test_install_hints_use_pip_names() -> None:

@@ -40,13 +40,15 @@ class Seen:
 
 
 class FakeHTTP:
-    def __init__(self, default: Answer | None = None) -> None:
+    def __init__(
+        self, default: Answer | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.default = default or Answer()
         self.requests: list[Seen] = []
         self._answers: deque[Answer] = deque()
         self._lock = threading.Lock()
         self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ RECORD: dict[str, Any] = {
 
 @pytest.fixture
 def teams(monkeypatch: pytest.MonkeyPatch) -> type[Connector]:
-    monkeypatch.setattr(sys, "path", list(sys.path))  # undo add_plugin_paths afterwards
+    monkeypatch.setattr(registry, "plugin_paths", [])  # undo add_plugin_paths afterwards
     registry.add_plugin_paths([PLUGINS])
     return registry.resolve("teams:TeamsConnector")
 
@@ -78,7 +77,7 @@ def test_loads_from_yaml_with_plugins_paths(
 ) -> None:
     from bridge.destinations import load_runtime
 
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(registry, "plugin_paths", [])
     config = tmp_path / "config.yaml"
     config.write_text(
         f"plugins:\n  paths: [{PLUGINS}]\n"

@@ -230,7 +230,7 @@ async def test_real_transport_against_a_local_server(make_connector: Any) -> Non
             Answer(429, b"rate_limited", {"Retry-After": "3"}),
             Answer(410, b"channel_is_archived"),
         )
-        connector = make_connector(server.url + "/services/T/B/X", timeout=2)
+        connector = make_connector(server.url + "/services/T/B/X", timeout=2, allow_private=True)
         await connector.startup()
         try:
             assert (await connector.send(CARD, ctx())).status_code == 200
@@ -249,14 +249,14 @@ async def test_real_transport_against_a_local_server(make_connector: Any) -> Non
 async def test_real_transport_timeout_and_refused_connection(make_connector: Any) -> None:
     with FakeHTTP() as server:
         server.queue(Answer(200, b"ok", delay=5))
-        connector = make_connector(server.url + "/hook", timeout=0.2)
+        connector = make_connector(server.url + "/hook", timeout=0.2, allow_private=True)
         try:
             with pytest.raises(RetryableError, match="timed out"):
                 await connector.send(CARD, ctx())
         finally:
             await connector.close()
         closed_port = server.url
-    connector = make_connector(closed_port + "/hook", timeout=1)
+    connector = make_connector(closed_port + "/hook", timeout=1, allow_private=True)
     try:
         with pytest.raises(RetryableError, match="connection failed"):
             await connector.send(CARD, ctx())

@@ -17,7 +17,6 @@ from bridge import __version__
 from bridge.errors import PermanentError, RateLimited, RetryableError
 from connectors.testing import Scenario, check_connector, sample_context
 from connectors.webhook import (
-    AddressGuard,
     WebhookConnector,
     WebhookSettings,
     decode_secret,
@@ -217,33 +216,6 @@ async def test_private_destinations_are_refused(url: str) -> None:
     with pytest.raises(PermanentError, match="allow_private: true"):
         await hook.send(LEAD, ctx())
     await hook.close()
-
-
-async def test_public_address_passes_the_guard() -> None:
-    # A literal address resolves without DNS: no network is touched.
-    await AddressGuard().check("93.184.215.14", 80)
-
-
-async def test_guard_caches_verdicts_and_retries_dns_failures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    guard = AddressGuard(ttl=60)
-    calls: list[str] = []
-
-    async def resolve(host: str, port: int) -> str | None:
-        calls.append(host)
-        if host == "nxdomain.test":
-            raise RetryableError("cannot resolve")
-        return None
-
-    monkeypatch.setattr(guard, "_resolve", resolve)
-    await guard.check("a.test", 443)
-    await guard.check("a.test", 443)
-    assert calls == ["a.test"]
-    for _ in range(2):
-        with pytest.raises(RetryableError):
-            await guard.check("nxdomain.test", 443)
-    assert calls.count("nxdomain.test") == 2
 
 
 def closed_port() -> int:
