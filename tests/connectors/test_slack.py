@@ -164,6 +164,9 @@ async def test_posts_the_card(router: respx.MockRouter, make_connector: Any) -> 
         (413, "", {}, PermanentError, "HTTP 413"),
         (500, "rollup_error", {}, RetryableError, "rollup_error"),
         (503, "", {}, RetryableError, "HTTP 503"),
+        # An answer that is not one of Slack's error codes is never quoted.
+        (400, '{"text": "New lead: John Doe"}', {}, PermanentError, "HTTP 400: Bad Request$"),
+        (500, "John Doe", {}, RetryableError, "HTTP 500: Internal Server Error$"),
     ],
 )
 async def test_status_classification(
