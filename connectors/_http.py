@@ -103,7 +103,9 @@ def guarded_socket_factory(
     def factory(addr_info: AddrInfoType) -> socket.socket:
         family, type_, proto, _, address = addr_info
         if not allowed(_addresses.parse(str(address[0]))):
-            raise AddressRefused(f"address {address[0]} is not public; " + ALLOW_HINT)
+            raise AddressRefused(
+                f"connection to the non-public address {address[0]} refused; " + ALLOW_HINT
+            )
         return socket.socket(family=family, type=type_, proto=proto)
 
     return factory

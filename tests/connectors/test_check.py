@@ -111,7 +111,8 @@ async def test_webhook_connection_refused_is_retryable() -> None:
 
 
 def slack(url: str) -> SlackConnector:
-    return SlackConnector("s", SlackSettings.model_validate({"webhook_url": url}))
+    settings = {"webhook_url": url, "allow_private": True}
+    return SlackConnector("s", SlackSettings.model_validate(settings))
 
 
 async def test_slack_reachable_without_posting(http: FakeHTTP) -> None:

@@ -264,7 +264,7 @@ async def test_slack_goes_through_the_same_guard(victim: Listener, no_system_dns
         "slack",
         SlackSettings.model_validate({"webhook_url": f"http://127.0.0.1:{victim.port}/s"}),
     )
-    with pytest.raises(PermanentError, match=r"127\.0\.0\.1 is not public"):
+    with pytest.raises(PermanentError, match=r"non-public address 127\.0\.0\.1 refused"):
         await send(literal, CARD)
     assert victim.connections() == 0
 
