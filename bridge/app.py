@@ -135,10 +135,14 @@ def create_app(
             state.engine = Engine(the_store, runtime.active, state.metrics, config.worker)
             await state.engine.start()
             intake.on_commit = state.engine.intake_committed
-        if config.retention.payload_days is not None:
+        if config.retention.enabled:
             from bridge.retention import retention_task
 
-            state.tasks.append(asyncio.create_task(retention_task(the_store, config.retention)))
+            state.tasks.append(
+                asyncio.create_task(
+                    retention_task(the_store, config.retention, metrics=state.metrics)
+                )
+            )
         event(
             log,
             "startup",

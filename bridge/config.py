@@ -57,6 +57,33 @@ def parse_duration(value: Any) -> Any:
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+
+
+def parse_size(value: Any) -> Any:
+    """``1048576``, ``"100MB"``, ``"64MiB"``, ``"512kb"`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            unit = match.group(2).lower() if match.group(2) else None
+            return int(match.group(1)) * _SIZE_UNITS[unit]
+    raise ValueError("expected a size in bytes such as 1048576, '100MB' or '64MiB'")
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=1)]
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -222,7 +249,18 @@ class LoggingConfig(Model):
 class RetentionConfig(Model):
     # Purge the payload of fully delivered leads older than N days (the id stays).
     payload_days: int | None = Field(None, ge=1)
-    interval: Duration = 3600.0
+    # Quarantined bodies and elements: dropped after N days, and the oldest
+    # dropped first beyond either cap (None: no limit of that kind).
+    quarantine_days: int | None = Field(30, ge=1)
+    quarantine_max_rows: int | None = Field(10_000, ge=1)
+    quarantine_max_bytes: ByteSize | None = 100 * 10**6
+    interval: Duration = Field(3600.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        """Is there anything for the retention job to do?"""
+        quarantine = (self.quarantine_days, self.quarantine_max_rows, self.quarantine_max_bytes)
+        return self.payload_days is not None or any(v is not None for v in quarantine)
 
 
 class MetricsConfig(Model):

@@ -148,6 +148,15 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.quarantine_dropped_total = Counter(
+            "lead_bridge_quarantine_dropped_total",
+            "Quarantined bodies and elements dropped by retention: reason age "
+            "(retention.quarantine_days) or cap (quarantine_max_rows/_bytes)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("age", "cap"):
+            self.quarantine_dropped_total.labels(reason)
 
     def request(self, outcome: str) -> None:
         self.intake.requests[outcome] += 1

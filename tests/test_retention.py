@@ -1,18 +1,19 @@
-"""Retention purges payloads of finished leads only; the id keeps catching duplicates."""
+"""Retention: payloads of finished leads (the id keeps catching duplicates), quarantine."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from bridge.config import RetentionConfig
-from bridge.errors import StoreUnavailable
+from bridge.config import RetentionConfig, validate_config
+from bridge.destinations import Runtime
+from bridge.errors import ConfigError, StoreUnavailable
 from bridge.retention import DAY, purge_once, retention_task
-from bridge.store.base import LeadIn, Outcome, Store
+from bridge.store.base import LeadIn, Outcome, QuarantineIn, Store
 from bridge.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -112,5 +113,75 @@ async def test_task_survives_store_failures(caplog: pytest.LogCaptureFixture) ->
     assert "event=retention_failed error=StoreUnavailable" in caplog.text
 
 
-async def test_task_without_payload_days_returns_at_once() -> None:
-    await asyncio.wait_for(retention_task(Store(), RetentionConfig()), timeout=1)
+async def test_task_with_nothing_to_do_returns_at_once() -> None:
+    nothing = RetentionConfig(
+        quarantine_days=None, quarantine_max_rows=None, quarantine_max_bytes=None
+    )
+    await asyncio.wait_for(retention_task(Store(), nothing), timeout=1)
+
+
+def test_quarantine_is_bounded_by_default() -> None:
+    cfg = RetentionConfig()
+    assert cfg.enabled
+    assert (cfg.quarantine_days, cfg.quarantine_max_rows, cfg.quarantine_max_bytes) == (
+        30,
+        10_000,
+        100_000_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (4096, 4096),
+        ("100MB", 100_000_000),
+        ("64MiB", 64 * 2**20),
+        ("512 kb", 512_000),
+        (None, None),
+    ],
+)
+def test_quarantine_byte_cap_sizes(value: object, size: int | None) -> None:
+    config = validate_config({"retention": {"quarantine_max_bytes": value}})
+    assert config.retention.quarantine_max_bytes == size
+
+
+@pytest.mark.parametrize(
+    ("retention", "path", "fragment"),
+    [
+        ({"quarantine_max_bytes": "lots"}, "retention.quarantine_max_bytes", "expected a size"),
+        ({"quarantine_max_bytes": 0}, "retention.quarantine_max_bytes", "greater than or equal"),
+        ({"quarantine_max_bytes": True}, "retention.quarantine_max_bytes", "expected a size"),
+        ({"quarantine_max_rows": 0}, "retention.quarantine_max_rows", "greater than or equal"),
+        ({"quarantine_days": "soon"}, "retention.quarantine_days", "integer"),
+        ({"interval": 0}, "retention.interval", "greater than 0"),
+    ],
+)
+def test_bad_quarantine_limits_name_their_key(
+    retention: dict[str, object], path: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"retention": retention})
+    assert any(p == path and fragment in m for p, m in caught.value.problems), caught.value.problems
+
+
+async def test_the_service_trims_the_quarantine_with_a_metric(
+    make_runtime: Callable[..., Runtime], store: SQLiteStore
+) -> None:
+    from bridge.app import create_app
+
+    await store.ingest([], [], [QuarantineIn("bad", f"body {i}") for i in range(3)], now=T0)
+    runtime = make_runtime(retention={"quarantine_max_rows": 1, "quarantine_days": None})
+    app = create_app(runtime, store=store, start_workers=False)
+    metrics = app.state.lb.metrics
+
+    async with app.app.router.lifespan_context(app.app):
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(await store.list_quarantine()) > 1:
+            assert asyncio.get_running_loop().time() < deadline, "retention did not run"
+            await asyncio.sleep(0.05)
+
+    assert [q["raw"] for q in await store.list_quarantine()] == ["body 2"]
+    sample = metrics.registry.get_sample_value(
+        "lead_bridge_quarantine_dropped_total", {"reason": "cap"}
+    )
+    assert sample == 2

@@ -6,7 +6,8 @@ Tables (same schema on every backend, see ``schema.py``):
 * ``deliveries``  the transactional outbox: one row per (lead, destination),
                   created in the same transaction as the lead;
 * ``attempts``    one row per delivery attempt (time, duration, outcome, error);
-* ``quarantine``  bodies and batch elements that could not be accepted.
+* ``quarantine``  bodies and batch elements that could not be accepted;
+* ``erased_leads`` tombstones: ids of erased leads, so a re-send is a duplicate.
 
 Delivery states::
 
@@ -27,8 +28,8 @@ All times are UNIX epoch seconds (float).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
@@ -36,6 +37,7 @@ from bridge.errors import StoreError
 
 if TYPE_CHECKING:
     from bridge.leads import Batch
+    from bridge.store.erasure import ErasePart, ErasePlan
     from bridge.store.search import SearchHasher
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
@@ -186,7 +188,26 @@ class EraseReport:
     deliveries: int = 0
     attempts: int = 0
     quarantine: int = 0
+    errors_scrubbed: int = 0  # other leads' delivery errors that quoted the address
     lead_ids: list[str] = field(default_factory=list)
+
+    def add(self, other: EraseReport) -> None:
+        self.leads += other.leads
+        self.deliveries += other.deliveries
+        self.attempts += other.attempts
+        self.quarantine += other.quarantine
+        self.errors_scrubbed += other.errors_scrubbed
+        self.lead_ids += other.lead_ids
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "leads": self.leads,
+            "deliveries": self.deliveries,
+            "attempts": self.attempts,
+            "quarantine": self.quarantine,
+            "errors_scrubbed": self.errors_scrubbed,
+            "lead_ids": self.lead_ids,
+        }
 
 
 def body_result(batch: Batch, stored: IngestResult | None) -> BodyResult:
@@ -261,6 +282,44 @@ def outcome_values(o: Outcome) -> tuple[Any, ...]:
     )
 
 
+def quarantine_drop_condition(
+    before: float | None, upto_id: int | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The WHERE condition (and its parameters) of the quarantine rows retention
+    drops, shared by both backends (``mark``: their placeholder); "" drops none."""
+    conds, params = [], []  # type: tuple[list[str], list[Any]]
+    if before is not None:
+        conds.append(f"received_at < {mark}")
+        params.append(before)
+    if upto_id is not None:
+        conds.append(f"id <= {mark}")
+        params.append(upto_id)
+    return " OR ".join(conds), params
+
+
+def quarantine_cutoff_query(
+    max_rows: int | None, max_bytes: int | None, mark: str, size: str
+) -> tuple[str, list[Any]]:
+    """The query for :meth:`Store.quarantine_cutoff`: the newest quarantine row
+    beyond a cap, counting from the newest (``size``: the backend's byte length
+    of ``raw``). "" when there is no cap."""
+    conds, params = [], []  # type: tuple[list[str], list[Any]]
+    if max_rows is not None:
+        conds.append(f"n > {mark}")
+        params.append(max_rows)
+    if max_bytes is not None:
+        conds.append(f"total > {mark}")
+        params.append(max_bytes)
+    if not conds:
+        return "", []
+    return (
+        f"SELECT id FROM (SELECT id, row_number() OVER w AS n, sum({size}) OVER w AS total "  # noqa: S608
+        "FROM quarantine WINDOW w AS (ORDER BY id DESC)) AS r "
+        f"WHERE {' OR '.join(conds)} ORDER BY id DESC LIMIT 1",
+        params,
+    )
+
+
 def delivery_from_row(row: Sequence[Any], now: float) -> DeliveryRecord:
     """A DELIVERY_COLUMNS row as a record; ``leased`` is derived from the lease token."""
     (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
@@ -268,26 +327,6 @@ def delivery_from_row(row: Sequence[Any], now: float) -> DeliveryRecord:
     return DeliveryRecord(
         did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
     )
-
-
-def payload_has_email(payload: str, needle: str) -> bool:
-    """Does any string value of the stored lead equal ``needle`` (lower-cased)?
-    Backends pre-filter with a substring search; this confirms it (erasure)."""
-    try:
-        lead = json.loads(payload)
-    except ValueError:
-        return needle in payload.lower()
-
-    def walk(node: Any) -> bool:
-        if isinstance(node, str):
-            return node.strip().lower() == needle
-        if isinstance(node, dict):
-            return any(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return any(walk(v) for v in node)
-        return False
-
-    return walk(lead)
 
 
 class Store:
@@ -450,8 +489,9 @@ class Store:
         the id row stays so provider retries are still duplicates."""
         raise NotImplementedError
 
-    async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
-        """Remove a person's data everywhere (leads, deliveries, attempts, quarantine)."""
+    async def quarantine_cutoff(self, *, max_rows: int | None, max_bytes: int | None) -> int | None:
+        """The largest quarantine id that must go so that the newest rows fit in
+        ``max_rows`` rows and ``max_bytes`` bytes of ``raw`` (None: all fit)."""
         raise NotImplementedError
 
     async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
@@ -472,3 +512,55 @@ class Store:
         """Writes of :mod:`bridge.operations` in one transaction (``?``
         placeholders); the row count of each statement."""
         raise NotImplementedError
+
+    async def drop_quarantine(
+        self, *, before: float | None = None, upto_id: int | None = None, limit: int
+    ) -> int:
+        """Delete at most ``limit`` of the oldest quarantine rows (by id) that were
+        received before ``before`` or have an id up to ``upto_id``, in one
+        transaction; returns how many went. Callers repeat until it returns less
+        than ``limit`` (bounded transactions, see :mod:`bridge.retention`)."""
+        raise NotImplementedError
+
+    async def erase_plan(self, *, email: str | None, lead_id: str | None) -> ErasePlan:
+        """Find, with reads only, everything an erasure removes (exact matching,
+        see :mod:`bridge.store.erasure`)."""
+        raise NotImplementedError
+
+    async def erase_part(self, part: ErasePart, now: float) -> EraseReport:
+        """Remove one part of a plan in one transaction, tombstoning each lead
+        id removed (``erased_leads``) so that a re-send of it is a duplicate."""
+        raise NotImplementedError
+
+    async def erase_finished(self) -> None:
+        """After the last part: make the freed bytes leave the files, if the backend can."""
+
+    async def erase_preview(
+        self, *, email: str | None = None, lead_id: str | None = None
+    ) -> EraseReport:
+        """What :meth:`erase` would remove now (a dry run: nothing changes)."""
+        return (await self.erase_plan(email=email, lead_id=lead_id)).report()
+
+    async def erase(
+        self,
+        *,
+        email: str | None = None,
+        lead_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        chunk: int | None = None,
+    ) -> EraseReport:
+        """Remove a person's data everywhere (leads, deliveries, attempts,
+        quarantine, errors quoting the address), one bounded transaction per
+        part of the plan. ``progress(done, total)`` is called after each part."""
+        from bridge.store.erasure import CHUNK
+
+        plan = await self.erase_plan(email=email, lead_id=lead_id)
+        report = EraseReport()
+        done = 0
+        for part in plan.parts(chunk or CHUNK):
+            report.add(await self.erase_part(part, time.time()))
+            done += part.size
+            if progress is not None:
+                progress(done, plan.size)
+        await self.erase_finished()
+        return report

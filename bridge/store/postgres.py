@@ -61,10 +61,12 @@ from bridge.store.base import (
     StoreStatus,
     delivery_from_row,
     outcome_values,
-    payload_has_email,
+    quarantine_cutoff_query,
+    quarantine_drop_condition,
     replay_choice,
     versions_to_apply,
 )
+from bridge.store.erasure import ERASED_ERROR, ErasePart, ErasePlan, PlanBuilder
 from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan_async
 
 log = logging.getLogger("lead_bridge.store")
@@ -156,6 +158,13 @@ MIGRATIONS: list[list[str]] = [
             WHERE status = 'dead'""",
         """CREATE INDEX deliveries_delivered ON deliveries (destination, delivered_at)
             WHERE status = 'delivered'""",
+    ],
+    # 3: tombstones of erased leads (see the SQLite schema).
+    [
+        """CREATE TABLE erased_leads (
+            id text PRIMARY KEY,
+            erased_at double precision NOT NULL
+        )""",
     ],
 ]
 
@@ -436,10 +445,13 @@ class PostgresStore(Store):
         # at the end of the statement) and the quarantine rows.
         async with self._connection() as conn:
             cur = await conn.execute(
+                # A tombstoned id (an erased lead) is not inserted: a duplicate.
                 "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload, "
                 "email_hash, phone_hash) "
                 "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
-                "%s::text[], %s::bytea[], %s::bytea[]) ON CONFLICT (id) DO NOTHING RETURNING id), "
+                "%s::text[], %s::bytea[], %s::bytea[]) AS n (id, r, c, u, p, e, h) "
+                "WHERE NOT EXISTS (SELECT 1 FROM erased_leads t WHERE t.id = n.id) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id), "
                 "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
                 "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
                 "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n) "
@@ -718,57 +730,66 @@ class PostgresStore(Store):
                 counts.append(int(cur.rowcount))
         return counts
 
-    async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
+    async def quarantine_cutoff(self, *, max_rows: int | None, max_bytes: int | None) -> int | None:
+        query, params = quarantine_cutoff_query(max_rows, max_bytes, "%s", "octet_length(raw)")
+        if not query:
+            return None
+        rows = await self._fetch(query, params)
+        return int(rows[0][0]) if rows else None
+
+    async def drop_quarantine(
+        self, *, before: float | None = None, upto_id: int | None = None, limit: int
+    ) -> int:
+        cond, params = quarantine_drop_condition(before, upto_id, "%s")
+        if not cond:
+            return 0
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine "  # noqa: S608
+                f"WHERE {cond} ORDER BY id LIMIT %s)",
+                [*params, limit],
+            )
+            return int(cur.rowcount)
+
+    async def erase_plan(self, *, email: str | None, lead_id: str | None) -> ErasePlan:
+        builder = PlanBuilder(email, lead_id, mark="%s", find="strpos")
+        async with self._connection() as conn:
+            for query, params, take in builder.steps():
+                cur = await conn.execute(query, params)  # type: ignore[arg-type]
+                take(await cur.fetchall())
+        return builder.plan
+
+    async def erase_part(self, part: ErasePart, now: float) -> EraseReport:
         """Delete the rows. PostgreSQL frees the space at the next (auto)vacuum;
         ``VACUUM FULL`` rewrites the tables when the old bytes must go at once."""
         report = EraseReport()
-        needle = email.strip().lower() if email is not None else None
         async with self._connection() as conn, conn.transaction():
-            ids: set[str] = set()
-            if lead_id is not None:
-                ids.add(lead_id)
-            if needle is not None:
-                cur = await conn.execute(
-                    "SELECT id, payload FROM leads WHERE payload IS NOT NULL "
-                    "AND strpos(lower(payload), %s) > 0",
-                    (needle,),
-                )
-                for lid, payload in await cur.fetchall():
-                    if payload_has_email(payload, needle):
-                        ids.add(lid)
-            for lid in sorted(ids):
-                report.attempts += (
-                    await conn.execute("DELETE FROM attempts WHERE lead_id = %s", (lid,))
-                ).rowcount
-                report.deliveries += (
-                    await conn.execute("DELETE FROM deliveries WHERE lead_id = %s", (lid,))
-                ).rowcount
-                gone = (await conn.execute("DELETE FROM leads WHERE id = %s", (lid,))).rowcount
-                report.leads += gone
-                if gone:
-                    report.lead_ids.append(lid)
-                report.quarantine += (
-                    await conn.execute("DELETE FROM quarantine WHERE lead_id = %s", (lid,))
-                ).rowcount
-            if needle is not None:
-                report.quarantine += (
-                    await conn.execute(
-                        "DELETE FROM quarantine WHERE strpos(lower(raw), %s) > 0", (needle,)
-                    )
-                ).rowcount
-                report.attempts += (
-                    await conn.execute(
-                        "DELETE FROM attempts WHERE strpos(lower(coalesce(error, '')), %s) > 0",
-                        (needle,),
-                    )
-                ).rowcount
-                # Another lead's delivery can quote the address in its stored error
-                # (a CRM echoing a conflict): keep the row, drop the text.
-                await conn.execute(
-                    "UPDATE deliveries SET last_error = '[erased: contained personal data]' "
-                    "WHERE strpos(lower(coalesce(last_error, '')), %s) > 0",
-                    (needle,),
-                )
+
+            async def run(query: str, *params: Any) -> int:
+                return int((await conn.execute(query, params)).rowcount)  # type: ignore[arg-type]
+
+            ids = list(part.lead_ids)
+            report.attempts = await run("DELETE FROM attempts WHERE lead_id = ANY(%s)", ids)
+            report.attempts += await run(
+                "DELETE FROM attempts WHERE id = ANY(%s)", list(part.attempt_ids)
+            )
+            report.deliveries = await run("DELETE FROM deliveries WHERE lead_id = ANY(%s)", ids)
+            cur = await conn.execute(
+                "WITH g AS (DELETE FROM leads WHERE id = ANY(%s) RETURNING id), "
+                "t AS (INSERT INTO erased_leads (id, erased_at) SELECT id, %s FROM g "
+                "ON CONFLICT (id) DO NOTHING) SELECT id FROM g",
+                (ids, now),
+            )
+            report.lead_ids = sorted(r[0] for r in await cur.fetchall())
+            report.leads = len(report.lead_ids)
+            report.quarantine = await run(
+                "DELETE FROM quarantine WHERE id = ANY(%s)", list(part.quarantine_ids)
+            )
+            report.errors_scrubbed = await run(
+                "UPDATE deliveries SET last_error = %s WHERE id = ANY(%s)",
+                ERASED_ERROR,
+                list(part.scrub_ids),
+            )
         return report
 
 

@@ -40,7 +40,9 @@ from bridge.store.base import (
     Store,
     StoreStatus,
     delivery_from_row,
+    quarantine_cutoff_query,
 )
+from bridge.store.erasure import ErasePart, ErasePlan, PlanBuilder
 from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan
 from bridge.store.sqlite_schema import connect, migrate
 from bridge.store.sqlite_writer import WriterProcess
@@ -396,12 +398,44 @@ class SQLiteStore(Store):
         count: int = await self._write("purge_payloads", before)
         return count
 
-    async def erase(self, *, email: str | None = None, lead_id: str | None = None) -> EraseReport:
-        report: EraseReport = await self._write("erase", email, lead_id)
-        # secure_delete zeroes the freed pages; the checkpoint moves them out of the WAL.
+    async def quarantine_cutoff(self, *, max_rows: int | None, max_bytes: int | None) -> int | None:
+        sql, params = quarantine_cutoff_query(max_rows, max_bytes, "?", "length(CAST(raw AS BLOB))")
+        if not sql:
+            return None
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return int(rows[0][0]) if rows else None
+
+    async def drop_quarantine(
+        self, *, before: float | None = None, upto_id: int | None = None, limit: int
+    ) -> int:
+        count: int = await self._write("drop_quarantine", before, upto_id, limit)
+        return count
+
+    async def erase_plan(self, *, email: str | None, lead_id: str | None) -> ErasePlan:
+        builder = PlanBuilder(email, lead_id, mark="?", find="instr")
+
+        def q(conn: sqlite3.Connection) -> ErasePlan:
+            for sql, params, take in builder.steps():
+                take(conn.execute(sql, params).fetchall())
+            return builder.plan
+
+        return await self._read(q)
+
+    async def erase_part(self, part: ErasePart, now: float) -> EraseReport:
+        report: EraseReport = await self._write(
+            "erase_part",
+            part.lead_ids,
+            part.quarantine_ids,
+            part.attempt_ids,
+            part.scrub_ids,
+            now,
+        )
+        return report
+
+    async def erase_finished(self) -> None:
+        # secure_delete zeroed the freed pages; the checkpoint moves them out of the WAL.
         await self._write("noop")
         await asyncio.to_thread(self._checkpoint)
-        return report
 
     async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
         if not lead_ids:

@@ -103,6 +103,14 @@ MIGRATIONS: list[list[str]] = [
         """CREATE INDEX deliveries_delivered ON deliveries (destination, delivered_at)
             WHERE status = 'delivered'""",
     ],
+    # 3: tombstones of erased leads: the id alone (not personal data), so the
+    # provider's re-send of an erased lead is a duplicate and never stored.
+    [
+        """CREATE TABLE erased_leads (
+            id TEXT PRIMARY KEY,
+            erased_at REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ],
 ]
 
 

@@ -26,9 +26,10 @@ from bridge.store.base import (
     ReplayResult,
     body_result,
     outcome_values,
-    payload_has_email,
+    quarantine_drop_condition,
     replay_choice,
 )
+from bridge.store.erasure import ERASED_ERROR
 from bridge.store.search import PayloadHashes, SearchHasher
 
 # Values per lead in an Ingest's flat ``rows``, in the order of the leads
@@ -40,6 +41,12 @@ _DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
 STATEMENT_ROWS = 256  # rows per INSERT at most (SQLite allows 32,766 parameters)
 # Rows per statement: 10 parameters each stays far below SQLite's variable limit.
 _FINISH_CHUNK = 500
+# Is one of the leads just inserted (rowid above the given one) tombstoned?
+# CROSS JOIN pins the loop order: the new rows outside, a primary-key probe of
+# the tombstones inside, however many tombstones there are.
+_TOMBSTONED = (
+    "SELECT 1 FROM leads l CROSS JOIN erased_leads e ON e.id = l.id WHERE l.rowid > ? LIMIT 1"
+)
 
 
 class Ingest:
@@ -148,8 +155,19 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
         params,
         ") WHERE true ON CONFLICT (id) DO NOTHING",
     )
+    inserted_all = conn.total_changes - changes == rows
+    if conn.execute(_TOMBSTONED, (before,)).fetchone() is not None:
+        # A re-send of an erased lead: only ids that were not stored already can
+        # be tombstoned, so this looks at the rows just inserted, through the
+        # tombstones' primary key (nothing to find in the usual case).
+        conn.execute(
+            "DELETE FROM leads WHERE rowid IN (SELECT l.rowid FROM leads l "
+            "CROSS JOIN erased_leads e ON e.id = l.id WHERE l.rowid > ?)",
+            (before,),
+        )
+        inserted_all = False
     results = [IngestResult() for _ in requests]
-    if conn.total_changes - changes == rows:
+    if inserted_all:
         for req, result in zip(requests, results, strict=True):
             result.accepted = list(req.ids())
     else:
@@ -383,47 +401,48 @@ def purge_payloads(conn: sqlite3.Connection, before: float) -> int:
     ).rowcount
 
 
-def erase(conn: sqlite3.Connection, email: str | None, lead_id: str | None) -> EraseReport:
+def erase_part(
+    conn: sqlite3.Connection,
+    lead_ids: Sequence[str],
+    quarantine_ids: Sequence[int],
+    attempt_ids: Sequence[int],
+    scrub_ids: Sequence[int],
+    now: float,
+) -> EraseReport:
+    """One part of an erasure plan (:mod:`bridge.store.erasure`), one transaction."""
     report = EraseReport()
-    ids: set[str] = set()
-    if lead_id is not None:
-        ids.add(lead_id)
-    if email is not None:
-        needle = email.strip().lower()
-        for lid, payload in conn.execute(
-            "SELECT id, payload FROM leads WHERE payload IS NOT NULL "
-            "AND instr(lower(payload), ?) > 0",
-            (needle,),
-        ):
-            if payload_has_email(payload, needle):
-                ids.add(lid)
-    for lid in sorted(ids):
-        report.attempts += conn.execute("DELETE FROM attempts WHERE lead_id = ?", (lid,)).rowcount
-        report.deliveries += conn.execute(
-            "DELETE FROM deliveries WHERE lead_id = ?", (lid,)
-        ).rowcount
-        gone = conn.execute("DELETE FROM leads WHERE id = ?", (lid,)).rowcount
-        report.leads += gone
-        if gone:
-            report.lead_ids.append(lid)
-        report.quarantine += conn.execute(
-            "DELETE FROM quarantine WHERE lead_id = ?", (lid,)
-        ).rowcount
-    if email is not None:
-        needle = email.strip().lower()
-        report.quarantine += conn.execute(
-            "DELETE FROM quarantine WHERE instr(lower(raw), ?) > 0", (needle,)
-        ).rowcount
-        report.attempts += conn.execute(
-            "DELETE FROM attempts WHERE instr(lower(coalesce(error, '')), ?) > 0", (needle,)
-        ).rowcount
-        # Another lead's delivery can quote the address in its stored error
-        # (a CRM echoing a conflict): keep the row, drop the text.
-        conn.execute(
-            "UPDATE deliveries SET last_error = '[erased: contained personal data]' "
-            "WHERE instr(lower(coalesce(last_error, '')), ?) > 0",
-            (needle,),
+
+    def delete(sql: str, ids: Sequence[Any]) -> int:
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        return conn.execute(sql.format(marks), list(ids)).rowcount
+
+    report.attempts = delete("DELETE FROM attempts WHERE lead_id IN ({})", lead_ids)
+    report.attempts += delete("DELETE FROM attempts WHERE id IN ({})", attempt_ids)
+    report.deliveries = delete("DELETE FROM deliveries WHERE lead_id IN ({})", lead_ids)
+    if lead_ids:
+        marks = ",".join("?" * len(lead_ids))
+        gone = [
+            r[0]
+            for r in conn.execute(
+                f"DELETE FROM leads WHERE id IN ({marks}) RETURNING id",  # noqa: S608
+                list(lead_ids),
+            )
+        ]
+        report.leads = len(gone)
+        report.lead_ids = sorted(gone)
+        conn.executemany(
+            "INSERT INTO erased_leads (id, erased_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            [(lid, now) for lid in gone],
         )
+    report.quarantine = delete("DELETE FROM quarantine WHERE id IN ({})", quarantine_ids)
+    if scrub_ids:
+        marks = ",".join("?" * len(scrub_ids))
+        report.errors_scrubbed = conn.execute(
+            f"UPDATE deliveries SET last_error = ? WHERE id IN ({marks})",  # noqa: S608
+            [ERASED_ERROR, *scrub_ids],
+        ).rowcount
     return report
 
 
@@ -466,6 +485,21 @@ def execute(conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[A
     return [conn.execute(sql, params).rowcount for sql, params in statements]
 
 
+def drop_quarantine(
+    conn: sqlite3.Connection, before: float | None, upto_id: int | None, limit: int
+) -> int:
+    """At most ``limit`` of the oldest quarantine rows received before ``before``
+    or with an id up to ``upto_id`` (see :meth:`Store.drop_quarantine`)."""
+    conds, params = quarantine_drop_condition(before, upto_id, "?")
+    if not conds:
+        return 0
+    return conn.execute(
+        "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine "  # noqa: S608
+        f"WHERE {conds} ORDER BY id LIMIT ?)",
+        [*params, limit],
+    ).rowcount
+
+
 def noop(conn: sqlite3.Connection) -> None:
     """Commits nothing; returns once every write queued before it has committed."""
 
@@ -486,7 +520,8 @@ OPS: dict[str, Callable[..., Any]] = {
     "replay": replay,
     "add_deliveries": add_deliveries,
     "purge_payloads": purge_payloads,
-    "erase": erase,
+    "erase_part": erase_part,
+    "drop_quarantine": drop_quarantine,
     "noop": noop,
     "fail": fail,
     "set_search_key": set_search_key,
