@@ -64,7 +64,8 @@ class Call:
 
     @property
     def actor(self) -> str:
-        return self.principal.token_name
+        """Who, in the audit log: the token's config key path, never its value."""
+        return f"console:{self.principal.token_name}"
 
 
 Page = Callable[["Console", Call], Awaitable[Response]]

@@ -241,3 +241,59 @@ async def test_logout_ends_the_session(console: AppHarness) -> None:
     response = await console.client.post(f"{UI}/logout", data={"csrf": csrf})
     assert response.status_code == 303
     assert (await console.client.get(f"{UI}/")).status_code == 303
+
+
+async def test_search_by_email_phone_and_status(console: AppHarness) -> None:
+    await seed(console)
+    csrf = await login(console.client)
+
+    async def found(**fields: str) -> list[str]:
+        response = await console.client.post(f"{UI}/leads", data={"csrf": csrf, **fields})
+        assert response.status_code == 200, response.text
+        return re.findall(r'<tr data-lead="([^"]+)"', response.text)
+
+    assert await found(email="LED_DEAD@Example.com ") == ["led_dead"]
+    assert await found(email="nobody@example.com") == []
+    assert sorted(await found()) == ["led_dead", "led_ok"]
+    assert await found(status="dead") == ["led_dead"]
+    assert await found(status="dead", destination="archive") == []
+    assert await found(lead_id="led_ok") == ["led_ok"]
+    assert await found(received_to="2000-01-01T00:00") == []
+    bad = await console.client.post(f"{UI}/leads", data={"csrf": csrf, "received_from": "soon"})
+    assert bad.status_code == 400 and "received from" in bad.text
+
+
+async def test_search_pages_with_a_cursor(
+    console: AppHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.console.pages import leads
+
+    await seed(console)
+    csrf = await login(console.client)
+    monkeypatch.setattr(leads, "PAGE_SIZE", 1)
+    first = await console.client.post(f"{UI}/leads", data={"csrf": csrf})
+    cursor = re.search(r'name="cursor" value="([^"]+)"', first.text)
+    assert cursor and "2 leads" in first.text
+    second = await console.client.post(
+        f"{UI}/leads", data={"csrf": csrf, "cursor": cursor.group(1)}
+    )
+    ids = re.findall(r'<tr data-lead="([^"]+)"', first.text + second.text)
+    assert sorted(ids) == ["led_dead", "led_ok"]
+    assert 'name="cursor"' not in second.text
+
+
+async def test_actions_are_audited_with_the_token_name(console: AppHarness) -> None:
+    from bridge.operations.audit import list_audit
+
+    await seed(console)
+    csrf = await login(console.client)
+    await console.client.post(
+        f"{UI}/leads/led_dead/replay", data={"csrf": csrf, "destination": "crm"}
+    )
+    (entry,) = await list_audit(console.store)
+    assert (entry.actor, entry.action, entry.target) == (
+        "console:admin.tokens[0]",
+        "replay",
+        "led_dead",
+    )
+    assert entry.detail["requeued"] == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from urllib.parse import urlencode
 
@@ -12,10 +11,8 @@ from starlette.routing import Route
 from bridge.admin import BadRequest, parse_since
 from bridge.console.forms import Form
 from bridge.console.web import PREFIX, Call, Console, Refused
-from bridge.logs import event
+from bridge.operations import audit
 from bridge.store.base import DeliveryRecord
-
-log = logging.getLogger("lead_bridge.console")
 
 LIMIT = 1000
 
@@ -93,7 +90,13 @@ async def replay(console: Console, call: Call) -> Response:
         requeued += result.requeued
     if state.engine is not None:
         state.engine.wake()
-    event(log, "console_bulk_replay", token=call.actor, requeued=requeued, chosen=len(chosen))
+    await audit.record(
+        state.store,
+        call.actor,
+        "bulk_replay",
+        target=filters["destination"] or "all destinations",
+        detail={"selected": len(chosen), "requeued": requeued},
+    )
     query = {k: v for k, v in filters.items() if v}
     query["replayed"] = f"{requeued} dead letters requeued"
     return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(query)}", status_code=303)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from starlette.responses import Response
@@ -10,10 +9,7 @@ from starlette.routing import Route
 
 from bridge.console.web import Call, Console, Refused
 from bridge.destinations import Destination
-from bridge.logs import event
 from bridge.operations.credentials import check_destination
-
-log = logging.getLogger("lead_bridge.console")
 
 
 def _destination(console: Console, call: Call) -> Destination:
@@ -39,7 +35,6 @@ async def destinations(
 async def check(console: Console, call: Call) -> Response:
     dest = _destination(console, call)
     answer = await check_destination(dest)
-    event(log, "console_check", token=call.actor, destination=dest.name, ok=answer.ok)
     result = {
         "destination": dest.name,
         "action": "Credentials check",

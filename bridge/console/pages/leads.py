@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -14,58 +15,61 @@ from starlette.routing import Route
 
 from bridge.console.web import PREFIX, Call, Console, Refused
 from bridge.logs import event
-from bridge.store.base import STATUSES
+from bridge.operations import audit
+from bridge.operations.search import SEARCH_STATUSES, BadQuery, LeadQuery, search_leads
 
 log = logging.getLogger("lead_bridge.console")
 
 PAGE_SIZE = 50
 
 
+def _time(text: str, name: str) -> float | None:
+    """A ``datetime-local`` value (read as UTC) or an ISO time with offset."""
+    if not text.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Refused(400, f"{name}: expected a date and time, got {text!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 async def search(console: Console, call: Call) -> Response:
-    form = call.form
+    source: Any = call.form if call.form is not None else call.request.query_params
     criteria = {
-        "lead_id": form.get("lead_id").strip() if form else "",
-        "status": (form.get("status") if form else call.request.query_params.get("status", "")),
-        "destination": form.get("destination")
-        if form
-        else call.request.query_params.get("destination", ""),
-    }
-    results: list[dict[str, Any]] | None = None
-    store = console.state.store
-    if criteria["status"] and criteria["status"] not in STATUSES:
-        raise Refused(400, f"status: expected one of {', '.join(STATUSES)}")
-    if criteria["lead_id"]:
-        record = await store.get_lead(criteria["lead_id"])
-        results = []
-        if record is not None:
-            deliveries = await store.get_deliveries(record.id)
-            results.append(
-                {
-                    "id": record.id,
-                    "received_at": record.received_at,
-                    "deliveries": {d.destination: d.status for d in deliveries},
-                }
-            )
-    elif criteria["status"] or criteria["destination"]:
-        rows = await store.list_deliveries(
-            status=criteria["status"] or None,
-            destination=criteria["destination"] or None,
-            limit=PAGE_SIZE,
+        key: source.get(key, "").strip()
+        for key in (
+            "lead_id",
+            "email",
+            "phone",
+            "received_from",
+            "received_to",
+            "status",
+            "destination",
         )
-        grouped: dict[str, dict[str, str]] = defaultdict(dict)
-        for d in rows:
-            grouped[d.lead_id][d.destination] = d.status
-        results = [
-            {"id": lid, "received_at": None, "deliveries": statuses}
-            for lid, statuses in grouped.items()
-        ]
+    }
+    query = LeadQuery(
+        lead_id=criteria["lead_id"] or None,
+        email=criteria["email"] or None,
+        phone=criteria["phone"] or None,
+        received_from=_time(criteria["received_from"], "received from"),
+        received_to=_time(criteria["received_to"], "received to"),
+        status=criteria["status"] or None,
+        destination=criteria["destination"] or None,
+    )
+    try:
+        page = await search_leads(
+            console.state.store, query, limit=PAGE_SIZE, cursor=source.get("cursor") or None
+        )
+    except BadQuery as exc:
+        raise Refused(400, str(exc)) from None
     return console.render(
         call.request,
         "leads.html",
         call.principal,
         criteria=criteria,
-        results=results,
-        statuses=STATUSES,
+        page=page,
+        statuses=SEARCH_STATUSES,
         destinations=[d.name for d in console.state.runtime.destinations],
     )
 
@@ -116,14 +120,17 @@ async def replay(console: Console, call: Call) -> Response:
     )
     if state.engine is not None:
         state.engine.wake()
-    event(
-        log,
-        "console_replay",
-        token=call.actor,
-        lead_id=lead_id,
-        destination=destination,
-        force=force,
-        requeued=result.requeued,
+    await audit.record(
+        state.store,
+        call.actor,
+        "replay",
+        target=lead_id,
+        detail={
+            "destination": destination,
+            "force": force,
+            "requeued": result.requeued,
+            "refused_delivered": result.refused_delivered,
+        },
     )
     message = f"{result.requeued} requeued"
     if result.refused_delivered:
