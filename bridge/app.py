@@ -71,6 +71,7 @@ def create_app(
         header_secrets=[s.get_secret_value() for s in config.auth.header_secrets],
         path_secrets=[s.get_secret_value() for s in config.auth.path_secrets],
         max_body_bytes=config.server.max_body_bytes,
+        max_inflight_bytes=config.storage.max_inflight_bytes,
         path=config.server.path,
         access_log=config.server.access_log,
     )

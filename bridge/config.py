@@ -146,6 +146,9 @@ class StorageConfig(Model):
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     # PostgreSQL only.
     pool_size: int = Field(10, ge=1, le=200)
+    # Webhook bodies received and not yet committed, in bytes at most; beyond it
+    # intake answers 503 with Retry-After at once (a stalled store holds bounded memory).
+    max_inflight_bytes: int = Field(32 << 20, ge=1 << 16)
     # Key of the email/phone search index (bridge/store/search.py); unset: a
     # random key generated once and kept in the database.
     search_key: SecretStr | None = None

@@ -4,6 +4,12 @@
 The answer is 200 only after the batch is committed to the store; anything
 that fails before the commit answers 503 so the provider retries. Invalid
 batch elements are quarantined one by one and the valid ones accepted.
+
+Back-pressure: the bodies handed to the store and not yet committed are
+bounded in bytes (``storage.max_inflight_bytes``); beyond the bound a request
+is answered 503 with ``Retry-After`` at once, so a stalled store (a locked
+database, a slow disk) holds a bounded amount of memory, not every request
+the provider sends meanwhile.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from bridge.store.base import Store
 log = logging.getLogger("lead_bridge.intake")
 
 LOGGED_IDS = 20
+# Seconds a provider is asked to wait after a 503.
+RETRY_AFTER = b"5"
+DEFAULT_MAX_INFLIGHT_BYTES = 32 << 20
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
@@ -101,6 +110,7 @@ class Intake:
         header_secrets: Sequence[str],
         path_secrets: Sequence[str],
         max_body_bytes: int,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
         path: str = "/lead/webhook",
         access_log: bool = True,
         clock: Any = time.time,
@@ -114,6 +124,8 @@ class Intake:
         self.header_secrets = [s.encode() for s in header_secrets]
         self.path_secrets = [s.encode() for s in path_secrets]
         self.max_body_bytes = max_body_bytes
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0  # bodies given to the store, not yet answered by it
         self.clock = clock
         # Called with the commit's wait after a commit that created deliveries
         # (wakes and paces the in-process engine).
@@ -218,7 +230,14 @@ class Intake:
                 "payload_too_large",
                 f"the body exceeds the limit of {self.max_body_bytes} bytes",
             )
+        size = len(body)
+        if self.inflight_bytes and self.inflight_bytes + size > self.max_inflight_bytes:
+            # (A body alone is always taken, however large: max_body_bytes bounds it.)
+            self.metrics.request("overloaded")
+            event(log, "webhook", logging.WARNING, outcome="overloaded", status=503, bytes=size)
+            return _error(503, "overloaded", "too many leads are waiting to be stored; retry later")
         committing = time.perf_counter()
+        self.inflight_bytes += size
         try:
             result = await self.store.ingest_body(body, self.destinations, self.clock())
         except StoreError as exc:
@@ -234,6 +253,8 @@ class Intake:
                 error=type(exc).__name__,
             )
             return _error(503, "unavailable", "the leads could not be stored; retry later")
+        finally:
+            self.inflight_bytes -= size
         if result.problem is not None:  # refused whole; the raw body is quarantined
             code, message = result.problem
             self.metrics.request("bad_request")
@@ -280,5 +301,7 @@ async def _answer(send: Send, status: int, answer: dict[str, Any], *, allow: boo
     ]
     if allow:
         headers.append((b"allow", b"POST"))
+    elif status == 503:
+        headers.append((b"retry-after", RETRY_AFTER))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,8 @@ committed ran into the same GIL hand-overs at every SQLite call, and on two
 cores shared with the event loop and the load generator one thread less was
 worth more than the overlap (paired runs: +8 % for 10-lead posts). While the
 writer commits, new requests wait in the socket's buffer (4 MiB; beyond that
-in the parent's outbox, see ``WriterProcess._flush``).
+in the parent's outbox, see ``WriterProcess._flush``; intake bounds the
+bytes in flight, see :mod:`bridge.intake`).
 
 Group commit. The writer takes everything that arrived since its last commit
 and commits it in a few transactions (``synchronous=FULL`` costs an fsync per
@@ -75,8 +76,10 @@ log = logging.getLogger("lead_bridge.store")
 ENGINE_CHUNK = 32
 # Webhook requests committed (and answered) together at most; see GroupCommit.
 INTAKE_CHUNK = 24
-# Frames taken from the socket at a time at most.
+# Frames, and bytes, taken from the socket at a time at most (about: reading
+# stops once either is reached); the rest waits in the socket.
 MAX_FRAMES = 2000
+MAX_READ_BYTES = 8 << 20
 START_TIMEOUT = 30.0
 # A writer that closed its socket is given this long to exit before it is killed.
 REAP_TIMEOUT = 5.0
@@ -127,17 +130,19 @@ class FrameReader:
         return frames
 
     def read_available(self, wait: bool) -> list[Any] | None:
-        """The complete frames that have arrived (up to about MAX_FRAMES), waiting
-        for one first if ``wait``; None once the stream has ended and no frame
-        is left."""
+        """The complete frames that have arrived (up to about MAX_FRAMES or
+        MAX_READ_BYTES), waiting for one first if ``wait``; None once the
+        stream has ended and no frame is left."""
         frames: list[Any] = []
-        while len(frames) < MAX_FRAMES:
+        read = 0
+        while len(frames) < MAX_FRAMES and read < MAX_READ_BYTES:
             try:
                 chunk = self.sock.recv(1 << 20, 0 if wait and not frames else socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return frames
             if not chunk:
                 return frames or None
+            read += len(chunk)
             self.buffer += chunk
             frames += take_frames(self.buffer)
         return frames
