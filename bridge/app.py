@@ -136,6 +136,10 @@ def create_app(
             state.engine = Engine(the_store, runtime.active, state.metrics, config.worker)
             await state.engine.start()
             intake.on_commit = state.engine.intake_committed
+        if run_workers and config.alerts.url is not None:
+            from bridge.notify import Notifier
+
+            state.tasks.append(asyncio.create_task(Notifier(the_store, config.alerts).run()))
         if config.retention.enabled:
             from bridge.retention import retention_task
 

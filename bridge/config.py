@@ -274,6 +274,33 @@ class MetricsConfig(Model):
     host: str = "127.0.0.1"
 
 
+class AlertsConfig(Model):
+    # The built-in notifier (bridge/notify.py): one summary, never lead data, to a
+    # Slack incoming webhook or any HTTP endpoint when a destination gets dead
+    # letters or stops making progress. No url: off.
+    url: SecretStr | None = None
+    format: Literal["slack", "webhook"] = "slack"
+    check_interval: Duration = 60.0
+    dead_letters: int = Field(1, ge=1)  # this many new dead letters trigger a notice
+    stalled_after: Duration = 900.0  # pending, and no delivery for this long
+    min_interval: Duration = 900.0  # at most one notice per destination per this
+    timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("expected an http:// or https:// URL (a Slack incoming webhook, say)")
+        return value
+
+    @field_validator("check_interval", "stalled_after", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("expected a duration above 0, such as '60s' or '15m'")
+        return value
+
+
 class AdminConfig(Model):
     tokens: list[SecretStr] = []
     # A read-only token for the console (/admin/ui/): it can look, not act.
@@ -322,6 +349,7 @@ class Config(Model):
     metrics: MetricsConfig = MetricsConfig()
     admin: AdminConfig = AdminConfig()
     plugins: PluginsConfig = PluginsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("destinations")
     @classmethod

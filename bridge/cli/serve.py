@@ -178,10 +178,17 @@ async def _run_worker(runtime: object) -> int:
         )
     engine = Engine(store, runtime.active, metrics, runtime.config.worker)
     await engine.start()
+    notifier = None
+    if runtime.config.alerts.url is not None:
+        from bridge.notify import Notifier
+
+        notifier = asyncio.create_task(Notifier(store, runtime.config.alerts).run())
     event(log, "worker_started", destinations=len(runtime.active))
     try:
         await stop.wait()
     finally:
+        if notifier is not None:
+            notifier.cancel()
         await engine.stop(runtime.config.worker.shutdown_timeout)
         if metrics_server is not None:
             await metrics_server.close()

@@ -1,0 +1,243 @@
+"""The built-in notifier: tell someone when a destination stops delivering.
+
+Every ``alerts.check_interval`` it reads the queue (``Store.status``) and, per
+destination, decides whether something needs a human:
+
+* **dead letters**: at least ``alerts.dead_letters`` new ones since the last
+  notice, summarised by reason class (``HTTP 422``, ``credentials refused``,
+  ``retries exhausted`` ...);
+* **stalled**: deliveries are pending and none has finished (delivered, dead or
+  skipped) for ``alerts.stalled_after``, whatever the cause: the destination
+  failing, a long rate-limit pause, a delivery loop that is not running.
+
+Everything that needs a human in one check goes out as ONE message, to a Slack
+incoming webhook (``{"text": ...}``) or any HTTP endpoint (the same text plus the
+figures as JSON). Each destination is mentioned at most once per
+``alerts.min_interval``; what happens meanwhile is counted into its next notice.
+A message carries destination names, counts, ages and reason classes only, never
+a lead id, a payload or an error text (those can quote personal data). A failed
+post is logged and tried again at the next check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bridge.config import AlertsConfig
+from bridge.errors import StoreError
+from bridge.logs import event, register_secret
+from bridge.store.base import DeliveryRecord, Store
+
+log = logging.getLogger("lead_bridge.notify")
+
+# Dead deliveries read per destination and notice to count reason classes.
+REASON_SAMPLE = 500
+_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+
+Post = Callable[[bytes], Awaitable[None]]
+
+
+class NotifyError(Exception):
+    """The notice could not be posted (network error or a non-2xx answer)."""
+
+
+def reason_class(record: DeliveryRecord) -> str:
+    """A dead letter's reason as a class that cannot carry personal data."""
+    error = record.last_error or ""
+    if error.startswith("check the credentials"):
+        return "credentials refused"
+    if error.startswith("mapping error"):
+        return "mapping error"
+    if error.startswith("gave up after"):
+        return "retries exhausted (retry.max_age)"
+    if "no longer stored" in error:
+        return "payload purged or erased"
+    if error.startswith("connector cannot start"):
+        return "connector cannot start"
+    code = record.last_status_code
+    if code is None and (match := _STATUS.search(error)):
+        code = int(match.group(1))
+    return f"HTTP {code}" if code is not None else "other permanent error"
+
+
+@dataclass
+class Trouble:
+    """What one destination's notice says."""
+
+    destination: str
+    new_dead_letters: int
+    reasons: dict[str, int]
+    pending: int
+    oldest_pending_seconds: float | None
+    stalled_seconds: float | None  # no delivery finished for this long, with some pending
+
+    def line(self) -> str:
+        parts = []
+        if self.new_dead_letters:
+            reasons = ", ".join(f"{name}: {n}" for name, n in self.reasons.items())
+            parts.append(f"{self.new_dead_letters} new dead letter(s) ({reasons})")
+        if self.stalled_seconds is not None:
+            parts.append(f"no delivery finished for {_human(self.stalled_seconds)}")
+        if self.pending:
+            oldest = self.oldest_pending_seconds
+            age = f", oldest {_human(oldest)}" if oldest is not None else ""
+            parts.append(f"{self.pending} pending{age}")
+        return f"{self.destination}: " + "; ".join(parts)
+
+
+@dataclass
+class _Watch:
+    dead_seen: int  # dead count at the last notice (or when watching began)
+    since: float  # when that was: dead letters after it are the new ones
+    finished: int  # delivered + dead + skipped at the last check
+    progress_at: float  # when ``finished`` last moved, or nothing was pending
+    noticed_at: float = -math.inf
+
+
+@dataclass
+class Notifier:
+    store: Store
+    config: AlertsConfig
+    clock: Callable[[], float] = time.time
+    post: Post | None = None
+    host: str = field(default_factory=socket.gethostname)
+    _watch: dict[str, _Watch] = field(default_factory=dict)
+    _primed_at: float | None = None  # when the first look was taken
+
+    def __post_init__(self) -> None:
+        if self.config.url is not None:
+            register_secret(self.config.url.get_secret_value())  # a Slack URL is a credential
+        if self.post is None:
+            self.post = self._http_post
+
+    async def run(self) -> None:
+        """Check every ``check_interval`` until cancelled."""
+        while True:
+            try:
+                await self.check()
+            except StoreError as exc:
+                event(log, "alerts_check_failed", logging.WARNING, error=type(exc).__name__)
+            await asyncio.sleep(self.config.check_interval)
+
+    async def check(self) -> list[Trouble]:
+        """One look at the queue; posts a notice when one is due. Returns what it sent."""
+        now = self.clock()
+        status = await self.store.status(now)
+        due: list[tuple[Trouble, int]] = []
+        for dest in status.destinations:
+            counts = dest.counts
+            dead = counts.get("dead", 0)
+            pending = counts.get("pending", 0)
+            finished = dead + counts.get("delivered", 0) + counts.get("skipped", 0)
+            watch = self._watch.get(dest.destination)
+            if watch is None:
+                if self._primed_at is None:
+                    # Dead letters that existed before we started watching are not news.
+                    self._watch[dest.destination] = _Watch(dead, now, finished, now)
+                    continue
+                # A destination with no rows at the first look: all of it is new.
+                watch = self._watch[dest.destination] = _Watch(0, self._primed_at, 0, now)
+            if finished != watch.finished or pending == 0:
+                watch.finished, watch.progress_at = finished, now
+            watch.dead_seen = min(watch.dead_seen, dead)  # a replay took some back
+            new_dead = dead - watch.dead_seen
+            idle = now - watch.progress_at
+            stalled = idle if pending and idle >= self.config.stalled_after else None
+            if new_dead < self.config.dead_letters and stalled is None:
+                continue
+            if now - watch.noticed_at < self.config.min_interval:
+                continue
+            reasons = await self._reasons(dest.destination, watch.since) if new_dead else {}
+            oldest = dest.oldest_pending_at
+            trouble = Trouble(
+                destination=dest.destination,
+                new_dead_letters=new_dead,
+                reasons=reasons,
+                pending=pending,
+                oldest_pending_seconds=round(now - oldest, 1) if oldest is not None else None,
+                stalled_seconds=round(stalled, 1) if stalled is not None else None,
+            )
+            due.append((trouble, dead))
+        if self._primed_at is None:
+            self._primed_at = now
+        if not due:
+            return []
+        troubles = [trouble for trouble, _ in due]
+        try:
+            assert self.post is not None
+            await self.post(self._message(troubles))
+        except NotifyError as exc:
+            event(log, "alert_failed", logging.WARNING, error=str(exc))
+            return []
+        for trouble, dead in due:
+            watch = self._watch[trouble.destination]
+            watch.noticed_at, watch.dead_seen, watch.since = now, dead, now
+            event(
+                log,
+                "alert_sent",
+                logging.WARNING,
+                destination=trouble.destination,
+                new_dead_letters=trouble.new_dead_letters,
+                stalled_seconds=trouble.stalled_seconds,
+                pending=trouble.pending,
+            )
+        return troubles
+
+    async def _reasons(self, destination: str, since: float) -> dict[str, int]:
+        records = await self.store.list_deliveries(
+            status="dead", destination=destination, since=since, limit=REASON_SAMPLE
+        )
+        counted = Counter(reason_class(r) for r in records)
+        return dict(sorted(counted.items(), key=lambda item: (-item[1], item[0])))
+
+    def _message(self, troubles: list[Trouble]) -> bytes:
+        text = f"Lead Bridge on {self.host} needs attention:\n" + "\n".join(
+            f"• {t.line()}" for t in troubles
+        )
+        body: dict[str, Any] = {"text": text}
+        if self.config.format == "webhook":
+            body = {
+                "source": "lead-bridge",
+                "host": self.host,
+                "text": text,
+                "destinations": [asdict(t) for t in troubles],
+            }
+        return orjson.dumps(body)
+
+    async def _http_post(self, body: bytes) -> None:
+        assert self.config.url is not None
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(
+                    self.config.url.get_secret_value(),
+                    data=body,
+                    headers={"content-type": "application/json"},
+                    allow_redirects=False,
+                ) as response,
+            ):
+                if not 200 <= response.status < 300:
+                    raise NotifyError(f"HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NotifyError(type(exc).__name__) from exc
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
