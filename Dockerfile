@@ -14,13 +14,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 # `python3`, not `python`: Debian's own images have only the former.
 RUN python3 -m venv /opt/lead-bridge
 WORKDIR /src
-# Dependencies first so source edits do not reinstall them (layer cache).
+# Which extras to install: all (Salesforce, HubSpot, PostgreSQL) by default;
+# e.g. --build-arg EXTRAS=postgres for a leaner image without the CRM SDKs.
+ARG EXTRAS=all
+# Dependencies first so source edits do not reinstall them (layer cache): the
+# base list plus each extra named by EXTRAS (`all` names the others).
 COPY pyproject.toml ./
-RUN /opt/lead-bridge/bin/python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+RUN EXTRAS="$EXTRAS" /opt/lead-bridge/bin/python3 -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; names = [n.strip() for n in os.environ['EXTRAS'].split(',') if n.strip()]; names = [m for n in names for m in (x[n][0].split('[', 1)[1].rstrip(']').split(',') if n == 'all' else [n])]; print('\n'.join(p['dependencies'] + [r for n in names for r in x[n]]))" > /tmp/requirements.txt \
     && /opt/lead-bridge/bin/pip install -r /tmp/requirements.txt
 # .dockerignore lets only pyproject.toml, README.md, LICENSE, bridge/ and connectors/ in.
 COPY . ./
-RUN /opt/lead-bridge/bin/pip install --no-deps . \
+RUN /opt/lead-bridge/bin/pip install ".[${EXTRAS}]" \
     && /opt/lead-bridge/bin/lead-bridge --version
 
 # ---------------------------------------------------------------- runtime: venv + non-root user

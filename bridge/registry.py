@@ -59,8 +59,39 @@ PIP_NAMES: dict[str, str] = {
 }
 
 
+# Import name -> the lead-bridge extra that installs it: a user installs
+# `lead-bridge[salesforce]`, not the SDK by hand, so the versions stay the tested ones.
+EXTRAS: dict[str, str] = {
+    "simple_salesforce": "salesforce",
+    "jwt": "salesforce",
+    "hubspot": "hubspot",
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+}
+
+
 def pip_name(module: str) -> str:
     return PIP_NAMES.get(module, module)
+
+
+def install_hint(module: str) -> str:
+    """``pip install 'lead-bridge[salesforce]'`` for an SDK of ours, else the package."""
+    extra = EXTRAS.get(module.split(".")[0])
+    if extra is not None:
+        return f"pip install 'lead-bridge[{extra}]'"
+    return f"pip install {pip_name(module.split('.')[0])}"
+
+
+def missing_dependency(type_name: str) -> str | None:
+    """The SDK module a built-in type needs when it is not installed, else None."""
+    module = BUILTIN_REQUIREMENTS.get(type_name)
+    if module is None:
+        return None
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a None in sys.modules: blocked
+        found = False
+    return None if found else module
 
 
 @dataclass(frozen=True)
@@ -85,9 +116,7 @@ def describe() -> list[ConnectorInfo]:
     packages = {ep.name: (ep.dist.name if ep.dist else "?") for ep in entry_points(group=GROUP)}
     for name, target in sorted(available().items()):
         dep = BUILTIN_REQUIREMENTS.get(name)
-        installed = True
-        if dep is not None:
-            installed = importlib.util.find_spec(dep) is not None
+        installed = missing_dependency(name) is None
         package = "lead-bridge" if name in BUILTINS else packages.get(name, "?")
         out.append(ConnectorInfo(name, target, package, dep, installed))
     return out
@@ -160,9 +189,7 @@ def _import(target: str, key_path: str) -> type[Connector]:
     except ModuleNotFoundError as exc:
         hint = ""
         if exc.name and exc.name != module_name:
-            hint = (
-                f"; install the missing dependency: pip install {pip_name(exc.name.split('.')[0])}"
-            )
+            hint = f"; install the missing dependency: {install_hint(exc.name)}"
         raise ConfigError(
             f"cannot import connector module {module_name!r}: {exc}{hint}", key_path
         ) from None

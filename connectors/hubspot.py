@@ -62,7 +62,7 @@ _PROPERTY_HINT = "lowercase letters, digits and underscores, starting with a let
 _RATE_LIMIT_FALLBACK = 10.0
 # Error texts quote HubSpot's message, which may echo a value; keep dead letters short.
 _MAX_MESSAGE = 500
-_INSTALL_HINT = "pip install hubspot-api-client"
+_INSTALL_HINT = "pip install 'lead-bridge[hubspot]'"
 _POOL_SIZE = 32
 
 

@@ -5,7 +5,11 @@ The image is built and run for real by scripts/container-test.sh (CI's last step
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -56,6 +60,36 @@ def test_runtime_stage_contract() -> None:
         "LEAD_BRIDGE_HEALTHCHECK_URL=https://127.0.0.1:8443/healthz" in line for line in runtime
     )
     assert "COPY --from=build /opt/lead-bridge /opt/lead-bridge" in runtime
+
+
+@pytest.mark.parametrize(
+    ("extras", "expected", "left_out"),
+    [
+        ("all", {"simple-salesforce", "hubspot-api-client", "psycopg", "pyjwt"}, set()),
+        ("postgres", {"psycopg"}, {"simple-salesforce", "hubspot-api-client"}),
+        ("salesforce,hubspot", {"simple-salesforce", "hubspot-api-client"}, {"psycopg"}),
+    ],
+)
+def test_dependency_layer_installs_the_base_and_the_chosen_extras(
+    extras: str, expected: set[str], left_out: set[str]
+) -> None:
+    # Run the Dockerfile's own requirements one-liner against pyproject.toml.
+    run = next(line for line in dockerfile() if "/tmp/requirements.txt" in line and "-c" in line)
+    code = re.search(r'python3 -c "(.*?)" > /tmp/requirements.txt', run)
+    assert code is not None
+    result = subprocess.run(
+        [sys.executable, "-c", code.group(1)],
+        cwd=ROOT,
+        env={**os.environ, "EXTRAS": extras},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in result.stdout.split()}
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in base} <= names
+    assert expected <= names and not (left_out & names)
+    assert "pytest" not in names
 
 
 def test_dockerignore_keeps_local_state_out() -> None:

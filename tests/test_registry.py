@@ -128,6 +128,26 @@ def test_install_hints_use_pip_names() -> None:
     assert registry.pip_name("simple_salesforce") == "simple-salesforce"
 
 
+def test_install_hints_name_the_extra_for_our_sdks() -> None:
+    assert registry.install_hint("simple_salesforce.api") == "pip install 'lead-bridge[salesforce]'"
+    assert registry.install_hint("hubspot") == "pip install 'lead-bridge[hubspot]'"
+    assert registry.install_hint("psycopg_pool") == "pip install 'lead-bridge[postgres]'"
+    assert registry.install_hint("lb_no_such_sdk") == "pip install lb_no_such_sdk"
+
+
+def test_connectors_command_names_the_extra_of_a_missing_sdk(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.cli import main
+
+    monkeypatch.setitem(sys.modules, "simple_salesforce", None)  # not installed
+    assert main(["connectors"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "no: pip install 'lead-bridge[salesforce]'" in rows["salesforce"]
+    assert registry.missing_dependency("salesforce") == "simple_salesforce"
+    assert registry.missing_dependency("slack") is None
+
+
 def test_describe_lists_builtins_with_their_dependency() -> None:
     infos = {info.name: info for info in registry.describe()}
     assert infos["slack"].dependency is None and infos["slack"].installed

@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
             info.name,
             info.package,
             info.dependency or "-",
-            "yes"
-            if info.installed
-            else f"no: pip install {registry.pip_name(info.dependency or '')}",
+            "yes" if info.installed else f"no: {registry.install_hint(info.dependency or '')}",
             info.target,
         )
         for info in infos

@@ -472,7 +472,7 @@ def test_importing_the_connector_does_not_import_hubspot() -> None:
 async def test_missing_sdk_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "hubspot", None)
     connector = HubSpotConnector("crm", HubSpotSettings.model_validate({"access_token": TOKEN}))
-    with pytest.raises(ConfigError, match=r"'crm'.*pip install hubspot-api-client"):
+    with pytest.raises(ConfigError, match=r"'crm'.*pip install 'lead-bridge\[hubspot\]'"):
         await connector.startup()
 
 
