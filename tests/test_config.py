@@ -111,7 +111,10 @@ def test_unknown_key_suggests_the_nearest_one() -> None:
 def test_unknown_key_without_a_near_one_lists_the_valid_ones() -> None:
     [(path, message)] = problems({"storage": {"zzz": 1}})
     assert path == "storage.zzz"
-    assert message == "unknown key; expected one of: url, synchronous, pool_size, max_inflight_bytes, search_key"
+    assert (
+        message
+        == "unknown key; expected one of: url, synchronous, pool_size, max_inflight_bytes, search_key"
+    )
 
 
 def test_unknown_key_inside_a_destination() -> None:
