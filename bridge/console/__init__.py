@@ -26,6 +26,7 @@ PAGES = {
     "dead_letters": "/admin/ui/dead-letters",
     "playground": "/admin/ui/playground",
     "destinations": "/admin/ui/destinations",
+    "erase": "/admin/ui/erase",
 }
 
 
@@ -35,7 +36,14 @@ def console_routes(state: AppState) -> list[BaseRoute]:
     tokens = [t.get_secret_value() for t in admin.tokens]
     if not tokens:
         return []
-    from bridge.console.pages import dead_letters, destinations, leads, overview, playground
+    from bridge.console.pages import (
+        dead_letters,
+        destinations,
+        erase,
+        leads,
+        overview,
+        playground,
+    )
     from bridge.console.web import Console
 
     console = Console(
@@ -48,6 +56,6 @@ def console_routes(state: AppState) -> list[BaseRoute]:
         Route("/logout", console.page(console.logout), methods=["POST"]),
         Route("/static/{digest}/{name}", console.assets.serve, methods=["GET", "HEAD"]),
     ]
-    for module in (overview, leads, dead_letters, playground, destinations):
+    for module in (overview, leads, dead_letters, playground, destinations, erase):
         routes += module.routes(console)
     return routes

@@ -13,7 +13,15 @@ import pytest
 from tests.conftest import AppHarness
 from tests.console.conftest import ADMIN, UI, VIEWER, login, seed, status_of
 
-PAGES = ["/", "/leads", "/leads/led_dead", "/dead-letters", "/playground", "/destinations"]
+PAGES = [
+    "/",
+    "/leads",
+    "/leads/led_dead",
+    "/dead-letters",
+    "/playground",
+    "/destinations",
+    "/erase",
+]
 
 
 async def test_console_is_off_without_an_admin_token(make_app: Callable[..., Any]) -> None:
@@ -297,3 +305,40 @@ async def test_actions_are_audited_with_the_token_name(console: AppHarness) -> N
         "led_dead",
     )
     assert entry.detail["requeued"] == 1
+
+
+async def test_erase_previews_counts_then_erases(console: AppHarness) -> None:
+    from bridge.operations.audit import list_audit
+
+    await seed(console)
+    csrf = await login(console.client)
+    preview = await console.client.post(
+        f"{UI}/erase/preview", data={"csrf": csrf, "email": "led_dead@example.com"}
+    )
+    assert preview.status_code == 200
+    assert re.search(r"<th scope=\"row\">leads</th><td>1</td>", preview.text)
+    assert await console.store.get_lead("led_dead") is not None  # a preview changes nothing
+
+    done = await console.client.post(
+        f"{UI}/erase/confirm", data={"csrf": csrf, "email": "led_dead@example.com"}
+    )
+    assert done.status_code == 200 and 'id="erase-done"' in done.text
+    assert "led_dead@example.com" not in done.text  # counts, not values
+    assert await console.store.get_lead("led_dead") is None
+    entry = (await list_audit(console.store, action="erase"))[0]
+    assert (entry.actor, entry.target, entry.detail["leads"]) == (
+        "console:admin.tokens[0]",
+        "by email",
+        1,
+    )
+    assert "example.com" not in json.dumps(entry.detail)
+
+
+async def test_viewer_cannot_erase(console: AppHarness) -> None:
+    await seed(console)
+    csrf = await login(console.client, VIEWER)
+    response = await console.client.post(
+        f"{UI}/erase/confirm", data={"csrf": csrf, "lead_id": "led_dead"}
+    )
+    assert response.status_code == 403
+    assert await console.store.get_lead("led_dead") is not None
