@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,7 +107,9 @@ async def test_erase_by_email_removes_everything_and_the_bytes(
 ) -> None:
     assert canary_hits(db), "the fixture should have written the canary to disk"
 
-    code = await cli("erase", "--email", CANARY_EMAIL.lower(), "--config", str(config), "--json")
+    code = await cli(
+        "erase", "--email", CANARY_EMAIL.lower(), "--config", str(config), "--json", "--yes"
+    )
 
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -115,7 +118,9 @@ async def test_erase_by_email_removes_everything_and_the_bytes(
         "deliveries": 2,
         "attempts": 3,
         "quarantine": 1,
+        "errors_scrubbed": 1,
         "lead_ids": ["led_canary", "led_canary_2"],
+        "dry_run": False,
     }
     assert await server.get_lead("led_canary") is None
     assert await server.get_lead("led_canary_2") is None
@@ -135,7 +140,7 @@ async def test_erase_by_email_removes_everything_and_the_bytes(
 async def test_erase_by_lead_id(
     server: SQLiteStore, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = await cli("erase", "--lead", "led_other", "--config", str(config))
+    code = await cli("erase", "--lead", "led_other", "--config", str(config), "--yes")
 
     assert code == 0
     out = capsys.readouterr().out
@@ -160,14 +165,111 @@ def test_erase_needs_an_email_or_a_lead(config: Path, capsys: pytest.CaptureFixt
     assert main(["erase", "--config", str(config)]) == 2
     assert "give --email ADDRESS or --lead ID" in capsys.readouterr().err
     assert main(["erase", "--email", "not-an-address", "--config", str(config)]) == 2
-    assert "is not an e-mail address" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--email expects an e-mail address" in err and "not-an-address" not in err
 
 
 async def test_erase_logs_no_address(
     server: SQLiteStore, config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
-    await cli("erase", "--email", CANARY_EMAIL, "--config", str(config))
+    await cli("erase", "--email", CANARY_EMAIL, "--config", str(config), "--yes")
 
     assert "event=erase by=email leads=2" in caplog.text
     assert CANARY_EMAIL.lower() not in caplog.text.lower()
+
+
+class Terminal(io.StringIO):
+    """stdin or stderr as a terminal (isatty), with what the user types."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_dry_run_counts_and_changes_nothing(
+    server: SQLiteStore, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli("erase", "--email", CANARY_EMAIL, "--config", str(config), "--dry-run")
+
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("would erase 2 lead(s), 2 delivery record(s), 3 attempt record(s)")
+    assert "lead ids: led_canary, led_canary_2" in out
+    assert await server.get_lead("led_canary") is not None
+    assert len(await server.list_quarantine()) == 1
+
+    code = await cli(
+        "erase", "--email", CANARY_EMAIL, "--config", str(config), "--dry-run", "--json"
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["dry_run"] is True and report["leads"] == 2
+    assert await server.get_lead("led_canary") is not None
+
+
+async def test_without_a_terminal_erase_needs_yes(
+    server: SQLiteStore, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await cli("erase", "--email", CANARY_EMAIL, "--config", str(config))
+
+    assert code == 1
+    assert "run again with --yes (or --dry-run)" in capsys.readouterr().err
+    assert await server.get_lead("led_canary") is not None
+
+
+@pytest.mark.parametrize(("answer", "erased"), [("y\n", True), ("\n", False), ("no\n", False)])
+async def test_erase_asks_on_a_terminal(
+    server: SQLiteStore,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    erased: bool,
+) -> None:
+    monkeypatch.setattr("sys.stdin", Terminal(answer))
+
+    code = await cli("erase", "--email", CANARY_EMAIL, "--config", str(config))
+
+    captured = capsys.readouterr()
+    assert captured.out.startswith("would erase 2 lead(s)")  # the preview, before asking
+    assert "erase this? it cannot be undone [y/N]" in captured.out
+    assert code == (0 if erased else 1)
+    assert (await server.get_lead("led_canary") is None) is erased
+    if not erased:
+        assert "not confirmed; nothing was erased" in captured.err
+
+
+async def test_many_ids_are_wrapped_and_cut_short(
+    tmp_path: Path, config: Path, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    ids = [f"led_{i:04}" for i in range(2000)]
+    await store.ingest(
+        [LeadIn(i, payload(i, "many@x.io", "+1", "M")) for i in ids], ["crm"], [], T0
+    )
+    await store.close()
+
+    code = await cli("erase", "--email", "many@x.io", "--config", str(config), "--yes")
+
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("erased 2000 lead(s), 2000 delivery record(s)")
+    assert max(len(line) for line in lines) <= 100
+    assert "... and 1980 more (--json lists them all)" in lines[-2]
+    assert sum(line.count("led_") for line in lines) == 20
+
+
+async def test_progress_bar_on_a_terminal(
+    server: SQLiteStore,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+
+    code = await cli("erase", "--email", CANARY_EMAIL, "--config", str(config), "--yes")
+
+    assert code == 0
+    assert "erasing" in terminal.getvalue() and "5/5" in terminal.getvalue()
+    assert await server.get_lead("led_canary") is None
