@@ -107,6 +107,13 @@ class ServerConfig(Model):
     forwarded_allow_ips: list[str] = ["127.0.0.1"]
     max_body_bytes: int = Field(1_048_576, ge=1024)
     access_log: bool = True
+    # Slow clients: one request (headers and body together) must arrive within
+    # read_timeout, or the connection is closed (408); an idle kept-alive
+    # connection is closed after keep_alive_timeout; connections beyond
+    # max_connections are answered 503 and closed at once.
+    read_timeout: Duration = Field(30.0, gt=0, le=3600)
+    keep_alive_timeout: Duration = Field(5.0, gt=0, le=3600)
+    max_connections: int = Field(500, ge=1, le=100_000)
 
     @field_validator("path")
     @classmethod

@@ -11,9 +11,15 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.cli.common import add_config_option
 from bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from bridge.config import Config
 
 log = logging.getLogger("lead_bridge.cli")
 
@@ -85,8 +91,6 @@ def prepare_tls(runtime_config: object) -> tuple[str | None, str | None]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from bridge.app import create_app
     from bridge.destinations import load_runtime
     from bridge.tls import harden
@@ -97,19 +101,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _tune_gil()
     certfile, keyfile = prepare_tls(config)
     app = create_app(runtime, start_workers=False if args.no_workers else None)
-    uv_config = uvicorn.Config(
+    uv_config = uvicorn_config(
+        config,
         app,
         host=args.host or config.server.host,
         port=args.port or config.server.port,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        proxy_headers=True,
-        forwarded_allow_ips=config.server.forwarded_allow_ips,
-        access_log=False,  # intake logs one line per request, without path secrets
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=int(config.worker.shutdown_timeout) + 5,
-        lifespan="on",
+        certfile=certfile,
+        keyfile=keyfile,
     )
     uv_config.load()
     if uv_config.ssl is not None:
@@ -118,6 +116,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _freeze_startup_objects()
     server.run()
     return 0 if server.started else 1
+
+
+def uvicorn_config(
+    config: Config,
+    app: object,
+    *,
+    host: str,
+    port: int,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> uvicorn.Config:
+    """The server's settings, including the slow-client limits of ``server.*``
+    (see :mod:`bridge.server_protocol`)."""
+    import uvicorn
+
+    from bridge.server_protocol import protocol
+
+    server = config.server
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        http=protocol(server.read_timeout, server.max_connections),
+        timeout_keep_alive=server.keep_alive_timeout,  # type: ignore[arg-type]
+        proxy_headers=True,
+        forwarded_allow_ips=server.forwarded_allow_ips,
+        access_log=False,  # intake logs one line per request, without path secrets
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(config.worker.shutdown_timeout) + 5,
+        lifespan="on",
+    )
 
 
 def _server_class() -> type:
