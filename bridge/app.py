@@ -140,6 +140,12 @@ def create_app(
             from bridge.notify import Notifier
 
             state.tasks.append(asyncio.create_task(Notifier(the_store, config.alerts).run()))
+        from bridge.operations.drift import drift_task
+
+        # Schema drift: the engine's unmapped-key tally into the store, and the gauge.
+        state.tasks.append(
+            asyncio.create_task(drift_task(the_store, runtime, state.metrics), name="drift")
+        )
         if config.retention.enabled:
             from bridge.retention import retention_task
 

@@ -26,6 +26,9 @@ from bridge.store.base import StoreStatus
 # Provider key names become label values; cap them so a misbehaving sender
 # cannot blow up the number of series.
 MAX_UNMAPPED_KEYS = 200
+# Schema drift entries kept between two flushes to the store, and key length.
+MAX_DRIFT_ENTRIES = 1000
+MAX_KEY_CHARS = 200
 
 
 class IntakeCounters(Collector):
@@ -131,6 +134,7 @@ class Metrics:
             registry=r,
         )
         self._unmapped_seen: set[str] = set()
+        self.drift: dict[tuple[str, str], list[float]] = {}
         self.unmapped_provider_keys = Gauge(
             "lead_bridge_unmapped_provider_keys",
             "Distinct provider data keys that no destination's mapping reads (schema drift)",
@@ -180,6 +184,17 @@ class Metrics:
         self.attempt_seconds.labels(destination).observe(seconds)
 
     def unmapped(self, destination: str, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        # Schema drift for the store (bridge/operations/drift.py flushes it):
+        # (destination, key) -> [count, first seen, last seen]. Bounded between flushes.
+        drift, now = self.drift, time.time()
+        for key in keys:
+            entry = drift.get((destination, key))
+            if entry is not None:
+                entry[0] += 1
+                entry[2] = now
+            elif len(drift) < MAX_DRIFT_ENTRIES and len(key) <= MAX_KEY_CHARS:
+                drift[(destination, key)] = [1, now, now]
         for key in keys:
             if key not in self._unmapped_seen:
                 if len(self._unmapped_seen) >= MAX_UNMAPPED_KEYS:

@@ -12,13 +12,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.cli.common import add_config_option, add_json_option, print_json
-from bridge.errors import MappingError
+from bridge.operations.mapping import evaluate
 
-if TYPE_CHECKING:
-    from bridge.destinations import Destination, Runtime
+__all__ = ["evaluate", "read_leads", "register"]
 
 
 class LeadFileError(Exception):
@@ -67,46 +66,6 @@ def read_leads(source: str) -> list[dict[str, Any]]:
                 '({"id": ..., "data": {...}}) or an array of them'
             )
     return leads
-
-
-def _evaluate(dest: Destination, lead: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": dest.name,
-        "type": dest.config.type,
-        "enabled": dest.config.enabled,
-        "matched": dest.when is None or dest.when.matches(lead),
-    }
-    if not out["matched"]:
-        return out
-    try:
-        mapped = dest.mapping.apply(lead)
-    except MappingError as exc:
-        out["error"] = {"field": exc.field, "message": str(exc)}
-        return out
-    out["record"] = mapped.record
-    out["unmapped_keys"] = mapped.unmapped_keys
-    return out
-
-
-def evaluate(runtime: Runtime, leads: list[dict[str, Any]]) -> dict[str, Any]:
-    reports: list[dict[str, Any]] = []
-    for index, lead in enumerate(leads):
-        results = [_evaluate(dest, lead) for dest in runtime.destinations]
-        lead_id = lead.get("id")
-        reports.append(
-            {
-                "index": index,
-                "id": lead_id if isinstance(lead_id, str) else None,
-                "unrouted": not any(r["matched"] and r["enabled"] for r in results),
-                "destinations": results,
-            }
-        )
-    ok = not any("error" in r for lead in reports for r in lead["destinations"])
-    return {
-        "ok": ok,
-        "warnings": [{"path": p, "message": m} for p, m in runtime.warnings],
-        "leads": reports,
-    }
 
 
 def _print_text(report: dict[str, Any]) -> None:

@@ -215,6 +215,9 @@ async def _run_worker(runtime: object) -> int:
         from bridge.notify import Notifier
 
         notifier = asyncio.create_task(Notifier(store, runtime.config.alerts).run())
+    from bridge.operations.drift import drift_task
+
+    drift = asyncio.create_task(drift_task(store, runtime, metrics), name="drift")
     event(log, "worker_started", destinations=len(runtime.active))
     try:
         await stop.wait()
@@ -222,6 +225,9 @@ async def _run_worker(runtime: object) -> int:
         if notifier is not None:
             notifier.cancel()
         await engine.stop(runtime.config.worker.shutdown_timeout)
+        drift.cancel()  # flushes what the engine counted last
+        with contextlib.suppress(asyncio.CancelledError):
+            await drift
         if metrics_server is not None:
             await metrics_server.close()
         await store.close()

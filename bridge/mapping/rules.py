@@ -152,6 +152,10 @@ class CompiledMapping:
     def passthrough(self) -> bool:
         return self._rules is None
 
+    def reads(self, key: str) -> bool:
+        """Does this mapping read the provider's ``data.<key>`` (schema drift)?"""
+        return self._reads_all or key in self._read_keys
+
     def apply(self, lead: Mapping[str, Any]) -> MappedRecord:
         if self._rules is None:
             return MappedRecord(copy.deepcopy(dict(lead)), [])

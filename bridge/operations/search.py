@@ -16,7 +16,7 @@ from bridge.store.base import Store
 # delivery that has failed at least once.
 SEARCH_STATUSES = ("pending", "retrying", "delivered", "dead", "skipped")
 MAX_LIMIT = 500
-# Synthetic leads of "send a test lead" (bridge/operations/test_send.py).
+# Synthetic leads of "send a test lead" (bridge/operations/testsend.py).
 TEST_PREFIX = "lb-test-"
 # Totals are counted up to here; beyond, the page says "more than".
 TOTAL_CAP = 10_000

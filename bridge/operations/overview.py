@@ -1,0 +1,196 @@
+"""Per-destination health for the overview page, ``lead-bridge overview`` and
+``GET /admin/overview``: counts by state, oldest pending age, last error (no
+personal data), deliveries per hour over the last 24 h, pause and worker
+state; unrouted leads; schema drift."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bridge.destinations import Runtime
+from bridge.logs import redact
+from bridge.operations.drift import DriftKey, drift_keys
+from bridge.operations.search import TEST_PREFIX
+from bridge.store.base import Store
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+    from bridge.metrics import Metrics
+
+HOURS = 24
+
+
+class EngineView(Protocol):
+    """What the overview reads of the delivery engine in this process."""
+
+    def paused_until(self, destination: str) -> float | None:
+        """Wall-clock time until which the destination sends nothing (a 429), or None."""
+
+    def worker_running(self, destination: str) -> bool | None:
+        """Whether its delivery loop runs here; None when this process runs no workers."""
+
+
+class LocalEngineView:
+    """The engine of this process (``state.engine``) and its metrics' pause table;
+    with no engine here (``worker.enabled: false``), states are unknown (None)."""
+
+    def __init__(self, engine: Engine | None, metrics: Metrics | None) -> None:
+        self.engine = engine
+        self.metrics = metrics
+
+    def paused_until(self, destination: str) -> float | None:
+        if self.metrics is not None:
+            until = self.metrics.pauses.until.get(destination)
+            return until or None
+        return None
+
+    def worker_running(self, destination: str) -> bool | None:
+        if self.engine is None:
+            return None
+        for worker in self.engine.workers:
+            if worker.name == destination:
+                return worker.task is not None and not worker.task.done()
+        return False
+
+
+@dataclass(frozen=True)
+class DestinationOverview:
+    name: str
+    type: str | None
+    configured: bool
+    enabled: bool
+    delivered: int
+    pending: int  # due or waiting, never attempted
+    retrying: int  # pending after at least one failed attempt
+    dead: int
+    skipped: int
+    in_flight: int
+    oldest_pending_age: float | None  # seconds
+    last_error: str | None  # masked: no email, no secret
+    last_error_at: float | None
+    per_hour: list[int]  # deliveries in each of the last 24 hours, oldest first
+    rate_per_second: float | None  # configured rate limit
+    paused_until: float | None  # rate-limited (429) until then
+    worker_running: bool | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    generated_at: float
+    leads: int  # real leads (test leads are never stored)
+    quarantined: int
+    unrouted: int  # leads whose every delivery was skipped by `when:`
+    undelivered: int  # leads with no delivery row (no destination then)
+    destinations: list[DestinationOverview]
+    drift: list[DriftKey] = field(default_factory=list)
+
+
+def _hour_bucket(store: Store) -> str:
+    if store.dialect == "postgresql":
+        return "floor((delivered_at - ?) / 3600)::int"
+    return "CAST((delivered_at - ?) / 3600 AS INTEGER)"
+
+
+async def _destination(
+    store: Store, runtime: Runtime, engine: EngineView, name: str, now: float
+) -> DestinationOverview:
+    counts = {
+        str(s): int(c)
+        for s, c in await store.fetch(
+            "SELECT status, count(*) FROM deliveries WHERE destination = ? GROUP BY status",
+            [name],
+        )
+    }
+    ((retrying, in_flight, oldest),) = await store.fetch(
+        "SELECT count(*) FILTER (WHERE attempts > 0), "
+        "count(*) FILTER (WHERE lease_token IS NOT NULL AND next_attempt_at > ?), "
+        "min(created_at) FROM deliveries WHERE status = 'pending' AND destination = ?",
+        [now, name],
+    )
+    # The latest error: the newest dead letter (partial index) or a pending retry.
+    errors = await store.fetch(
+        "SELECT last_error, updated_at FROM deliveries WHERE status = 'dead' "
+        "AND destination = ? ORDER BY updated_at DESC LIMIT 1",
+        [name],
+    ) + await store.fetch(
+        "SELECT last_error, updated_at FROM deliveries WHERE status = 'pending' "
+        "AND destination = ? AND attempts > 0 ORDER BY updated_at DESC LIMIT 1",
+        [name],
+    )
+    errors = [e for e in errors if e[0]]
+    last = max(errors, key=lambda e: e[1]) if errors else None
+    start = now - HOURS * 3600
+    per_hour = [0] * HOURS
+    for bucket, count in await store.fetch(
+        f"SELECT {_hour_bucket(store)} AS b, count(*) FROM deliveries "  # noqa: S608
+        "WHERE status = 'delivered' AND destination = ? AND delivered_at >= ? GROUP BY b",
+        [start, name, start],
+    ):
+        if 0 <= int(bucket) < HOURS:
+            per_hour[int(bucket)] += int(count)
+    dest = runtime.destination(name)
+    pending = counts.get("pending", 0)
+    paused = engine.paused_until(name)
+    return DestinationOverview(
+        name=name,
+        type=dest.config.type if dest else None,
+        configured=dest is not None,
+        enabled=bool(dest and dest.config.enabled),
+        delivered=counts.get("delivered", 0),
+        pending=pending - int(retrying),
+        retrying=int(retrying),
+        dead=counts.get("dead", 0),
+        skipped=counts.get("skipped", 0),
+        in_flight=int(in_flight),
+        oldest_pending_age=round(now - oldest, 3) if oldest is not None else None,
+        last_error=redact(str(last[0])) if last else None,
+        last_error_at=float(last[1]) if last else None,
+        per_hour=per_hour,
+        rate_per_second=dest.rate_per_second if dest else None,
+        paused_until=paused if paused is not None and paused > now else None,
+        worker_running=engine.worker_running(name) if dest and dest.config.enabled else None,
+    )
+
+
+async def overview(
+    store: Store, runtime: Runtime, engine: EngineView | None = None, *, now: float | None = None
+) -> Overview:
+    """Everything the overview page shows, for configured destinations and any
+    other destination that still has deliveries in the store."""
+    current = time.time() if now is None else now
+    view: EngineView = engine or LocalEngineView(None, None)
+    stored = [str(r[0]) for r in await store.fetch("SELECT DISTINCT destination FROM deliveries")]
+    names = sorted(set(stored) | {d.name for d in runtime.destinations})
+    dests = [await _destination(store, runtime, view, n, current) for n in names]
+    ((leads,),) = await store.fetch("SELECT count(*) FROM leads")
+    ((quarantined,),) = await store.fetch("SELECT count(*) FROM quarantine")
+    ((unrouted,),) = await store.fetch(
+        "SELECT count(*) FROM (SELECT lead_id FROM deliveries GROUP BY lead_id "
+        "HAVING count(*) FILTER (WHERE status <> 'skipped') = 0) AS u"
+    )
+    ((undelivered,),) = await store.fetch(
+        "SELECT count(*) FROM leads l WHERE NOT EXISTS "
+        "(SELECT 1 FROM deliveries d WHERE d.lead_id = l.id)"
+    )
+    return Overview(
+        current,
+        int(leads),
+        int(quarantined),
+        int(unrouted),
+        int(undelivered),
+        dests,
+        await drift_keys(store, runtime),
+    )
+
+
+async def unrouted_leads(store: Store, *, limit: int = 50) -> list[tuple[str, float]]:
+    """(lead id, received at) of the newest leads no destination's `when:` took."""
+    rows: list[Any] = await store.fetch(
+        "SELECT l.id, l.received_at FROM leads l WHERE l.id IN (SELECT lead_id FROM "
+        "deliveries GROUP BY lead_id HAVING count(*) FILTER (WHERE status <> 'skipped') = 0) "
+        "ORDER BY l.received_at DESC LIMIT ?",
+        [limit],
+    )
+    return [(str(i), float(t)) for i, t in rows if not str(i).startswith(TEST_PREFIX)]
