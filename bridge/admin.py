@@ -364,7 +364,12 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         Route("/replay", protected(replay), methods=["POST"]),
         Route("/metrics", protected(metrics), methods=["GET"]),
     ]
-    document = SchemaGenerator(OPENAPI_BASE).get_schema([Mount("/admin", routes=routes)])
+    from bridge.admin_privacy import SCHEMAS, erase_routes
+
+    routes += erase_routes(state, protected)
+    document = SchemaGenerator(with_schemas(OPENAPI_BASE, SCHEMAS)).get_schema(
+        [Mount("/admin", routes=routes)]
+    )
     body = json.dumps(document, indent=2).encode()
 
     async def openapi(request: Request) -> Response:
@@ -372,6 +377,12 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         return Response(body, media_type="application/json")
 
     return [*routes, Route("/openapi.json", openapi, methods=["GET"])]
+
+
+def with_schemas(base: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with more component schemas (from the modules that add routes)."""
+    components = base["components"]
+    return {**base, "components": {**components, "schemas": {**components["schemas"], **schemas}}}
 
 
 def metrics_routes(state: AppState) -> list[BaseRoute]:

@@ -266,6 +266,8 @@ async def test_openapi_describes_every_operation(admin: AppHarness) -> None:
         ("/admin/deliveries", "get"): "listDeliveries",
         ("/admin/replay", "post"): "replay",
         ("/admin/metrics", "get"): "getMetrics",
+        ("/admin/erase/preview", "post"): "erasePreview",
+        ("/admin/erase", "post"): "erase",
     }
     schemas = doc["components"]["schemas"]
     refs = {

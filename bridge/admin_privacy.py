@@ -1,0 +1,163 @@
+"""The admin API's erasure: ``POST /admin/erase/preview`` counts, ``POST
+/admin/erase`` with ``confirm: true`` removes (as ``lead-bridge erase``).
+
+Kept apart from :mod:`bridge.admin` (the routes are mounted there, behind the
+admin token). Neither answer nor log line holds the address: counts and lead ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bridge.admin import BadRequest
+from bridge.config import format_path
+from bridge.intake import json_response
+from bridge.logs import event
+from bridge.store.base import EraseReport
+
+if TYPE_CHECKING:
+    from bridge.app import AppState
+
+log = logging.getLogger("lead_bridge.admin")
+
+Handler = Callable[[Request], Awaitable[Response]]
+M = TypeVar("M", bound="EraseTarget")
+
+
+class EraseTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, min_length=3, max_length=320)
+    lead_id: str | None = Field(None, min_length=1, max_length=255)
+
+
+class EraseRequest(EraseTarget):
+    confirm: bool = Field(
+        False, description="must be true: an erasure cannot be undone (preview first)"
+    )
+
+
+def _parse(model: type[M], body: bytes) -> M:
+    try:
+        parsed = model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = format_path(tuple(first["loc"])) or "body"
+        message = str(first["msg"]).replace("Input should be", "expected")
+        raise BadRequest(f"{where}: {message}") from None
+    if (parsed.email is None) == (parsed.lead_id is None):
+        raise BadRequest("give exactly one of email or lead_id")
+    if parsed.email is not None and "@" not in parsed.email:
+        raise BadRequest("email: expected an e-mail address")
+    return parsed
+
+
+def _answer(report: EraseReport, *, dry_run: bool) -> Response:
+    return json_response(200, {**report.as_dict(), "dry_run": dry_run})
+
+
+def erase_routes(state: AppState, protected: Callable[[Handler], Handler]) -> list[BaseRoute]:
+    store = state.store
+
+    async def erase_preview(request: Request) -> Response:
+        """Count what an erasure would remove; nothing changes.
+        ---
+        summary: Preview an erasure
+        operationId: erasePreview
+        security: [{adminToken: []}]
+        requestBody:
+          required: true
+          content: {application/json: {schema: {$ref: "#/components/schemas/EraseTarget"}}}
+        responses:
+          "200":
+            description: What POST /admin/erase would remove now (dry_run is true)
+            content: {application/json: {schema: {$ref: "#/components/schemas/EraseReport"}}}
+          "400": {$ref: "#/components/responses/Error"}
+          "401": {$ref: "#/components/responses/Unauthorized"}
+        """
+        target = _parse(EraseTarget, await request.body())
+        report = await store.erase_preview(email=target.email, lead_id=target.lead_id)
+        return _answer(report, dry_run=True)
+
+    async def erase(request: Request) -> Response:
+        """Remove a person's data: leads (their ids kept as tombstones), deliveries,
+        attempts, quarantined bodies, errors quoting the address.
+        ---
+        summary: Erase a person's data
+        operationId: erase
+        security: [{adminToken: []}]
+        requestBody:
+          required: true
+          content: {application/json: {schema: {$ref: "#/components/schemas/EraseRequest"}}}
+        responses:
+          "200":
+            description: What was removed (dry_run is false)
+            content: {application/json: {schema: {$ref: "#/components/schemas/EraseReport"}}}
+          "400": {$ref: "#/components/responses/Error"}
+          "401": {$ref: "#/components/responses/Unauthorized"}
+        """
+        body = _parse(EraseRequest, await request.body())
+        if not body.confirm:
+            raise BadRequest(
+                "confirm: send true to erase; it cannot be undone "
+                "(POST /admin/erase/preview counts first)"
+            )
+        report = await store.erase(email=body.email, lead_id=body.lead_id)
+        from bridge.operations import audit
+
+        detail = {k: v for k, v in report.as_dict().items() if k != "lead_ids"}
+        target = body.lead_id if body.lead_id is not None else "by email"
+        await audit.record(store, "admin-api", "erase", target=target, detail=detail)
+        event(
+            log,
+            "admin_erase",
+            by="email" if body.email else "lead",
+            leads=report.leads,
+            quarantine=report.quarantine,
+            lead_ids=report.lead_ids[:20],
+        )
+        return _answer(report, dry_run=False)
+
+    return [
+        Route("/erase/preview", protected(erase_preview), methods=["POST"]),
+        Route("/erase", protected(erase), methods=["POST"]),
+    ]
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+
+SCHEMAS: dict[str, Any] = {
+    "EraseTarget": EraseTarget.model_json_schema(),
+    "EraseRequest": EraseRequest.model_json_schema(),
+    "EraseReport": {
+        "type": "object",
+        "required": [
+            "leads",
+            "deliveries",
+            "attempts",
+            "quarantine",
+            "errors_scrubbed",
+            "lead_ids",
+            "dry_run",
+        ],
+        "properties": {
+            "leads": _COUNT,
+            "deliveries": _COUNT,
+            "attempts": _COUNT,
+            "quarantine": _COUNT,
+            "errors_scrubbed": {
+                **_COUNT,
+                "description": "other leads' delivery errors that quoted the address",
+            },
+            "lead_ids": {"type": "array", "items": {"type": "string"}},
+            "dry_run": {"type": "boolean"},
+        },
+    },
+}
