@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -365,7 +366,7 @@ def verdict(
             elif st == "pending":
                 stuck.add(lead)
             elif st == "dead":
-                dead_reasons[(err or "no reason recorded")[:100]] += 1
+                dead_reasons[_reason(err)] += 1
                 if lead not in expected_dead:
                     unexpected_dead.add(lead)
             if st == "delivered":
@@ -400,6 +401,11 @@ def verdict(
         "sink_requests": sink.record.requests,
         "sink_answers": dict(sink.record.answers),
     }
+
+
+def _reason(error: str | None) -> str:
+    """A dead letter's error with its figures (attempts, ages) blanked, to group by."""
+    return re.sub(r"(?<!HTTP )\b\d+(?:\.\d+)?", "N", error or "no reason recorded")[:120]
 
 
 # ---------------------------------------------------------------------- the run
