@@ -16,6 +16,9 @@ What runs, all on 127.0.0.1:
   retrying every non-200 answer and connection error with growing delays (the
   provider's contract), and re-sending ``--resend`` of the arrays that were
   already acknowledged;
+* one lead holding a lone surrogate (``"\\ud800"``, issue 12 item 7), posted alone:
+  it must end delivered, dead with a reason, or quarantined at intake (``--no-surrogate``
+  leaves it out);
 * ``--kills`` SIGKILLs spread over the posting phase, then a restart; on SQLite
   every third one kills only the writer child (the service must start another).
 
@@ -76,6 +79,7 @@ class Options:
     # Retry-After values are clamped to this (retry.max_retry_after, issue 12 item 1).
     max_retry_after: float = 2.0
     burst_every: int = 400  # sink requests between two bursts of absurd 429s; 0: none
+    surrogate: bool = True  # also post one lead holding a lone surrogate ("\ud800")
 
 
 # ---------------------------------------------------------------------- the service
@@ -222,6 +226,8 @@ class Provider:
     rng: random.Random
     acknowledged: set[str] = field(default_factory=set)
     answers: Counter[str] = field(default_factory=Counter)
+    poison: list[str] = field(default_factory=list)  # posted alone, each in its own array
+    rejected: set[str] = field(default_factory=set)  # answered 200 with "rejected": 1
     resent: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -232,6 +238,8 @@ class Provider:
             size = self.rng.randint(1, 10)
             batches.append(self.ids[i : i + size])
             i += size
+        for n, lead_id in enumerate(self.poison):
+            batches.insert(len(batches) * (n + 1) // (len(self.poison) + 1), [lead_id])
         queue: asyncio.Queue[list[str]] = asyncio.Queue()
         limits = httpx.Limits(max_connections=concurrency)
         async with httpx.AsyncClient(timeout=15, limits=limits) as client:
@@ -266,14 +274,18 @@ class Provider:
                 queue.task_done()
 
     async def _post(self, client: httpx.AsyncClient, batch: list[str]) -> None:
-        body = [_lead(lead_id) for lead_id in batch]
+        # ensure_ascii: a lone surrogate travels as the JSON escape "\\ud800".
+        body = json.dumps([_lead(lead_id) for lead_id in batch]).encode()
+        headers = {"authorization": SECRET, "content-type": "application/json"}
         delay = 0.1
         while True:
             try:
-                response = await client.post(self.url, json=body, headers={"authorization": SECRET})
+                response = await client.post(self.url, content=body, headers=headers)
                 self.answers[str(response.status_code)] += 1
                 if response.status_code == 200:
                     self.acknowledged.update(batch)
+                    if len(batch) == 1 and response.json().get("rejected") == 1:
+                        self.rejected.update(batch)  # quarantined at intake, with a reason
                     return
             except httpx.HTTPError as exc:
                 self.answers[type(exc).__name__] += 1
@@ -283,6 +295,9 @@ class Provider:
 
 def _lead(lead_id: str) -> dict[str, Any]:
     n = lead_id.rsplit("_", 1)[-1]
+    if n == "surrogate":
+        # Issue 12 item 7: a lone surrogate, accepted, then undeliverable for 72 h.
+        n = "\ud800"
     return {
         "id": lead_id,
         "url": "https://some-site.com/page-with-lead-form/",
@@ -349,7 +364,10 @@ def verdict(
 ) -> dict[str, Any]:
     status = {(d, lead): (s, err) for d, lead, s, err in rows}
     accepted = sink.record.accepted
+    # The sink's 422s, and a lead nobody can deliver may end dead too (with a reason).
     expected_dead = {i for i in ids if poisoned(i, sink.faults.poison_rate)}
+    expected_dead.update(provider.poison)
+    quarantined = 0
     lost: set[str] = set()
     stuck: set[str] = set()
     dead_reasons: Counter[str] = Counter()
@@ -358,6 +376,9 @@ def verdict(
     raw_twice = 0
     keys_twice: set[tuple[str, str]] = set()
     for lead in provider.acknowledged:
+        if lead in provider.rejected and not any((d, lead) in status for d in DESTINATIONS):
+            quarantined += 1  # refused at intake with a reason: not lost
+            continue
         for dest in DESTINATIONS:
             st, err = status.get((dest, lead), (None, None))
             seen = accepted.get((f"/{dest}", lead), [])
@@ -375,15 +396,21 @@ def verdict(
                 raw_twice += 1
             if len(set(seen)) > 1:
                 keys_twice.add((dest, lead))
-    unacknowledged = len(ids) - len(provider.acknowledged)
+    unacknowledged = len(ids) + len(provider.poison) - len(provider.acknowledged)
+    poison = {
+        lead: [status.get((d, lead), ("quarantined",))[0] for d in DESTINATIONS]
+        for lead in provider.poison
+    }
     ok = not (lost or stuck or keys_twice or unexpected_dead or unacknowledged)
     return {
         "ok": ok,
-        "leads": len(ids),
+        "leads": len(ids) + len(provider.poison),
         "destinations": len(DESTINATIONS),
         "acknowledged": len(provider.acknowledged),
         "unacknowledged": unacknowledged,
         "resent_after_ack": provider.resent,
+        "quarantined_at_intake": quarantined,
+        "poison_outcomes": poison,
         "delivered": len(delivered),
         "delivered_leads": len({lead for _, lead in delivered}),
         "lost": len(lost),
@@ -405,7 +432,7 @@ def verdict(
 
 def _reason(error: str | None) -> str:
     """A dead letter's error with its figures (attempts, ages) blanked, to group by."""
-    return re.sub(r"(?<!HTTP )\b\d+(?:\.\d+)?", "N", error or "no reason recorded")[:120]
+    return re.sub(r"(?<![\w-])(?<!HTTP )\d+(?:\.\d+)?", "N", error or "no reason recorded")[:120]
 
 
 # ---------------------------------------------------------------------- the run
@@ -456,6 +483,8 @@ async def run(opts: Options) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     ids = [f"led_fault_{tag}_{i}" for i in range(opts.leads)]
     provider = Provider(f"{service.url}/lead/webhook", ids, opts.rate, opts.resend, rng)
+    if opts.surrogate:
+        provider.poison.append(f"led_fault_{tag}_surrogate")
     posting = opts.leads / opts.rate
     chaos = Chaos(
         service,
@@ -511,9 +540,12 @@ def report(r: dict[str, Any]) -> str:
         f"{r['writer_kills']} SQLite writer child",
         f"leads posted         {r['leads']} (+{r['resent_after_ack']} re-sent after their 200)",
         f"acknowledged         {r['acknowledged']}   never acknowledged: {r['unacknowledged']}",
+        f"poison leads         {r['poison_outcomes']} (quarantined at intake: "
+        f"{r['quarantined_at_intake']})",
         f"delivered            {r['delivered']} deliveries ({r['delivered_leads']} leads)",
         f"lost                 {r['lost']}   {' '.join(r['lost_ids'])}",
-        f"dead                 {r['dead']} (expected, sink's 422: {r['dead_expected']}; "
+        f"dead                 {r['dead']} (expected: sink's 422 and poison, "
+        f"{r['dead_expected']}; "
         f"for another reason: {r['dead_unexpected']})",
     ]
     lines += [f"  {count:6d}  {reason}" for reason, count in r["dead_reasons"].items()]
@@ -541,6 +573,9 @@ def main() -> int:
     parser.add_argument("--max-retry-after", type=float, default=Options.max_retry_after)
     parser.add_argument(
         "--burst-every", type=int, default=Options.burst_every, help="0: no 429 bursts"
+    )
+    parser.add_argument(
+        "--no-surrogate", action="store_false", dest="surrogate", help="no lone-surrogate lead"
     )
     parser.add_argument("--work", type=Path, default=None, help="keep files here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
