@@ -163,7 +163,7 @@ async def test_bulk_replay_previews_then_requeues(console: AppHarness) -> None:
 
     confirm = await console.client.post(
         f"{UI}/dead-letters/replay",
-        data={"csrf": csrf, "destination": "crm", "selected": "crm:led_dead", "confirm": "1"},
+        data={"csrf": csrf, "destination": "crm", "scope": "all", "confirm": "1"},
     )
     assert confirm.status_code == 303
     assert await status_of(console, "led_dead", "crm") == "pending"
@@ -342,3 +342,35 @@ async def test_viewer_cannot_erase(console: AppHarness) -> None:
     )
     assert response.status_code == 403
     assert await console.store.get_lead("led_dead") is not None
+
+
+async def test_replay_selected_dead_letters_by_id(console: AppHarness) -> None:
+    await seed(console)
+    csrf = await login(console.client)
+    page = await console.client.get(f"{UI}/dead-letters", params={"error_class": "http_5xx"})
+    ids = re.findall(r'name="selected" value="(\d+)"', page.text)
+    assert len(ids) == 1 and "http_5xx" in page.text
+    preview = await console.client.post(
+        f"{UI}/dead-letters/replay", data={"csrf": csrf, "scope": "selected", "selected": ids}
+    )
+    assert "<b>1</b> dead delivery will be requeued" in preview.text
+    as_of = re.search(r'name="as_of" value="([^"]+)"', preview.text)
+    assert as_of
+    done = await console.client.post(
+        f"{UI}/dead-letters/replay",
+        data={"csrf": csrf, "selected": ids, "as_of": as_of.group(1), "confirm": "1"},
+    )
+    assert done.status_code == 303
+    assert await status_of(console, "led_dead", "crm") == "pending"
+
+
+async def test_send_a_test_lead_shows_the_answer(console: AppHarness) -> None:
+    from bridge.operations.audit import list_audit
+
+    csrf = await login(console.client)
+    response = await console.client.post(f"{UI}/destinations/archive/test", data={"csrf": csrf})
+    assert response.status_code == 200
+    assert re.search(r"Test lead, archive:</b> OK", response.text)
+    assert "test lead lb-test-" in response.text
+    (entry,) = await list_audit(console.store, action="test_send")
+    assert entry.actor == "console:admin.tokens[0]"

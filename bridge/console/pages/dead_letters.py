@@ -1,112 +1,115 @@
-"""Dead letters: filter, select some or all matching, preview the count, confirm."""
+"""Dead letters: filter, select some or all matching, preview the count, confirm
+(operations.dead_letters; the replay is audited there)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bridge.admin import BadRequest, parse_since
-from bridge.console.forms import Form
 from bridge.console.web import PREFIX, Call, Console, Refused
-from bridge.operations import audit
-from bridge.store.base import DeliveryRecord
+from bridge.operations.dead_letters import (
+    ERROR_CLASSES,
+    DeadLetterQuery,
+    list_dead_letters,
+    preview_replay,
+    replay_dead_letters,
+)
+from bridge.operations.search import BadQuery
 
-LIMIT = 1000
+PAGE_SIZE = 100
+FILTERS = ("destination", "error_class", "since")
 
 
-def _filters(source: Form | dict[str, str]) -> dict[str, str]:
-    return {key: source.get(key, "").strip() for key in ("destination", "error", "since")}
+def _filters(source: Any) -> dict[str, str]:
+    return {key: (source.get(key) or "").strip() for key in FILTERS}
 
 
-async def _matching(console: Console, filters: dict[str, str]) -> list[DeliveryRecord]:
+def _query(filters: dict[str, str]) -> DeadLetterQuery:
     try:
         since = parse_since(filters["since"], time.time()) if filters["since"] else None
     except BadRequest as exc:
         raise Refused(400, str(exc)) from None
-    rows = await console.state.store.list_deliveries(
-        status="dead", destination=filters["destination"] or None, since=since, limit=LIMIT
+    return DeadLetterQuery(
+        destination=filters["destination"] or None,
+        error_class=filters["error_class"] or None,
+        since=since,
     )
-    needle = filters["error"].lower()
-    return [d for d in rows if needle in (d.last_error or "").lower()]
 
 
 async def dead_letters(console: Console, call: Call) -> Response:
-    filters = _filters(dict(call.request.query_params))
-    rows = await _matching(console, filters)
+    params = call.request.query_params
+    filters = _filters(params)
+    try:
+        page = await list_dead_letters(
+            console.state.store,
+            _query(filters),
+            limit=PAGE_SIZE,
+            cursor=params.get("cursor") or None,
+        )
+    except BadQuery as exc:
+        raise Refused(400, str(exc)) from None
+    next_url = None
+    if page.next_cursor:
+        next_url = "?" + urlencode(
+            {**{k: v for k, v in filters.items() if v}, "cursor": page.next_cursor}
+        )
     return console.render(
         call.request,
         "dead_letters.html",
         call.principal,
         filters=filters,
-        rows=rows,
+        page=page,
+        next_url=next_url,
+        error_classes=ERROR_CLASSES,
         destinations=[d.name for d in console.state.runtime.destinations],
-        replayed=call.request.query_params.get("replayed"),
+        replayed=params.get("replayed"),
     )
 
 
-def _key(d: DeliveryRecord) -> str:
-    # Destination names cannot hold ":"; lead ids can hold anything.
-    return f"{d.destination}:{d.lead_id}"
+def _ids(values: list[str]) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise Refused(400, "selected: expected delivery ids") from None
 
 
 async def replay(console: Console, call: Call) -> Response:
     form = call.form
     assert form is not None
     filters = _filters(form)
-    matching = {_key(d): d for d in await _matching(console, filters)}
-    if form.get("scope") == "all":
-        chosen = list(matching)
-    else:
-        chosen = [k for k in form.getlist("selected") if k in matching]
-    if not chosen:
+    query = _query(filters)
+    ids = None if form.get("scope") == "all" else _ids(form.getlist("selected"))
+    if ids == []:
         raise Refused(400, "Nothing selected: tick some dead letters or choose all matching.")
-    if not form.flag("confirm"):
-        return console.render(
-            call.request,
-            "dead_letters_preview.html",
-            call.principal,
-            filters=filters,
-            scope=form.get("scope"),
-            chosen=chosen,
-            by_destination=_count(matching[k] for k in chosen),
-        )
-    state = console.state
-    names = [d.name for d in state.runtime.active]
-    requeued = 0
-    for key in chosen:
-        destination, _, lead_id = key.partition(":")
-        if destination not in names:
-            continue
-        result = await state.store.requeue(
-            now=time.time(),
-            configured=names,
-            lead_id=lead_id,
-            destination=destination,
-            dead_only=True,
-        )
-        requeued += result.requeued
-    if state.engine is not None:
-        state.engine.wake()
-    await audit.record(
-        state.store,
-        call.actor,
-        "bulk_replay",
-        target=filters["destination"] or "all destinations",
-        detail={"selected": len(chosen), "requeued": requeued},
-    )
-    query = {k: v for k, v in filters.items() if v}
-    query["replayed"] = f"{requeued} dead letters requeued"
-    return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(query)}", status_code=303)
-
-
-def _count(rows: object) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for d in rows:  # type: ignore[attr-defined]
-        counts[d.destination] = counts.get(d.destination, 0) + 1
-    return counts
+    store = console.state.store
+    try:
+        if not form.flag("confirm"):
+            preview = await preview_replay(store, query, ids=ids)
+            return console.render(
+                call.request,
+                "dead_letters_preview.html",
+                call.principal,
+                filters=filters,
+                scope=form.get("scope"),
+                ids=ids or [],
+                preview=preview,
+            )
+        as_of = float(form.get("as_of")) if form.get("as_of") else None
+        requeued = await replay_dead_letters(store, query, actor=call.actor, ids=ids, as_of=as_of)
+    except BadQuery as exc:
+        raise Refused(400, str(exc)) from None
+    except ValueError:
+        raise Refused(400, "as_of: expected the preview's time") from None
+    if console.state.engine is not None:
+        console.state.engine.wake()
+    query_string = {k: v for k, v in filters.items() if v}
+    query_string["replayed"] = f"{requeued} dead letters requeued"
+    return RedirectResponse(f"{PREFIX}/dead-letters?{urlencode(query_string)}", status_code=303)
 
 
 def routes(console: Console) -> list[Route]:

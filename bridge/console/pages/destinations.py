@@ -10,6 +10,7 @@ from starlette.routing import Route
 from bridge.console.web import Call, Console, Refused
 from bridge.destinations import Destination
 from bridge.operations.credentials import check_destination
+from bridge.operations.testsend import send_test_lead
 
 
 def _destination(console: Console, call: Call) -> Destination:
@@ -45,6 +46,26 @@ async def check(console: Console, call: Call) -> Response:
     return await destinations(console, call, result)
 
 
+async def test_send(console: Console, call: Call) -> Response:
+    dest = _destination(console, call)
+    sent = await send_test_lead(console.state.store, dest, actor=call.actor)
+    lines = [f"test lead {sent.lead_id} ({sent.duration_ms} ms)"]
+    if not sent.matched:
+        lines.append("note: this destination's `when` would skip such a lead; it was sent anyway")
+    if sent.error:
+        lines.append(sent.error)
+    if sent.remote_id:
+        lines.append(f"remote id: {sent.remote_id}")
+    result = {
+        "destination": dest.name,
+        "action": "Test lead",
+        "ok": sent.ok,
+        "detail": "\n".join(lines),
+        "status_code": sent.status_code,
+    }
+    return await destinations(console, call, result)
+
+
 def routes(console: Console) -> list[Route]:
     async def page(console: Console, call: Call) -> Response:
         return await destinations(console, call)
@@ -53,4 +74,5 @@ def routes(console: Console) -> list[Route]:
         Route("/destinations", console.page(page), methods=["GET"]),
         # A check sends no lead and changes nothing: viewers may run it.
         Route("/destinations/{name}/check", console.page(check), methods=["POST"]),
+        Route("/destinations/{name}/test", console.page(test_send, acts=True), methods=["POST"]),
     ]

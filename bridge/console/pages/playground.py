@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.cli.mapcmd import evaluate
 from bridge.config import DestinationConfig, describe_error
 from bridge.console.web import Call, Console
 from bridge.destinations import Runtime, build_destination
+from bridge.operations.mapping import evaluate
 
 SAMPLE = {
     "id": "led_playground_1",
