@@ -46,11 +46,10 @@ def run_faults(tmp_path: Path, *extra: str) -> tuple[int, dict[str, object], str
     return proc.returncode, result, proc.stdout + proc.stderr
 
 
-@pytest.mark.xfail(
-    "max_retry_after" not in RetryConfig.model_fields,
-    reason="issue 12 item 1: an absurd Retry-After pauses a destination for ever",
-    strict=True,
-)
+# Issue 12 item 1: the service bounds Retry-After (and the suite sets the bound to 2 s).
+BOUNDED = "max_retry_after" in RetryConfig.model_fields
+
+
 def test_short_fault_run_loses_nothing_and_leaves_nothing_stuck(tmp_path: Path) -> None:
     code, r, output = run_faults(tmp_path)
 
@@ -58,15 +57,23 @@ def test_short_fault_run_loses_nothing_and_leaves_nothing_stuck(tmp_path: Path) 
     assert r["leads"] == LEADS + 1, output  # and one lead holding a lone surrogate
     assert r["acknowledged"] == r["leads"] and r["unacknowledged"] == 0, output
     assert r["lost"] == 0, output
-    assert r["stuck_pending"] == 0, output
     assert r["more_than_one_idempotency_key"] == 0, output
-    assert r["dead_unexpected"] == 0, output
-    stored = r["leads"] - r["quarantined_at_intake"]  # type: ignore[operator]
-    assert r["delivered"] + r["dead"] == stored * r["destinations"], output  # type: ignore[operator]
     # Every fault really happened.
     assert r["service_kills"] == 2 and r["writer_kills"] == 1, output
     answers = r["sink_answers"]
     assert isinstance(answers, dict)
     for kind in ("5xx", "reset", "hang", "429", "200"):
         assert answers.get(kind, 0) > 0, (kind, output)
+    if not BOUNDED:
+        # Until it is fixed, the suite must see the defect: leads stuck behind an endless
+        # pause, or dead after one 429 whose Retry-After was beyond retry.max_age.
+        reasons = r["dead_reasons"]
+        assert isinstance(reasons, dict)
+        assert r["stuck_pending"] or any("429" in reason for reason in reasons), output
+        assert code == 1, output
+        pytest.xfail("issue 12 item 1: an absurd Retry-After stops a destination")
+    assert r["stuck_pending"] == 0, output
+    assert r["dead_unexpected"] == 0, output
+    stored = r["leads"] - r["quarantined_at_intake"]  # type: ignore[operator]
+    assert r["delivered"] + r["dead"] == stored * r["destinations"], output  # type: ignore[operator]
     assert code == 0, output
