@@ -28,10 +28,11 @@ All times are UNIX epoch seconds (float).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from bridge.errors import StoreError
 
@@ -244,6 +245,37 @@ def versions_to_apply(current: int, latest: int) -> range:
     return range(current + 1, latest + 1)
 
 
+# Rows examined per transaction by long operator jobs (replay of dead letters,
+# payload purge): a few milliseconds of the writer each, see in_bounded_transactions.
+PART_ROWS = 500
+# The longest pause between two parts.
+PART_PAUSE = 0.1
+
+T = TypeVar("T")
+
+
+async def in_bounded_transactions(part: Callable[[Any], Awaitable[tuple[T, Any]]]) -> list[T]:
+    """Run a long write as a series of short transactions: ``part(cursor)``
+    (one transaction) from cursor None until it returns None as the next
+    cursor; the results of all parts.
+
+    Between parts it pauses as long as the part took (at most PART_PAUSE), so
+    that other writers get the database in between: intake's commits in the
+    same SQLite writer process, and the SQLite writer of a service running
+    beside a ``lead-bridge`` command (whose busy handler polls for the lock).
+    """
+    loop = asyncio.get_running_loop()
+    results: list[T] = []
+    cursor: Any = None
+    while True:
+        started = loop.time()
+        result, cursor = await part(cursor)
+        results.append(result)
+        if cursor is None:
+            return results
+        await asyncio.sleep(min(loop.time() - started, PART_PAUSE))
+
+
 def replay_choice(rows: Sequence[tuple[int, str]], force: bool) -> tuple[list[int], ReplayResult]:
     """Of the matching deliveries ``(id, status)``, the ones a replay requeues:
     dead and skipped ones, delivered ones only with ``force``; pending ones are
@@ -420,7 +452,41 @@ class Store:
         """Make deliveries due again (``pending``, ``next_attempt_at = now``, attempts
         kept, ``created_at`` reset so max_age starts over). Delivered rows are only
         requeued with ``force``. With ``lead_id`` given and no delivery row for a
-        configured destination, nothing is created (see :meth:`add_deliveries`)."""
+        configured destination, nothing is created (see :meth:`add_deliveries`).
+
+        In bounded transactions (:meth:`replay_part`): a replay of many dead
+        letters never holds the database for long; it is not atomic as a whole."""
+        result = ReplayResult(not_found=1)
+        for part in await in_bounded_transactions(
+            lambda after: self.replay_part(
+                now=now,
+                lead_id=lead_id,
+                destination=destination,
+                dead_only=dead_only,
+                force=force,
+                after=after,
+                limit=PART_ROWS,
+            )
+        ):
+            result.requeued += part.requeued
+            result.refused_delivered += part.refused_delivered
+            result.not_found = min(result.not_found, part.not_found)
+        return result
+
+    async def replay_part(
+        self,
+        *,
+        now: float,
+        lead_id: str | None,
+        destination: str | None,
+        dead_only: bool,
+        force: bool,
+        after: Any,
+        limit: int,
+    ) -> tuple[ReplayResult, Any]:
+        """One transaction of :meth:`replay`, from cursor ``after`` (None: the
+        start), examining about ``limit`` rows: what it did (``not_found`` set
+        when nothing matched here) and the next cursor, None when done."""
         raise NotImplementedError
 
     async def requeue(
@@ -486,7 +552,19 @@ class Store:
     async def purge_payloads(self, before: float) -> int:
         """Null the payload of leads received before ``before`` whose deliveries are
         all finished (delivered, skipped or dead... only delivered/skipped here);
-        the id row stays so provider retries are still duplicates."""
+        the id row stays so provider retries are still duplicates. In bounded
+        transactions (:meth:`purge_payloads_part`)."""
+        parts = await in_bounded_transactions(
+            lambda after: self.purge_payloads_part(before, after=after, limit=PART_ROWS)
+        )
+        return sum(parts)
+
+    async def purge_payloads_part(
+        self, before: float, *, after: Any, limit: int
+    ) -> tuple[int, Any]:
+        """One transaction of :meth:`purge_payloads`: at most ``limit`` leads
+        received before ``before`` examined, from cursor ``after`` (None: the
+        oldest); how many were purged and the next cursor, None when done."""
         raise NotImplementedError
 
     async def quarantine_cutoff(self, *, max_rows: int | None, max_bytes: int | None) -> int | None:

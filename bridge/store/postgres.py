@@ -570,33 +570,59 @@ class PostgresStore(Store):
             )
             return int(cur.rowcount)
 
-    async def replay(
+    async def replay_part(
         self,
         *,
         now: float,
-        lead_id: str | None = None,
-        destination: str | None = None,
-        dead_only: bool = False,
-        force: bool = False,
-    ) -> ReplayResult:
+        lead_id: str | None,
+        destination: str | None,
+        dead_only: bool,
+        force: bool,
+        after: Any,
+        limit: int,
+    ) -> tuple[ReplayResult, Any]:
+        # The same parts as SQLite's (bridge.store.sqlite_writes.replay_part).
         where, params = _filters(lead_id=lead_id, destination=destination)
-        if dead_only:
-            where.append(sql.SQL("status = 'dead'"))
+        cursor: Any = None
         async with self._connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                sql.SQL("SELECT id, status FROM deliveries WHERE {} FOR UPDATE").format(
-                    sql.SQL(" AND ").join(where)
-                ),
-                params,
-            )
-            ids, result = replay_choice(await cur.fetchall(), force)
+            if lead_id is not None:
+                if dead_only:
+                    where.append(sql.SQL("status = 'dead'"))
+                query = sql.SQL("SELECT id, status FROM deliveries WHERE {} FOR UPDATE")
+                cur = await conn.execute(query.format(sql.SQL(" AND ").join(where)), params)
+                rows = await cur.fetchall()
+            elif dead_only:
+                where.append(sql.SQL("status = 'dead'"))
+                cond = sql.SQL(" AND ").join(where)
+                if after is None:
+                    query = sql.SQL("SELECT max(updated_at) FROM deliveries WHERE {}")
+                    cur = await conn.execute(query.format(cond), params)
+                    row = await cur.fetchone()
+                    after = row[0] if row else None
+                query = sql.SQL(
+                    "SELECT id, status FROM deliveries WHERE {} AND updated_at <= %s "
+                    "LIMIT %s FOR UPDATE SKIP LOCKED"
+                )
+                cur = await conn.execute(query.format(cond), [*params, after, limit])
+                rows = await cur.fetchall()
+                cursor = after if len(rows) == limit else None
+            else:
+                cur = await conn.execute(
+                    "SELECT id, status, destination FROM deliveries WHERE id > %s "
+                    "ORDER BY id LIMIT %s FOR UPDATE",
+                    (after or 0, limit),
+                )
+                examined = await cur.fetchall()
+                rows = [(i, st) for i, st, d in examined if destination in (None, d)]
+                cursor = examined[-1][0] if len(examined) == limit else None
+            ids, result = replay_choice(rows, force)
             if ids:
                 await conn.execute(
                     "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, "
                     "lease_token = NULL, created_at = %s, updated_at = %s WHERE id = ANY(%s)",
                     (now, now, now, ids),
                 )
-        return result
+        return result, cursor
 
     async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
         if not destinations:
@@ -694,18 +720,29 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ data protection
 
-    async def purge_payloads(self, before: float) -> int:
-        async with self._connection() as conn:
-            cur = await conn.execute(
-                "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
-                "purged_at = %s WHERE payload IS NOT NULL "
-                "AND received_at < %s AND NOT EXISTS (SELECT 1 FROM deliveries d "
-                "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
-                # A lead never given a delivery (no destination then) is not delivered.
-                "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)",
-                (time.time(), before),
-            )
-            return int(cur.rowcount)
+    async def purge_payloads_part(
+        self, before: float, *, after: Any, limit: int
+    ) -> tuple[int, Any]:
+        # The next `limit` leads received before `before`, by (received_at, id)
+        # from the cursor; one statement, so one short transaction.
+        start, start_id = after if after is not None else (float("-inf"), "")
+        rows = await self._fetch(
+            "WITH part AS (SELECT received_at, id FROM leads WHERE received_at < %s "
+            "AND received_at >= %s AND (received_at, id) > (%s, %s) "
+            "ORDER BY received_at, id LIMIT %s), "
+            "purged AS (UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
+            "purged_at = %s FROM part WHERE leads.id = part.id AND leads.payload IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id "
+            "AND d.status NOT IN ('delivered', 'skipped')) "
+            # A lead never given a delivery (no destination then) is not delivered.
+            "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id) RETURNING 1) "
+            "SELECT (SELECT count(*) FROM purged), (SELECT count(*) FROM part), last.* "
+            "FROM (SELECT 1) AS one LEFT JOIN (SELECT received_at, id FROM part "
+            "ORDER BY received_at DESC, id DESC LIMIT 1) AS last ON true",
+            (before, start, start, start_id, limit, time.time()),
+        )
+        ((purged, examined, last_at, last_id),) = rows
+        return int(purged), ((last_at, last_id) if examined == limit else None)
 
     async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
         if not lead_ids:

@@ -283,19 +283,21 @@ class SQLiteStore(Store):
         count: int = await self._write("release", list(leases), now)
         return count
 
-    async def replay(
+    async def replay_part(
         self,
         *,
         now: float,
-        lead_id: str | None = None,
-        destination: str | None = None,
-        dead_only: bool = False,
-        force: bool = False,
-    ) -> ReplayResult:
-        result: ReplayResult = await self._write(
-            "replay", now, lead_id, destination, dead_only, force
+        lead_id: str | None,
+        destination: str | None,
+        dead_only: bool,
+        force: bool,
+        after: Any,
+        limit: int,
+    ) -> tuple[ReplayResult, Any]:
+        part: tuple[ReplayResult, Any] = await self._write(
+            "replay_part", now, lead_id, destination, dead_only, force, after, limit
         )
-        return result
+        return part
 
     async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:
         count: int = await self._write("add_deliveries", lead_id, tuple(destinations), now)
@@ -394,9 +396,11 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ data protection
 
-    async def purge_payloads(self, before: float) -> int:
-        count: int = await self._write("purge_payloads", before)
-        return count
+    async def purge_payloads_part(
+        self, before: float, *, after: Any, limit: int
+    ) -> tuple[int, Any]:
+        part: tuple[int, Any] = await self._write("purge_payloads_part", before, after, limit)
+        return part
 
     async def quarantine_cutoff(self, *, max_rows: int | None, max_bytes: int | None) -> int | None:
         sql, params = quarantine_cutoff_query(max_rows, max_bytes, "?", "length(CAST(raw AS BLOB))")

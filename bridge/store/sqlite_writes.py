@@ -343,36 +343,65 @@ def release(conn: sqlite3.Connection, leases: Sequence[tuple[int, str]], now: fl
     return count
 
 
-def replay(
+def replay_part(
     conn: sqlite3.Connection,
     now: float,
     lead_id: str | None,
     destination: str | None,
     dead_only: bool,
     force: bool,
-) -> ReplayResult:
-    where, params = ["1 = 1"], []
-    if lead_id is not None:
-        where.append("lead_id = ?")
-        params.append(lead_id)
+    after: Any,
+    limit: int,
+) -> tuple[ReplayResult, Any]:
+    """One transaction of a replay (:meth:`bridge.store.base.Store.replay`).
+
+    One lead: all its rows at once. Dead letters: up to ``limit`` of those
+    that were dead when the replay began (updated at or before the cursor,
+    the newest dead letter's time then), found through the partial index of
+    dead rows; requeued ones leave it, so each part takes the next ones.
+    Anything else: ``limit`` rows examined in id order from the cursor.
+    """
+    where, params = ["1 = 1"], []  # type: tuple[list[str], list[Any]]
     if destination is not None:
         where.append("destination = ?")
         params.append(destination)
-    if dead_only:
+    cursor: Any = None
+    if lead_id is not None:
+        where.append("lead_id = ?")
+        params.append(lead_id)
+        if dead_only:
+            where.append("status = 'dead'")
+        sql = f"SELECT id, status FROM deliveries WHERE {' AND '.join(where)}"  # noqa: S608
+        rows = conn.execute(sql, params).fetchall()
+    elif dead_only:
         where.append("status = 'dead'")
-    cond = " AND ".join(where)
-    rows = conn.execute(
-        f"SELECT id, status FROM deliveries WHERE {cond}",  # noqa: S608
-        params,
-    ).fetchall()
+        cond = " AND ".join(where)
+        if after is None:
+            (after,) = conn.execute(
+                f"SELECT max(updated_at) FROM deliveries WHERE {cond}",  # noqa: S608
+                params,
+            ).fetchone()
+        rows = conn.execute(
+            f"SELECT id, status FROM deliveries WHERE {cond} AND updated_at <= ? LIMIT ?",  # noqa: S608
+            [*params, after, limit],
+        ).fetchall()
+        cursor = after if len(rows) == limit else None
+    else:
+        examined = conn.execute(
+            "SELECT id, status, destination FROM deliveries WHERE id > ? ORDER BY id LIMIT ?",
+            (after or 0, limit),
+        ).fetchall()
+        rows = [(i, st) for i, st, d in examined if destination is None or d == destination]
+        cursor = examined[-1][0] if len(examined) == limit else None
     ids, result = replay_choice(rows, force)
-    for did in ids:
+    if ids:
         conn.execute(
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, "
-            "lease_token = NULL, created_at = ?, updated_at = ? WHERE id = ?",
-            (now, now, now, did),
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, "  # noqa: S608
+            "lease_token = NULL, created_at = ?, updated_at = ? "
+            f"WHERE id IN ({','.join('?' * len(ids))})",
+            (now, now, now, *ids),
         )
-    return result
+    return result, cursor
 
 
 def add_deliveries(
@@ -389,16 +418,36 @@ def add_deliveries(
     return count
 
 
-def purge_payloads(conn: sqlite3.Connection, before: float) -> int:
-    return conn.execute(
-        "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
-        "purged_at = ? WHERE payload IS NOT NULL "
-        "AND received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+def purge_payloads_part(
+    conn: sqlite3.Connection, before: float, after: tuple[float, int] | None, limit: int
+) -> tuple[int, tuple[float, int] | None]:
+    """One transaction of a purge (:meth:`bridge.store.base.Store.purge_payloads`):
+    the next ``limit`` leads received before ``before``, in the order of the
+    received_at index from the cursor ``(received_at, rowid)``."""
+    if after is None:
+        leads = conn.execute(
+            "SELECT received_at, rowid FROM leads WHERE received_at < ? "
+            "ORDER BY received_at, rowid LIMIT ?",
+            (before, limit),
+        ).fetchall()
+    else:
+        leads = conn.execute(
+            "SELECT received_at, rowid FROM leads WHERE received_at < ? "
+            "AND (received_at, rowid) > (?, ?) ORDER BY received_at, rowid LIMIT ?",
+            (before, *after, limit),
+        ).fetchall()
+    if not leads:
+        return 0, None
+    purged = conn.execute(
+        "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "  # noqa: S608
+        f"purged_at = ? WHERE rowid IN ({','.join('?' * len(leads))}) "
+        "AND payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d "
         "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
         # A lead never given a delivery (no destination then) is not delivered.
         "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)",
-        (time.time(), before),
+        (time.time(), *(rowid for _, rowid in leads)),
     ).rowcount
+    return purged, (tuple(leads[-1]) if len(leads) == limit else None)
 
 
 def erase_part(
@@ -517,9 +566,9 @@ OPS: dict[str, Callable[..., Any]] = {
     "claim": claim,
     "finish": finish,
     "release": release,
-    "replay": replay,
+    "replay_part": replay_part,
     "add_deliveries": add_deliveries,
-    "purge_payloads": purge_payloads,
+    "purge_payloads_part": purge_payloads_part,
     "erase_part": erase_part,
     "drop_quarantine": drop_quarantine,
     "noop": noop,

@@ -381,6 +381,56 @@ async def test_purge_payloads_only_of_finished_leads_and_ids_stay(store: Store) 
     assert again.duplicates == ["ok"]
 
 
+async def test_long_operator_jobs_run_in_bounded_transactions(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Purge and replay of many rows commit in parts of at most PART_ROWS rows,
+    so a webhook's commit never waits behind one large transaction."""
+    from bridge.store import base
+
+    monkeypatch.setattr(base, "PART_ROWS", 4)
+    ids = [f"m{i:02d}" for i in range(11)]
+    await seed(store, *ids, dests=["crm"])  # one received_at for all: ties across parts
+    claims = await store.claim(destination="crm", limit=100, lease_seconds=5, now=T0)
+    dead = {c.lead_id for c in claims[:6]}
+    outcomes = [
+        done(c.delivery_id, c.lease_token, "dead" if c.lead_id in dead else "delivered")
+        for c in claims
+    ]
+    assert await store.finish(outcomes) == [True] * 11
+    parts: list[tuple[str, object]] = []
+
+    def spy(name: str) -> None:
+        real = getattr(store, name)
+
+        async def part(*args: object, **kwargs: object) -> object:
+            result = await real(*args, **kwargs)
+            parts.append((name, result[0]))
+            return result
+
+        monkeypatch.setattr(store, name, part)
+
+    spy("purge_payloads_part")
+    spy("replay_part")
+    assert await store.purge_payloads(before=T0 + 1) == 5
+    assert [n for name, n in parts if name == "purge_payloads_part"] == [0, 2, 3]
+    payloads = {i: (await store.get_lead(i)).payload for i in ids}  # type: ignore[union-attr]
+    assert {i for i, p in payloads.items() if p is not None} == dead
+
+    parts.clear()
+    result = await store.replay(now=T0 + 100, dead_only=True)
+    assert (result.requeued, result.refused_delivered, result.not_found) == (6, 0, 0)
+    assert [r.requeued for _, r in parts] == [4, 2]  # type: ignore[attr-defined]
+    statuses = {i: (await store.get_deliveries(i))[0].status for i in ids}
+    assert statuses == {i: "pending" if i in dead else "delivered" for i in ids}
+
+    parts.clear()
+    forced = await store.replay(now=T0 + 200, destination="crm", force=True)
+    assert (forced.requeued, forced.not_found) == (5, 0)
+    assert len(parts) == 3
+    assert (await store.replay(now=T0 + 300, dead_only=True)).not_found == 1
+
+
 async def test_purge_keeps_leads_that_never_had_a_delivery(store: Store) -> None:
     await store.ingest([lead("lonely")], [], [], T0)  # no destination configured then
     assert await store.purge_payloads(before=T0 + 500) == 0
