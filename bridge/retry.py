@@ -103,8 +103,10 @@ class TokenBucket:
         async with self._lock:  # FIFO: waiters are served in order
             while True:
                 self._refill()
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
+                # A hair under 1 counts as 1: float rounding must not make a waiter
+                # sleep for ever-smaller slivers of time.
+                if self.tokens >= 1.0 - 1e-9:
+                    self.tokens = max(0.0, self.tokens - 1.0)
                     return
                 await self.sleep((1.0 - self.tokens) / self.rate)
 

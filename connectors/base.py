@@ -55,6 +55,9 @@ class FlowDefaults:
     concurrency: int = 8
     rate_per_second: float | None = None  # None: no rate limit
     burst: int | None = None
+    # The request limit the service documents, as (requests, seconds), when it has
+    # one the bucket can honour: the defaults must stay under it (burst + rate x seconds).
+    documented_limit: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,19 @@ contact the first attempt created instead of making a duplicate. The contact is
 found by ``id_property``: ``email`` (the default) or a unique custom property
 that holds the lead id (set automatically unless the mapping fills it).
 
-The SDK is blocking (urllib3), so calls run in worker threads, each with an
-explicit timeout; urllib3's own retries are off because the delivery engine
-owns retries. ``hubspot`` is imported only when a HubSpot destination starts.
+The SDK is blocking (urllib3): calls run on the connector's own threads with an
+explicit timeout (:class:`connectors._blocking.BlockingConnector`); urllib3's own
+retries are off because the delivery engine owns retries. ``hubspot`` is
+imported only when a HubSpot destination starts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import math
 import re
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,9 +36,9 @@ from bridge.errors import (
     parse_retry_after,
 )
 from bridge.logs import redact, register_secret
+from connectors._blocking import BlockingConnector
 from connectors.base import (
     CheckResult,
-    Connector,
     ConnectorSettings,
     DeliveryContext,
     DeliveryResult,
@@ -108,24 +106,22 @@ class HubSpotSettings(ConnectorSettings):
         return value
 
 
-# Upper bound on concurrent SDK calls (the destination's flow.concurrency is lower).
-MAX_THREADS = 64
-
-
-class HubSpotConnector(Connector):
+class HubSpotConnector(BlockingConnector["BatchApi"]):
     type_name = "hubspot"
+    label = "HubSpot"
     Settings: ClassVar[type[ConnectorSettings]] = HubSpotSettings
     requirement = "hubspot-api-client"
-    # Private apps may make 100 requests per 10 s (more on higher tiers).
-    flow_defaults = FlowDefaults(concurrency=10, rate_per_second=10, burst=10)
+    # Private apps may make 100 requests per 10 s (Free and Starter; more on higher
+    # tiers). The bucket allows at most burst + 10 s x rate = 5 + 90 = 95 in any 10 s.
+    flow_defaults = FlowDefaults(
+        concurrency=10, rate_per_second=9, burst=5, documented_limit=(100, 10.0)
+    )
 
     settings: HubSpotSettings
 
     def __init__(self, name: str, settings: ConnectorSettings) -> None:
         assert isinstance(settings, HubSpotSettings)
         super().__init__(name, settings)
-        self._api: BatchApi | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._sdk_errors: tuple[type[Exception], ...] = ()
 
     @classmethod
@@ -146,31 +142,29 @@ class HubSpotConnector(Connector):
             )
         return problems
 
+    @property
+    def call_timeout(self) -> float:
+        # The SDK's own total timeout usually fires first, with a clearer message.
+        return self.settings.timeout + 1.0
+
     async def startup(self) -> None:
         register_secret(self.settings.access_token.get_secret_value())
-        if self._executor is None:
-            # Its own threads: the SDK blocks, and on the loop's default executor a
-            # slow HubSpot would hold up SQLite reads, /readyz and other destinations.
-            self._executor = ThreadPoolExecutor(
-                MAX_THREADS, thread_name_prefix=f"hubspot-{self.name}"
-            )
-        if self._api is None:
-            self._api = self._build_api()
+        await super().startup()
 
-    async def reauthenticate(self) -> None:
-        # A private app token cannot be refreshed. A fresh client gives a passing
-        # 401 one more chance; a revoked token fails again and the engine gives up.
-        await self.close()
-        self._api = self._build_api()
+    async def authenticate(self) -> BatchApi:
+        # A private app token cannot be refreshed: re-authentication builds a fresh
+        # client, which gives a passing 401 one more chance; a revoked token fails
+        # again and the engine gives up.
+        return self._build_api()
 
-    async def close(self) -> None:
-        api, self._api = self._api, None
-        if api is not None:
-            api.api_client.rest_client.pool_manager.clear()
-            api.api_client.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+    def retire(self, creds: BatchApi) -> None:
+        # Calls still running on the old client finish; its connections are not reused.
+        creds.api_client.rest_client.pool_manager.clear()
+        creds.api_client.close()
+
+    @property
+    def _api(self) -> BatchApi | None:
+        return self._creds
 
     async def check(self) -> CheckResult:
         """Ask HubSpot about the access token (token-info): refused, or its
@@ -247,8 +241,7 @@ class HubSpotConnector(Connector):
         return api
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
-        api = self._api
-        if api is None:
+        if self._creds is None:
             raise RuntimeError(f"HubSpot destination {self.name!r} was not started")
         properties = contact_properties(record)
         id_value = self._id_value(properties, context)
@@ -264,20 +257,22 @@ class HubSpotConnector(Connector):
                 )
             ]
         )
-        try:
-            # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
-            response = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                functools.partial(
-                    api.upsert_with_http_info,
-                    batch,
-                    _request_timeout=self.settings.timeout,
-                    _preload_content=False,
-                ),
-            )
-        except self._sdk_errors as exc:
-            raise classify(exc) from exc
-        return _result(response.status, _read(response))
+        timeout = self.settings.timeout
+        sdk_errors = self._sdk_errors
+
+        def upsert(api: BatchApi) -> tuple[int, bytes]:
+            # On the pool's thread, reading the body included (it blocks too).
+            try:
+                # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
+                response = api.upsert_with_http_info(
+                    batch, _request_timeout=timeout, _preload_content=False
+                )
+                return response.status, _read(response)
+            except sdk_errors as exc:
+                raise classify(exc) from exc
+
+        status, data = await self.call(upsert)
+        return _result(status, data)
 
     def _id_value(self, properties: dict[str, str], context: DeliveryContext) -> str:
         id_property = self.settings.id_property

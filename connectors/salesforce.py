@@ -17,23 +17,22 @@ refresh retries without bound and drops our headers.
 
 Re-authentication is driven by the engine: a 401 (``INVALID_SESSION_ID``) or 403 raises
 :class:`AuthError`; the engine calls :meth:`SalesforceConnector.reauthenticate` once and
-retries once. Concurrent sends that failed with the same stale token trigger a single
-token request (a lock plus "is the failed token still the current one?").
+retries once. Concurrent sends that failed with the same token trigger a single
+token request; a send refused with a token that was already replaced retries with the
+new one (:class:`connectors._blocking.BlockingConnector` tracks which token failed).
 
-Blocking simple-salesforce calls run in this connector's own thread pool (the default
+Blocking simple-salesforce calls run on the base's own thread pool (the default
 asyncio pool has only ``cpu_count + 4`` threads, shared with everything else), over a
 ``requests.Session`` that applies ``timeout`` and ``ca_bundle`` to every request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import ssl
 import time
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -60,9 +59,9 @@ from bridge.errors import (
     error_for_status,
 )
 from bridge.logs import event, redact, register_secret
+from connectors._blocking import BlockingConnector
 from connectors.base import (
     CheckResult,
-    Connector,
     ConnectorSettings,
     DeliveryContext,
     DeliveryResult,
@@ -92,7 +91,7 @@ DAILY_LIMIT_BACKOFF = 3600.0
 CONCURRENCY_LIMIT_BACKOFF = 60.0
 # Threads for blocking calls; also the HTTP connection pool size, so that concurrent
 # sends do not churn connections.
-MAX_THREADS = 64
+MAX_THREADS = BlockingConnector.max_threads
 _MESSAGE_LIMIT = 500
 
 AuthMode = Literal["client_credentials", "jwt", "password", "token"]
@@ -407,23 +406,21 @@ def _http_session(settings: Settings) -> requests.Session:
     return session
 
 
-class SalesforceConnector(Connector):
+class SalesforceConnector(BlockingConnector[_Session]):
     type_name = "salesforce"
+    label = "Salesforce"
     requirement = "simple-salesforce"
     Settings: ClassVar[type[ConnectorSettings]] = Settings
+    # No request-rate limit to honour: the API allowance is per rolling 24 h and
+    # org-wide, and 25 long-running (> 20 s) requests at once is the other limit.
     flow_defaults = FlowDefaults(concurrency=25)
 
     def __init__(self, name: str, settings: ConnectorSettings) -> None:
         super().__init__(name, settings)
         assert isinstance(settings, Settings)
         self.config: Settings = settings
-        self._lock = asyncio.Lock()
-        self._current: _Session | None = None
-        # the session of the last send refused with an AuthError
-        self._stale: _Session | None = None
         self._http: httpx.AsyncClient | None = None
         self._requests: requests.Session | None = None
-        self._executor: ThreadPoolExecutor | None = None
         auth = settings.auth
         for secret in (auth.client_secret, auth.password, auth.security_token, auth.access_token):
             if secret is not None:
@@ -455,12 +452,13 @@ class SalesforceConnector(Connector):
                 )
         return problems
 
+    @property
+    def call_timeout(self) -> float:
+        # requests' timeout bounds each read; this bounds the whole call.
+        return self.config.timeout + 1.0
+
     async def startup(self) -> None:
         # Idempotent: the engine calls it again after a failed start (token refused).
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                MAX_THREADS, thread_name_prefix=f"salesforce-{self.name}"
-            )
         if self._requests is None:
             self._requests = _http_session(self.config)
         if self._http is None:
@@ -473,49 +471,35 @@ class SalesforceConnector(Connector):
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
             )
-        async with self._lock:
-            if self._current is not None:
-                return
-            if self.config.external_id_field is None:
-                event(
-                    log,
-                    "salesforce_plain_create",
-                    logging.WARNING,
-                    destination=self.name,
-                    detail="no external_id_field: a retried attempt can create a duplicate",
-                )
-            self._current = await self._authenticate()
+        if self._creds is None and self.config.external_id_field is None:
+            event(
+                log,
+                "salesforce_plain_create",
+                logging.WARNING,
+                destination=self.name,
+                detail="no external_id_field: a retried attempt can create a duplicate",
+            )
+        await super().startup()
 
     async def reauthenticate(self) -> None:
         if self.config.auth.mode == "token":
             raise NotImplementedError("auth.mode 'token' cannot renew a refused access token")
-        async with self._lock:
-            stale = self._stale
-            if stale is not None and stale is not self._current:
-                return  # another send already refreshed the token it failed with
-            self._current = await self._authenticate()
+        await super().reauthenticate()
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
-        session = self._current
-        if session is None or self._executor is None:
+        if self._creds is None:
             raise RuntimeError("SalesforceConnector.startup() was not awaited")
         # Salesforce rejects the external-ID field in the body of an upsert by that field.
         skip = (self.config.external_id_field or "").lower()
         body = {k: v for k, v in record.items() if k.lower() != skip}
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, self._deliver, session, body, context.lead_id
-            )
-        except AuthError:
-            self._stale = session
-            raise
+        lead_id = context.lead_id
+        return await self.call(lambda session: self._deliver(session, body, lead_id))
 
     async def check(self) -> CheckResult:
         """Get a token (as startup does), then read the org's API limits with
         it: proves the credentials, the instance URL and the API version."""
         await self.startup()
-        session = self._current
+        session = self._creds
         assert session is not None and self._http is not None
         url = f"{session.instance_url}/services/data/v{self.config.api_version}/limits/"
         try:
@@ -546,13 +530,10 @@ class SalesforceConnector(Connector):
         )
 
     async def close(self) -> None:
-        self._current = self._stale = None
+        await super().close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
         if self._requests is not None:
             self._requests.close()
             self._requests = None
@@ -587,7 +568,7 @@ class SalesforceConnector(Connector):
 
     # ---------------------------------------------------------------- tokens
 
-    async def _authenticate(self) -> _Session:
+    async def authenticate(self) -> _Session:
         if self.config.auth.mode == "token":
             static = self.config.auth.access_token
             assert static is not None and self.config.instance_url is not None

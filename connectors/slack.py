@@ -241,7 +241,9 @@ class SlackConnector(Connector):
     type_name = "slack"
     Settings = SlackSettings
     # Slack allows about one message per second per incoming webhook.
-    flow_defaults = FlowDefaults(concurrency=1, rate_per_second=1, burst=1)
+    flow_defaults = FlowDefaults(
+        concurrency=1, rate_per_second=1, burst=1, documented_limit=(1, 1.0)
+    )
     settings: SlackSettings
 
     accepted_fields: ClassVar[tuple[str, ...]] = CARD_FIELDS + OVERRIDE_FIELDS

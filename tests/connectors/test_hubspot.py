@@ -289,6 +289,26 @@ async def test_reauthenticate_rebuilds_the_client(
     assert (await connector.send(RECORD, CONTEXT)).remote_id == "101"
 
 
+async def test_reauthentication_keeps_the_thread_pool_and_queued_sends(
+    fake: FakeHubSpot, make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HubSpotConnector, "max_threads", 2)
+    connector = await make_connector()
+    fake.queue(*[FakeResponse(201, created().body, delay=0.3) for _ in range(2)])
+    # Two sends wait for their answer on the pool's two threads, three more are queued.
+    sends = [
+        asyncio.create_task(connector.send({**RECORD, "email": f"p{i}@example.com"}, CONTEXT))
+        for i in range(5)
+    ]
+    while len(fake.requests) < 2:
+        await asyncio.sleep(0.01)
+    pool = connector._pool
+    await connector.reauthenticate()
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["DeliveryResult"] * 5
+    assert connector._pool is pool
+
+
 async def test_missing_scope_is_auth_error_naming_the_scope(
     fake: FakeHubSpot, make_connector: MakeConnector
 ) -> None:
@@ -453,7 +473,7 @@ def test_settings_defaults() -> None:
         None,
     )
     assert HubSpotConnector.flow_defaults.concurrency == 10
-    assert HubSpotConnector.flow_defaults.rate_per_second == 10
+    assert HubSpotConnector.flow_defaults.rate_per_second == 9  # see test_flow_defaults.py
 
 
 async def test_send_after_close_is_an_error(make_connector: MakeConnector) -> None:
