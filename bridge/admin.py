@@ -23,11 +23,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 
+from bridge.admin_ops import SCHEMAS as OPERATOR_SCHEMAS
+from bridge.admin_ops import operator_routes
 from bridge.config import format_path, parse_duration
 from bridge.errors import StoreError
 from bridge.intake import error, json_response
 from bridge.logs import event
 from bridge.metrics_server import scrape
+from bridge.operations import audit
+from bridge.operations.search import BadQuery
 from bridge.store.base import STATUSES, AttemptRecord, DeliveryRecord
 
 if TYPE_CHECKING:
@@ -115,12 +119,17 @@ class ReplayRequest(BaseModel):
 
 
 def check_token(request: Request, tokens: list[str]) -> bool:
+    return token_index(request, tokens) is not None
+
+
+def token_index(request: Request, tokens: list[str]) -> int | None:
+    """Which of ``tokens`` the request's bearer token is, or None."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
-        return False
+        return None
     # Compare against every token so the time taken says nothing about which matched.
     matches = [hmac.compare_digest(given.strip().encode(), t.encode()) for t in tokens]
-    return any(matches)
+    return matches.index(True) if any(matches) else None
 
 
 def admin_routes(state: AppState) -> list[BaseRoute]:
@@ -131,13 +140,16 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
 
     def protected(handler: Handler) -> Handler:
         async def wrapper(request: Request) -> Response:
-            if not check_token(request, tokens):
+            index = token_index(request, tokens)
+            if index is None:
                 response = error(401, "unauthorized", "send Authorization: Bearer <admin token>")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="lead-bridge admin"'
                 return response
+            # The audit log's "who": the token's config key path, never its value.
+            request.state.actor = f"api:admin.tokens[{index}]"
             try:
                 return await handler(request)
-            except BadRequest as exc:
+            except (BadRequest, BadQuery) as exc:
                 return error(400, "bad_request", str(exc))
             except StoreError:
                 return error(503, "store_unavailable", "the store is unavailable; try again")
@@ -325,6 +337,18 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             return error(404, "not_found", "no delivery matched")
         if state.engine is not None:
             state.engine.wake()
+        await audit.record(
+            store,
+            request.state.actor,
+            "replay",
+            body.lead_id or body.destination,
+            {
+                "dead": body.dead,
+                "force": body.force,
+                "destination": body.destination,
+                "requeued": result.requeued,
+            },
+        )
         event(
             log,
             "admin_replay",
@@ -363,6 +387,7 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         Route("/deliveries", protected(deliveries), methods=["GET"]),
         Route("/replay", protected(replay), methods=["POST"]),
         Route("/metrics", protected(metrics), methods=["GET"]),
+        *operator_routes(state, protected),
     ]
     from bridge.admin_privacy import SCHEMAS, erase_routes
 
@@ -411,7 +436,9 @@ OPENAPI_BASE: dict[str, Any] = {
     "info": {
         "title": "Lead Bridge admin API",
         "version": "1",
-        "description": "Operator API: the CLI's status, show, deliveries and replay over HTTP. "
+        "description": "Operator API: the CLI's status, show, deliveries, replay, search, "
+        "dead letters (preview, bulk replay), overview, drift, map, check-credentials, "
+        "test-send and audit over HTTP. "
         "Authenticate with `Authorization: Bearer <token>` (admin.tokens).",
     },
     "components": {
@@ -525,6 +552,7 @@ OPENAPI_BASE: dict[str, Any] = {
                     },
                 },
             },
+            **OPERATOR_SCHEMAS,
             "ReplayRequest": ReplayRequest.model_json_schema(),
             "ReplayResult": {
                 "type": "object",

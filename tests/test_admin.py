@@ -268,6 +268,17 @@ async def test_openapi_describes_every_operation(admin: AppHarness) -> None:
         ("/admin/metrics", "get"): "getMetrics",
         ("/admin/erase/preview", "post"): "erasePreview",
         ("/admin/erase", "post"): "erase",
+        ("/admin/leads", "get"): "searchLeads",
+        ("/admin/dead-letters", "get"): "listDeadLetters",
+        ("/admin/dead-letters/preview", "post"): "previewBulkReplay",
+        ("/admin/dead-letters/replay", "post"): "bulkReplay",
+        ("/admin/overview", "get"): "getOverview",
+        ("/admin/drift", "get"): "getDrift",
+        ("/admin/unrouted", "get"): "listUnrouted",
+        ("/admin/map", "post"): "mapLead",
+        ("/admin/destinations/{name}/check", "post"): "checkCredentials",
+        ("/admin/destinations/{name}/test", "post"): "sendTestLead",
+        ("/admin/audit", "get"): "listAudit",
     }
     schemas = doc["components"]["schemas"]
     refs = {
