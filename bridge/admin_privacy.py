@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bridge.admin import BadRequest
+from bridge.admin_ops import actor
 from bridge.config import format_path
 from bridge.intake import json_response
 from bridge.logs import event
@@ -114,7 +115,7 @@ def erase_routes(state: AppState, protected: Callable[[Handler], Handler]) -> li
 
         detail = {k: v for k, v in report.as_dict().items() if k != "lead_ids"}
         target = body.lead_id if body.lead_id is not None else "by email"
-        await audit.record(store, "admin-api", "erase", target=target, detail=detail)
+        await audit.record(store, actor(request), "erase", target=target, detail=detail)
         event(
             log,
             "admin_erase",

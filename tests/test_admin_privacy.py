@@ -69,7 +69,11 @@ async def test_erase_with_confirm_removes_and_audits(
     assert await admin.store.get_lead("led_ann") is None
     assert await admin.store.get_lead("led_joann") is not None
     (entry,) = await list_audit(admin.store, action="erase")
-    assert (entry.actor, entry.target, entry.detail["leads"]) == ("admin-api", "by email", 1)
+    assert (entry.actor, entry.target, entry.detail["leads"]) == (
+        "api:admin.tokens[0]",
+        "by email",
+        1,
+    )
     assert "event=admin_erase by=email leads=1" in caplog.text
     assert EMAIL not in caplog.text and EMAIL not in json.dumps(entry.detail)
     # the provider's re-send is a duplicate now
