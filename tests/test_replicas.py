@@ -2,13 +2,18 @@
 
 Phase 1: 2,000 leads, each posted twice in random order spread over 3 replicas,
 are delivered exactly once through the webhook connector to a local sink.
-Phase 2: one replica is SIGKILLed while it holds leases; the others deliver its
-leased work once the lease expires, and nothing is lost.
+Phase 2: one replica is SIGKILLed while it provably holds leases; the others
+deliver its leased work once the lease expires, and nothing is lost.
+
+No timing is assumed: each replica posts to its own sink path, the sink holds
+the victim's requests unanswered, and the victim is frozen (SIGSTOP) and killed
+only once the store shows it holding the leases of requests the sink holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import random
@@ -23,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psycopg
@@ -40,12 +45,18 @@ PG_URL = os.environ.get("LEAD_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:
 LEADS = 2000
 REPLICAS = 3
 DEST = "sink"
-# The engine leases for max(worker.lease, 2 * retry.timeout + 10) seconds.
-LEASE = 11.0
+# Generous deadlines for a loaded 2-core machine: conditions are polled, and a
+# deadline is only reached when something is wrong.
+DEADLINE = 300.0
 
 
 class Sink(ThreadingHTTPServer):
-    """The receiving end of the webhook destination: counts each webhook-id."""
+    """The receiving end of the webhook destination: counts each webhook-id.
+
+    Replica ``i`` posts to ``/hook/i``. Requests from the replica named by
+    ``hold`` are kept unanswered (and not counted: the destination never
+    processed them) until ``release`` is set.
+    """
 
     daemon_threads = True
 
@@ -53,7 +64,12 @@ class Sink(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _SinkHandler)
         self.received: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self.delay = 0.0
+        self.hold: str | None = None
+        self.held: list[str] = []
+        self.release = threading.Event()
+
+    def url(self, replica: int) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook/{replica}"
 
 
 class _SinkHandler(BaseHTTPRequestHandler):
@@ -61,10 +77,15 @@ class _SinkHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", "0")))
-        if self.server.delay:
-            time.sleep(self.server.delay)
+        key = self.headers["webhook-id"]
+        if self.path.rsplit("/", 1)[-1] == self.server.hold:
+            with self.server.lock:
+                self.server.held.append(key)
+            self.server.release.wait()
+            self.close_connection = True
+            return  # never answered: its sender is dead by now
         with self.server.lock:
-            self.server.received[self.headers["webhook-id"]] += 1
+            self.server.received[key] += 1
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -79,6 +100,7 @@ def sink() -> Iterator[Sink]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.release.set()
     server.shutdown()
     server.server_close()
 
@@ -98,8 +120,9 @@ def _free_port() -> int:
 
 
 class Replicas:
-    def __init__(self, config: Path, logs: Path) -> None:
+    def __init__(self, config: dict[str, Any], sink: Sink, logs: Path) -> None:
         self.config = config
+        self.sink = sink
         self.logs = logs
         self.ports: list[int] = []
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -110,13 +133,18 @@ class Replicas:
             port = _free_port()
             log = (self.logs / f"replica{index}.log").open("wb")
             self._logs.append(log)
-            cmd = [sys.executable, "-m", "bridge", "serve", "--config", str(self.config)]
+            # The same destination everywhere, on a sink path of its own.
+            config = copy.deepcopy(self.config)
+            config["destinations"][0]["settings"]["url"] = self.sink.url(index)
+            path = self.logs / f"replica{index}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            cmd = [sys.executable, "-m", "bridge", "serve", "--config", str(path)]
             proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=log, stderr=log)
             self.ports.append(port)
             self.procs.append(proc)
 
     async def wait_ready(self, client: httpx.AsyncClient) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + DEADLINE
         for port, proc in zip(self.ports, self.procs, strict=True):
             while True:
                 assert proc.poll() is None, f"replica on {port} exited: see {self.logs}"
@@ -126,11 +154,12 @@ class Replicas:
                 except httpx.TransportError:
                     pass
                 assert time.monotonic() < deadline, f"replica on {port} not ready"
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # polling interval, not synchronisation
 
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a frozen victim must hear the SIGTERM
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             try:
@@ -151,12 +180,11 @@ def replicas(tmp_path: Path, schema: str, sink: Sink) -> Iterator[Replicas]:
             {
                 "name": DEST,
                 "type": "webhook",
-                "settings": {
-                    "url": f"http://127.0.0.1:{sink.server_address[1]}/hook",
-                    "allow_private": True,
-                    "timeout": 5,
-                },
-                "retry": {"timeout": 0.5, "schedule": [0.5]},
+                # url: set per replica by Replicas.start
+                "settings": {"url": sink.url(0), "allow_private": True, "timeout": 60},
+                # A held request times out after retry.timeout and is retried 0.5 s
+                # later (then held again); the lease outlasts the attempt.
+                "retry": {"timeout": 10, "schedule": [0.5]},
                 "flow": {"concurrency": 8},
             }
         ],
@@ -164,9 +192,7 @@ def replicas(tmp_path: Path, schema: str, sink: Sink) -> Iterator[Replicas]:
         "logging": {"level": "WARNING"},
         "metrics": {"enabled": False},
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    group = Replicas(path, tmp_path)
+    group = Replicas(config, sink, tmp_path)
     yield group
     group.stop()
 
@@ -187,12 +213,21 @@ async def post_all(
     async def sender() -> None:
         while bodies:
             body = bodies.pop()
-            port = random.choice(ports)
-            response = await client.post(
-                f"http://127.0.0.1:{port}/lead/webhook",
-                content=body,
-                headers={"content-type": "application/json"},
-            )
+            for attempt in range(5):
+                port = random.choice(ports)
+                try:
+                    response = await client.post(
+                        f"http://127.0.0.1:{port}/lead/webhook",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    )
+                    break
+                except httpx.TransportError:
+                    # A kept-alive connection the server closed as it was reused
+                    # (idle timeout on a busy machine): the provider retries too,
+                    # and a lead stored the first time comes back as a duplicate.
+                    if attempt == 4:
+                        raise
             codes[response.status_code] += 1
 
     await asyncio.gather(*(sender() for _ in range(16)))
@@ -232,7 +267,7 @@ async def test_replicas_deliver_each_lead_once_and_survive_a_kill(
         codes = await post_all(client, replicas.ports, ids)
         posted = time.monotonic() - started
         assert codes == Counter({200: 2 * LEADS // 4})
-        counts = await wait_delivered(schema, LEADS, timeout=60)
+        counts = await wait_delivered(schema, LEADS, timeout=DEADLINE)
         phase1 = time.monotonic() - started
         assert counts == {"delivered": LEADS}
         assert set(sink.received) == keys
@@ -242,45 +277,68 @@ async def test_replicas_deliver_each_lead_once_and_survive_a_kill(
             f"{len(sink.received)} delivered exactly once after {phase1:.1f}s"
         )
 
-        # ---- phase 2: SIGKILL a replica while every replica holds leases
+        # ---- phase 2: SIGKILL a replica while it holds leases
         ids2 = [f"led_kill{i:05d}" for i in range(LEADS // 2)]
-        keys2 = {idempotency_key(i, DEST) for i in ids2}
-        sink.delay = 0.2  # slower than intake: a backlog builds, every worker is busy
-        assert await post_all(client, replicas.ports, ids2) == Counter({200: LEADS // 4})
+        keys2 = {idempotency_key(i, DEST): i for i in ids2}
         victim = replicas.procs[0]
-        at_kill = _leased(schema)
+        sink.hold = "0"  # replica 0's requests wait, unanswered
+        assert await post_all(client, replicas.ports, ids2) == Counter({200: LEADS // 4})
+        orphaned = await freeze_holding_leases(victim, sink, schema, keys2)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         killed_at = time.monotonic()
-        sink.delay = 0.0
-        await asyncio.sleep(2.0)
-        # survivors finish their leases within 2 s; what is left belongs to the dead one
-        orphaned = at_kill & _leased(schema)
-        counts = await wait_delivered(schema, LEADS + len(ids2), timeout=LEASE + 30)
+        counts = await wait_delivered(schema, LEADS + len(ids2), timeout=DEADLINE)
         recovered = time.monotonic() - killed_at
     assert counts == {"delivered": LEADS + len(ids2)}, counts
-    assert keys2 <= set(sink.received)
-    assert orphaned, "the killed replica held no leases; the test did not exercise recovery"
+    assert set(sink.received) == keys | set(keys2)
+    assert max(sink.received.values()) == 1  # held requests were never processed
     # its leased work was picked up by the survivors only once the lease had expired
     delivered_at = _delivered_at(schema, [did for did, _, _ in orphaned])
     assert all(delivered_at[did] >= expiry for did, _, expiry in orphaned)
-    twice = sum(1 for k in keys2 if sink.received[k] > 1)
-    # Only work the victim had already sent before dying can arrive twice.
-    assert twice <= len(orphaned)
     print(
-        f"phase 2: {len(ids2)} leads, replica killed holding {len(orphaned)} leases, "
-        f"all delivered after {recovered:.1f}s, {twice} received twice (at-least-once)"
+        f"phase 2: {len(ids2)} leads, replica killed holding {len(orphaned)} leases of "
+        f"requests in flight, all delivered {recovered:.1f}s after the kill"
     )
 
 
-def _leased(schema: str) -> set[tuple[int, str, float]]:
-    """(delivery id, lease token, lease expiry) of the rows leased right now."""
+async def freeze_holding_leases(
+    victim: subprocess.Popen[bytes], sink: Sink, schema: str, keys: dict[str, str]
+) -> set[tuple[int, str, float]]:
+    """SIGSTOP the victim at a moment it holds the leases of requests the sink holds.
+
+    Returns those leases. A held request can time out in the victim (retry.timeout)
+    before the victim is frozen; then its lease is gone (an attempt is recorded),
+    the victim is let go (SIGCONT) and the next held request is waited for.
+    """
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        assert time.monotonic() < deadline, "the victim never held a lease in flight"
+        assert victim.poll() is None, "the victim exited"
+        with sink.lock:
+            held = list(sink.held)
+        if held:
+            victim.send_signal(signal.SIGSTOP)
+            leases = _leased(schema, [keys[k] for k in held])
+            if leases:
+                return leases
+            victim.send_signal(signal.SIGCONT)
+            with sink.lock:
+                del sink.held[: len(held)]
+        await asyncio.sleep(0.05)  # polling interval, not synchronisation
+
+
+def _leased(schema: str, lead_ids: list[str]) -> set[tuple[int, str, float]]:
+    """(delivery id, lease token, lease expiry) of these leads' rows leased right now
+    for their first attempt: a held request whose attempt timed out in the victim
+    has an attempt recorded, and its row may since be leased by a survivor."""
     with psycopg.connect(PG_URL) as conn:
         rows = conn.execute(
             sql.SQL(
                 "SELECT id, lease_token, next_attempt_at FROM {}.deliveries "
-                "WHERE status = 'pending' AND lease_token IS NOT NULL"
-            ).format(sql.Identifier(schema))
+                "WHERE status = 'pending' AND lease_token IS NOT NULL AND attempts = 0 "
+                "AND lead_id = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (lead_ids,),
         ).fetchall()
     return {(r[0], r[1], r[2]) for r in rows}
 
