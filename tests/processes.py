@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.waiting import DEADLINE
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -34,7 +36,7 @@ class BridgeProcess:
             env=full_env,
         )
 
-    def wait_ready(self, url: str, *, verify: object = True, timeout: float = 20.0) -> None:
+    def wait_ready(self, url: str, *, verify: object = True, timeout: float = DEADLINE) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

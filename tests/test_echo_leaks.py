@@ -21,6 +21,7 @@ from bridge.cli import main
 from bridge.destinations import load_runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
+from tests.waiting import eventually
 
 FIRST, LAST, COMPANY = "Zebulon", "Quattlebaum", "Xylocarp Widgets"
 CANARIES = [FIRST, LAST, COMPANY, "Xylocarp"]
@@ -118,11 +119,12 @@ async def test_an_echoing_destination_leaks_nothing(
         ):
             answer = await c.post("/lead/webhook", json=[lead])
             assert answer.status_code == 200
-            for _ in range(500):
-                dead = await store.list_deliveries(status="dead")
-                if len(dead) == 2:
-                    break
-                await asyncio.sleep(0.02)
+
+            async def two_dead() -> bool:
+                return len(await store.list_deliveries(status="dead")) == 2
+
+            await eventually(two_dead, "two dead letters")
+            dead = await store.list_deliveries(status="dead")
         attempts = await store.get_attempts("led_echo_1")
     finally:
         await store.close()

@@ -4,7 +4,6 @@ receives the right record exactly once, also when the provider retries three tim
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from bridge.store.sqlite import SQLiteStore
 from tests.connectors.fake_http import FakeHTTP
 from tests.connectors.fake_hubspot import FakeHubSpot
 from tests.connectors.fake_salesforce import FakeSalesforce
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_BODY = (ROOT / "tests" / "fixtures" / "seed_curl_body.json").read_bytes()
@@ -94,15 +94,16 @@ async def test_seed_example_reaches_every_destination_exactly_once(
                 (await c.post("/lead/webhook", content=SEED_BODY, headers=headers)).json()
                 for _ in range(3)  # the provider retries the same webhook
             ]
-            for _ in range(500):
+
+            async def all_delivered() -> bool:
                 status = await store.status(0)
-                if (
-                    all(d.counts["delivered"] == 1 for d in status.destinations)
-                    and len(status.destinations) == 5
-                ):
-                    break
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)  # would a second delivery sneak in?
+                return len(status.destinations) == 5 and all(
+                    d.counts["delivered"] == 1 for d in status.destinations
+                )
+
+            await eventually(all_delivered, "one delivery per destination")
+        # Leaving the lifespan stopped the engine (in-flight attempts finished):
+        # a second delivery would be on record now.
         deliveries = await store.get_deliveries("led_slp3mt0qxvIXYUIK")
     finally:
         await store.close()

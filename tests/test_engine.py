@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from bridge.store.base import DeliveryRecord, LeadIn, Outcome
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
 from tests.fakes import SCRIPTS, FakeClock, Script
+from tests.waiting import DEADLINE, eventually
 
 SCHEDULE = [5, 300, 1800, 7200]
 
@@ -78,7 +80,8 @@ class Harness:
         statuses: tuple[str, ...] = ("delivered", "dead", "skipped"),
     ) -> DeliveryRecord:
         """Advance the fake clock to each retry until the delivery is final."""
-        for _ in range(2000):
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
             row = await self.delivery(lead_id, destination)
             if row.status in statuses:
                 return row
@@ -195,7 +198,9 @@ async def test_concurrency_bounds_requests_in_flight(make_harness: Callable[...,
     h: Harness = await make_harness(dest("crm", flow={"concurrency": 2}))
     await h.engine().start()
     await h.add(*[f"led_{i}" for i in range(6)])
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(s.calls) >= 2, "two sends in flight")
+    for _ in range(20):  # give a third send every chance to start
+        await asyncio.sleep(0)
     assert len(s.calls) == 2  # the others wait for a slot
     s.release.set()
     for i in range(6):
@@ -437,9 +442,11 @@ class CountingStore:
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[list[int]] = []
         self.fail = fail
+        self.committing = asyncio.Event()
 
     async def finish(self, outcomes: list[Outcome]) -> list[bool]:
         self.calls.append([o.delivery_id for o in outcomes])
+        self.committing.set()
         await asyncio.sleep(0.01)  # a commit takes a while; more outcomes queue meanwhile
         if self.fail:
             raise StoreUnavailable("disk full")
@@ -455,7 +462,7 @@ async def test_finisher_groups_outcomes_per_commit() -> None:
     rtts: list[float] = []
     finisher = Finisher(store, rtts.append)  # type: ignore[arg-type]
     first = asyncio.gather(*(finisher.finish(outcome(i)) for i in range(3)))
-    await asyncio.sleep(0.001)  # the first commit is under way
+    await store.committing.wait()  # the first commit is under way
     second = asyncio.gather(*(finisher.finish(outcome(i)) for i in range(3, 6)))
     assert await first == [True, False, True]
     assert await second == [False, True, False]

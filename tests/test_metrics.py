@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from bridge.metrics_server import scrape, serve_metrics, start_metrics_server
 from bridge.store.base import LeadIn, Store, StoreStatus
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
+from tests.waiting import DEADLINE, eventually
 
 TOKEN = "metrics-admin-token-0123"
 
@@ -57,10 +59,12 @@ async def test_serve_metrics_runs_until_cancelled() -> None:
         port = probe.getsockname()[1]
     task = asyncio.create_task(serve_metrics(Metrics(), "127.0.0.1", port))
     async with httpx.AsyncClient() as client:
-        for _ in range(100):
+        deadline = time.monotonic() + DEADLINE
+        while True:
             with contextlib.suppress(httpx.ConnectError):
                 response = await client.get(f"http://127.0.0.1:{port}/metrics")
                 break
+            assert time.monotonic() < deadline, "the metrics server did not start"
             await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -129,11 +133,12 @@ async def test_sample_after_a_real_flow(
             assert (await client.post("/lead/webhook", json=[], headers=hook)).status_code == 200
             bad = await client.post("/lead/webhook", json=[{"id": "led_x"}], headers={})
             assert bad.status_code == 401
-            for _ in range(250):
+
+            async def delivered() -> bool:
                 (delivery,) = await store.get_deliveries("led_metrics_1")
-                if delivery.status == "delivered":
-                    break
-                await asyncio.sleep(0.02)
+                return delivery.status == "delivered"
+
+            await eventually(delivered, "the delivery")
             response = await client.get(
                 "/admin/metrics", headers={"authorization": f"Bearer {TOKEN}"}
             )

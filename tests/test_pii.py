@@ -4,7 +4,6 @@ rejected, retried after a failing destination that echoes the data back)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -19,6 +18,7 @@ from bridge.destinations import Runtime
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
 from tests.connectors.fake_http import Answer, FakeHTTP, Seen
+from tests.waiting import eventually
 
 EMAIL = "pii.canary.7f3a@canary-mail.example"
 PHONE = "+15557654321987"
@@ -152,11 +152,12 @@ async def test_no_canary_in_any_log_line_or_error_body(
                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
                 ),
             ]
-            for _ in range(250):
-                rows = await store.list_deliveries(status="delivered")
-                if len(rows) == 2:
-                    break
-                await asyncio.sleep(0.02)
+
+            async def two_delivered() -> bool:
+                return len(await store.list_deliveries(status="delivered")) == 2
+
+            await eventually(two_delivered, "two deliveries")
+            rows = await store.list_deliveries(status="delivered")
             responses.append(
                 await client.get(
                     "/admin/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}

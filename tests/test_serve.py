@@ -17,6 +17,7 @@ import yaml
 
 from bridge.store.sqlite import SQLiteStore
 from tests.processes import BridgeProcess, free_port
+from tests.waiting import DEADLINE
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +136,7 @@ def test_seed_curl_example_over_verified_tls(
         )
 
     out = tmp_path / "leads.jsonl"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
         time.sleep(0.05)
     lines = out.read_text().splitlines()
@@ -250,7 +251,7 @@ def test_metrics_on_a_separate_port(
             content=SEED_BODY,
             headers={"Authorization": SECRET},
         )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     text = ""
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text

@@ -18,6 +18,7 @@ from bridge.store.postgres import MIGRATIONS, PostgresStore
 from tests.conftest import make_lead
 from tests.store.conftest import PG_URL
 from tests.store.test_store import T0, lead
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -177,12 +178,15 @@ async def test_outage_fails_ping_and_ingest_then_recovers(make_pg: MakePG) -> No
     with pytest.raises(StoreUnavailable):
         await store.ingest([lead("during")], ["crm"], [], T0)
     await proxy.up()
-    for _ in range(100):  # the pool reconnects in the background, with backoff
+
+    async def reconnected() -> bool:  # the pool reconnects in the background, with backoff
         try:
             await store.ping()
-            break
         except StoreUnavailable:
-            await asyncio.sleep(0.1)
+            return False
+        return True
+
+    await eventually(reconnected, "the pool to reconnect", interval=0.1)
     assert (await store.ingest([lead("after")], ["crm"], [], T0)).accepted == ["after"]
     assert await store.get_lead("during") is None
     await store.close()
@@ -208,10 +212,11 @@ async def test_intake_answers_503_and_readiness_fails_while_the_database_is_down
         response = await client.post("/lead/webhook", content=body, headers=headers)
         assert response.status_code == 503
         await proxy.up()
-        for _ in range(100):
-            if (await client.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.1)
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, "/readyz to recover", interval=0.1)
         response = await client.post("/lead/webhook", content=body, headers=headers)
         assert (response.status_code, response.json()["accepted"]) == (200, 1)
     await store.close()
