@@ -139,7 +139,9 @@ def create_app(
         if run_workers and config.alerts.url is not None:
             from bridge.notify import Notifier
 
-            state.tasks.append(asyncio.create_task(Notifier(the_store, config.alerts).run()))
+            state.tasks.append(
+                asyncio.create_task(Notifier(the_store, config.alerts, metrics=state.metrics).run())
+            )
         from bridge.operations.drift import drift_task
 
         # Schema drift: the engine's unmapped-key tally into the store, and the gauge.

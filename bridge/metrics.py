@@ -213,6 +213,15 @@ class Metrics:
     def worker_restarted(self, destination: str) -> None:
         self.worker_restarts.labels(destination).inc()
 
+    def workers_down(self) -> list[str]:
+        """Destinations whose delivery loop this process reports as not running."""
+        return sorted(
+            sample.labels["destination"]
+            for family in self.worker_up.collect()
+            for sample in family.samples
+            if sample.value == 0
+        )
+
     def update_queue(self, status: StoreStatus, now: float) -> None:
         for dest in status.destinations:
             for state, count in dest.counts.items():

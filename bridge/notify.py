@@ -8,7 +8,9 @@ destination, decides whether something needs a human:
   ``retries exhausted`` ...);
 * **stalled**: deliveries are pending and none has finished (delivered, dead or
   skipped) for ``alerts.stalled_after``, whatever the cause: the destination
-  failing, a long rate-limit pause, a delivery loop that is not running.
+  failing, a long rate-limit pause, a delivery loop that is not running;
+* **delivery loop down**: this process reports (``lead_bridge_worker_up``) that
+  the destination's loop is not running, at once.
 
 Everything that needs a human in one check goes out as ONE message, to a Slack
 incoming webhook (``{"text": ...}``) or any HTTP endpoint (the same text plus the
@@ -38,7 +40,8 @@ import orjson
 from bridge.config import AlertsConfig
 from bridge.errors import StoreError
 from bridge.logs import event, register_secret
-from bridge.store.base import DeliveryRecord, Store
+from bridge.metrics import Metrics
+from bridge.store.base import DeliveryRecord, DestinationStatus, Store
 
 log = logging.getLogger("lead_bridge.notify")
 
@@ -82,9 +85,12 @@ class Trouble:
     pending: int
     oldest_pending_seconds: float | None
     stalled_seconds: float | None  # no delivery finished for this long, with some pending
+    worker_down: bool = False  # its delivery loop is not running in this process
 
     def line(self) -> str:
         parts = []
+        if self.worker_down:
+            parts.append("delivery loop not running")
         if self.new_dead_letters:
             reasons = ", ".join(f"{name}: {n}" for name, n in self.reasons.items())
             parts.append(f"{self.new_dead_letters} new dead letter(s) ({reasons})")
@@ -112,6 +118,7 @@ class Notifier:
     config: AlertsConfig
     clock: Callable[[], float] = time.time
     post: Post | None = None
+    metrics: Metrics | None = None  # where delivery loops report whether they run
     host: str = field(default_factory=socket.gethostname)
     _watch: dict[str, _Watch] = field(default_factory=dict)
     _primed_at: float | None = None  # when the first look was taken
@@ -135,8 +142,12 @@ class Notifier:
         """One look at the queue; posts a notice when one is due. Returns what it sent."""
         now = self.clock()
         status = await self.store.status(now)
+        down = set(self.metrics.workers_down()) if self.metrics is not None else set()
+        destinations = list(status.destinations)
+        known = {d.destination for d in destinations}
+        destinations += [DestinationStatus(name, {}, 0, None) for name in sorted(down - known)]
         due: list[tuple[Trouble, int]] = []
-        for dest in status.destinations:
+        for dest in destinations:
             counts = dest.counts
             dead = counts.get("dead", 0)
             pending = counts.get("pending", 0)
@@ -145,17 +156,20 @@ class Notifier:
             if watch is None:
                 if self._primed_at is None:
                     # Dead letters that existed before we started watching are not news.
-                    self._watch[dest.destination] = _Watch(dead, now, finished, now)
-                    continue
-                # A destination with no rows at the first look: all of it is new.
-                watch = self._watch[dest.destination] = _Watch(0, self._primed_at, 0, now)
+                    watch = self._watch[dest.destination] = _Watch(dead, now, finished, now)
+                    if dest.destination not in down:
+                        continue
+                else:
+                    # A destination with no rows at the first look: all of it is new.
+                    watch = self._watch[dest.destination] = _Watch(0, self._primed_at, 0, now)
             if finished != watch.finished or pending == 0:
                 watch.finished, watch.progress_at = finished, now
             watch.dead_seen = min(watch.dead_seen, dead)  # a replay took some back
             new_dead = dead - watch.dead_seen
             idle = now - watch.progress_at
+            worker_down = dest.destination in down
             stalled = idle if pending and idle >= self.config.stalled_after else None
-            if new_dead < self.config.dead_letters and stalled is None:
+            if new_dead < self.config.dead_letters and stalled is None and not worker_down:
                 continue
             if now - watch.noticed_at < self.config.min_interval:
                 continue
@@ -168,6 +182,7 @@ class Notifier:
                 pending=pending,
                 oldest_pending_seconds=round(now - oldest, 1) if oldest is not None else None,
                 stalled_seconds=round(stalled, 1) if stalled is not None else None,
+                worker_down=worker_down,
             )
             due.append((trouble, dead))
         if self._primed_at is None:

@@ -236,6 +236,7 @@ async def test_webhook_format_carries_the_figures(store: SQLiteStore, receiver: 
             "pending": 1,
             "oldest_pending_seconds": 60.0,
             "stalled_seconds": None,
+            "worker_down": False,
         }
     ]
 
@@ -294,3 +295,30 @@ def test_bad_alerts_config_names_the_key(
     with pytest.raises(ConfigError) as info:
         make_runtime(alerts=alerts)
     assert message in str(info.value)
+
+
+async def test_a_delivery_loop_that_is_not_running_is_reported_at_once(
+    store: SQLiteStore, receiver: Receiver
+) -> None:
+    from bridge.metrics import Metrics
+
+    clock = Clock()
+    metrics = Metrics()
+    config = AlertsConfig.model_validate({"url": receiver.url})
+    n = Notifier(store, config, clock=clock, host="bridge-1", metrics=metrics)
+    metrics.worker_running("crm", True)
+    await add(store, "led_1")
+    await n.check()
+    metrics.worker_running("crm", False)  # what the engine's supervision reports
+    metrics.worker_running("hook", False)  # no delivery rows at all yet
+    clock.now = T0 + 60
+
+    sent = await n.check()
+
+    assert [(t.destination, t.worker_down) for t in sent] == [("crm", True), ("hook", True)]
+    assert receiver.bodies[0]["text"].splitlines()[1:] == [
+        "• crm: delivery loop not running; 1 pending, oldest 60 s",
+        "• hook: delivery loop not running",
+    ]
+    clock.now = T0 + 120
+    assert await n.check() == []  # rate limited like every other notice

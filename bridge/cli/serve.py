@@ -214,7 +214,9 @@ async def _run_worker(runtime: object) -> int:
     if runtime.config.alerts.url is not None:
         from bridge.notify import Notifier
 
-        notifier = asyncio.create_task(Notifier(store, runtime.config.alerts).run())
+        notifier = asyncio.create_task(
+            Notifier(store, runtime.config.alerts, metrics=metrics).run()
+        )
     from bridge.operations.drift import drift_task
 
     drift = asyncio.create_task(drift_task(store, runtime, metrics), name="drift")
