@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "bridge.cli.ops",  # status, deliveries, show, replay
     "bridge.cli.connectors_cmd",  # connectors
     "bridge.cli.privacy",  # erase
+    # search, dead-letters, overview, drift, check-credentials, test-send, audit
+    "bridge.cli.operator",
 ]
 
 

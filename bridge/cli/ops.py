@@ -294,17 +294,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         return 2
 
-    result = _with_store(
-        runtime,
-        lambda s: s.requeue(
+    async def requeue(store: Store) -> Any:
+        from bridge.cli.operator import cli_actor
+        from bridge.operations import audit
+
+        result = await store.requeue(
             now=time.time(),
             configured=[d.name for d in runtime.active],
             lead_id=args.lead_id or None,
             destination=args.destination,
             dead_only=args.dead,
             force=args.force,
-        ),
-    )
+        )
+        detail = {"dead": args.dead, "force": args.force, "requeued": result.requeued}
+        target = args.lead_id or args.destination
+        await audit.record(store, cli_actor(), "replay", target, detail)
+        return result
+
+    result = _with_store(runtime, requeue)
     if args.json:
         print_json(asdict(result))
     else:

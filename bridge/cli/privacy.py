@@ -175,6 +175,11 @@ async def erase(
         if is_empty(preview) or not approve(preview):
             return preview, False
         report = await store.erase(email=email, lead_id=lead_id, progress=progress)
+        from bridge.cli.operator import cli_actor
+        from bridge.operations import audit
+
+        detail = {k: v for k, v in report.as_dict().items() if k != "lead_ids"}
+        await audit.record(store, cli_actor(), "erase", lead_id or "by email", detail)
     finally:
         await store.close()
     _log(report, "email" if email else "lead")
