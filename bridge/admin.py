@@ -29,7 +29,7 @@ from bridge.config import format_path, parse_duration
 from bridge.errors import StoreError
 from bridge.intake import error, json_response
 from bridge.logs import event
-from bridge.metrics_server import scrape
+from bridge.metrics_server import QueueGauges, scrape
 from bridge.operations import audit
 from bridge.operations.search import BadQuery
 from bridge.store.base import STATUSES, AttemptRecord, DeliveryRecord
@@ -159,6 +159,7 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         return wrapper
 
     store = state.store
+    queue = QueueGauges(state.metrics, store, state.runtime.config.metrics.finished_counts_interval)
 
     async def status(request: Request) -> Response:
         """Queue and store overview.
@@ -378,7 +379,7 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
             content: {text/plain: {schema: {type: string}}}
           "401": {$ref: "#/components/responses/Unauthorized"}
         """
-        body, content_type = await scrape(state.metrics, store)
+        body, content_type = await scrape(state.metrics, queue)
         return Response(body, headers={"Content-Type": content_type})
 
     routes: list[BaseRoute] = [

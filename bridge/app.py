@@ -113,7 +113,11 @@ def create_app(
 
             # Started here, not as a task, so a busy port fails the startup loudly.
             metrics_server = await start_metrics_server(
-                state.metrics, config.metrics.host, config.metrics.port, store=the_store
+                state.metrics,
+                config.metrics.host,
+                config.metrics.port,
+                store=the_store,
+                finished_interval=config.metrics.finished_counts_interval,
             )
         if not config.auth.header_secrets and not config.auth.path_secrets:
             event(

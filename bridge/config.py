@@ -279,6 +279,9 @@ class MetricsConfig(Model):
     # behind the admin token.
     port: int | None = Field(None, ge=1, le=65535)
     host: str = "127.0.0.1"
+    # How often a scrape recounts delivered and skipped deliveries (a count over
+    # the whole history); pending and dead ones are counted at every scrape.
+    finished_counts_interval: Duration = Field(300.0, gt=0)
 
 
 class AlertsConfig(Model):

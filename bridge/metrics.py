@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,7 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bridge.store.base import StoreStatus
+from bridge.store.base import DestinationStatus, StoreStatus
 
 # Provider key names become label values; cap them so a misbehaving sender
 # cannot blow up the number of series.
@@ -223,7 +223,10 @@ class Metrics:
         )
 
     def update_queue(self, status: StoreStatus, now: float) -> None:
-        for dest in status.destinations:
+        self.update_destinations(status.destinations, now)
+
+    def update_destinations(self, destinations: Sequence[DestinationStatus], now: float) -> None:
+        for dest in destinations:
             for state, count in dest.counts.items():
                 self.queue_depth.labels(dest.destination, state).set(count)
             self.dead_letters.labels(dest.destination).set(dest.counts.get("dead", 0))

@@ -18,8 +18,8 @@ from bridge.app import create_app
 from bridge.destinations import Runtime
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.metrics import Metrics
-from bridge.metrics_server import scrape, serve_metrics, start_metrics_server
-from bridge.store.base import LeadIn, Store, StoreStatus
+from bridge.metrics_server import QueueGauges, scrape, serve_metrics, start_metrics_server
+from bridge.store.base import LeadIn, Outcome, Store, StoreStatus
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
 from tests.waiting import DEADLINE, eventually
@@ -90,10 +90,53 @@ async def test_scrape_survives_a_store_outage(caplog: pytest.LogCaptureFixture) 
         async def status(self, now: float) -> StoreStatus:
             raise StoreUnavailable("down")
 
-    body, _ = await scrape(Metrics(), Down(), now=1.0)
+    metrics = Metrics()
+    body, _ = await scrape(metrics, QueueGauges(metrics, Down()), now=1.0)
 
     assert b"lead_bridge_webhook_requests_total" in body
     assert "event=metrics_queue_stale error=StoreUnavailable" in caplog.text
+
+
+async def test_scrapes_count_the_history_only_now_and_then(store: SQLiteStore) -> None:
+    """A scrape reads pending and dead deliveries (cheap, through indexes) every
+    time; delivered and skipped ones, a count over the whole history, at most
+    every finished_counts_interval; never the full status()."""
+    calls: list[str] = []
+    for name in ("status", "queue_depths", "finished_counts"):
+        real = getattr(store, name)
+
+        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(store, name, spy)
+    await store.ingest([LeadIn("led_1", "{}"), LeadIn("led_2", "{}")], ["crm"], [], now=100.0)
+    (claim, _) = await store.claim(destination="crm", limit=2, lease_seconds=30, now=100.0)
+    await store.finish(
+        [Outcome(claim.delivery_id, claim.lease_token, "delivered", "delivered", 101.0, 0.1)]
+    )
+    metrics = Metrics()
+    queue = QueueGauges(metrics, store, finished_interval=3600)
+    for _ in range(5):
+        body, _ = await scrape(metrics, queue, now=200.0)
+    text = body.decode()
+    assert 'lead_bridge_queue_depth{destination="crm",status="pending"} 1.0' in text
+    assert 'lead_bridge_queue_depth{destination="crm",status="delivered"} 1.0' in text
+    assert 'lead_bridge_dead_letters{destination="crm"} 0.0' in text
+    assert calls.count("queue_depths") == 5
+    assert calls.count("finished_counts") == 1
+    assert "status" not in calls
+
+
+async def test_the_per_scrape_queries_use_indexes_not_a_table_scan(store: SQLiteStore) -> None:
+    from bridge.store.sqlite import DEAD_BY_DESTINATION, PENDING_BY_DESTINATION
+
+    for sql, params in ((PENDING_BY_DESTINATION, (0.0,)), (DEAD_BY_DESTINATION, ())):
+        plan = await store._read(
+            lambda c, q=sql, p=params: [r[3] for r in c.execute(f"EXPLAIN QUERY PLAN {q}", p)]
+        )
+        assert any("USING" in step and "INDEX" in step for step in plan), plan
+        assert not any(step == "SCAN deliveries" for step in plan), plan
 
 
 async def test_sample_after_a_real_flow(

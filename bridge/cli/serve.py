@@ -206,7 +206,11 @@ async def _run_worker(runtime: object) -> int:
         from bridge.metrics_server import start_metrics_server
 
         metrics_server = await start_metrics_server(
-            metrics, metrics_cfg.host, metrics_cfg.port, store=store
+            metrics,
+            metrics_cfg.host,
+            metrics_cfg.port,
+            store=store,
+            finished_interval=metrics_cfg.finished_counts_interval,
         )
     engine = Engine(store, runtime.active, metrics, runtime.config.worker)
     await engine.start()

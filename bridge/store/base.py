@@ -521,7 +521,35 @@ class Store:
     # ------------------------------------------------------------------ queries
 
     async def status(self, now: float) -> StoreStatus:
+        """Everything counted: a scan of whole tables (operators' status views)."""
         raise NotImplementedError
+
+    async def queue_depths(self, now: float) -> list[DestinationStatus]:
+        """Per destination, the pending and dead deliveries (``counts`` holds only
+        those two), the leased ones and the oldest pending one: what metrics
+        scrapes read every time, so backends count them through indexes, at the
+        cost of the backlog and the dead letters, not of the whole history."""
+        return [
+            DestinationStatus(
+                d.destination,
+                {"pending": d.counts.get("pending", 0), "dead": d.counts.get("dead", 0)},
+                d.in_flight,
+                d.oldest_pending_at,
+            )
+            for d in (await self.status(now)).destinations
+        ]
+
+    async def finished_counts(self) -> dict[str, dict[str, int]]:
+        """Delivered and skipped deliveries per destination: a count that grows
+        with the history (callers refresh it now and then, see
+        :class:`bridge.metrics_server.QueueGauges`)."""
+        return {
+            d.destination: {
+                "delivered": d.counts.get("delivered", 0),
+                "skipped": d.counts.get("skipped", 0),
+            }
+            for d in (await self.status(time.time())).destinations
+        }
 
     async def list_deliveries(
         self,

@@ -644,6 +644,35 @@ class PostgresStore(Store):
             cur = await conn.execute(query, params)
             return list(await cur.fetchall())
 
+    async def queue_depths(self, now: float) -> list[DestinationStatus]:
+        # Each query matches one partial index (pending, dead): no scan of the history.
+        dead = dict(
+            await self._fetch(
+                "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' "
+                "GROUP BY destination"
+            )
+        )
+        found = []
+        for dest, pending, in_flight, oldest in await self._fetch(
+            "SELECT destination, count(*), count(*) FILTER (WHERE lease_token IS NOT NULL "
+            "AND next_attempt_at > %s), min(created_at) FROM deliveries "
+            "WHERE status = 'pending' GROUP BY destination",
+            (now,),
+        ):
+            counts = {"pending": pending, "dead": dead.pop(dest, 0)}
+            found.append(DestinationStatus(dest, counts, in_flight, oldest))
+        found += [DestinationStatus(d, {"pending": 0, "dead": n}, 0, None) for d, n in dead.items()]
+        return sorted(found, key=lambda d: d.destination)
+
+    async def finished_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for dest, status, count in await self._fetch(
+            "SELECT destination, status, count(*) FROM deliveries "
+            "WHERE status IN ('delivered', 'skipped') GROUP BY 1, 2"
+        ):
+            counts.setdefault(dest, {"delivered": 0, "skipped": 0})[status] = count
+        return counts
+
     async def status(self, now: float) -> StoreStatus:
         per: dict[str, dict[str, int]] = {}
         for dest, status, count in await self._fetch(

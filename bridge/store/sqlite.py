@@ -53,6 +53,22 @@ REINDEX_CHUNK = 5000
 
 log = logging.getLogger("lead_bridge.store")
 
+# Metrics scrapes (queue_depths): through the partial indexes of pending and of
+# dead deliveries, never a scan of the whole table.
+PENDING_BY_DESTINATION = (
+    "SELECT destination, count(*), "
+    "count(*) FILTER (WHERE lease_token IS NOT NULL AND next_attempt_at > ?), "
+    "min(created_at) FROM deliveries WHERE status = 'pending' GROUP BY destination"
+)
+DEAD_BY_DESTINATION = (
+    "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' GROUP BY destination"
+)
+# The whole table: refreshed now and then only.
+FINISHED_BY_DESTINATION = (
+    "SELECT destination, status, count(*) FROM deliveries "
+    "WHERE status IN ('delivered', 'skipped') GROUP BY 1, 2"
+)
+
 T = TypeVar("T")
 
 
@@ -304,6 +320,29 @@ class SQLiteStore(Store):
         return count
 
     # ------------------------------------------------------------------ queries
+
+    async def queue_depths(self, now: float) -> list[DestinationStatus]:
+        def q(conn: sqlite3.Connection) -> list[DestinationStatus]:
+            dead = dict(conn.execute(DEAD_BY_DESTINATION).fetchall())
+            found = []
+            for dest, pending, in_flight, oldest in conn.execute(PENDING_BY_DESTINATION, (now,)):
+                counts = {"pending": pending, "dead": dead.pop(dest, 0)}
+                found.append(DestinationStatus(dest, counts, in_flight, oldest))
+            found += [
+                DestinationStatus(d, {"pending": 0, "dead": n}, 0, None) for d, n in dead.items()
+            ]
+            return sorted(found, key=lambda d: d.destination)
+
+        return await self._read(q)
+
+    async def finished_counts(self) -> dict[str, dict[str, int]]:
+        def q(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            for dest, status, count in conn.execute(FINISHED_BY_DESTINATION):
+                counts.setdefault(dest, {"delivered": 0, "skipped": 0})[status] = count
+            return counts
+
+        return await self._read(q)
 
     async def status(self, now: float) -> StoreStatus:
         def q(conn: sqlite3.Connection) -> StoreStatus:

@@ -345,6 +345,29 @@ async def test_status_counts_per_destination(store: Store) -> None:
     assert crm.in_flight == 1 and crm.oldest_pending_at == T0
 
 
+async def test_queue_depths_and_finished_counts_agree_with_status(store: Store) -> None:
+    await seed(store, "a", "b", "c", "d")
+    await finish_as(store, "a", "dead")
+    await finish_as(store, "b", "delivered")
+    await finish_as(store, "c", "skipped")
+    await store.claim(destination="chat", limit=1, lease_seconds=50, now=T0 + 1)
+    status = await store.status(T0 + 2)
+    depths = {d.destination: d for d in await store.queue_depths(T0 + 2)}
+    finished = await store.finished_counts()
+    for dest in status.destinations:
+        depth = depths[dest.destination]
+        assert {**depth.counts, **finished.get(dest.destination, {})} == {
+            k: v for k, v in dest.counts.items() if k in depth.counts or v
+        }
+        assert (depth.in_flight, depth.oldest_pending_at) == (
+            dest.in_flight,
+            dest.oldest_pending_at,
+        )
+    assert depths["crm"].counts == {"pending": 1, "dead": 1}
+    assert finished == {"crm": {"delivered": 1, "skipped": 1}}
+    assert depths["chat"].in_flight == 1
+
+
 async def test_list_deliveries_filters_and_orders_newest_first(store: Store) -> None:
     await seed(store, "a", "b", dests=["crm", "chat"])
     await finish_as(store, "a", "delivered", now=T0 + 1)
