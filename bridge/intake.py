@@ -74,6 +74,29 @@ class ClientGone(Exception):
     pass
 
 
+def media_type_problem(content_type: str | None) -> str | None:
+    """Why a ``Content-Type`` is refused, or None: JSON media types only.
+
+    ``application/json`` or any ``application/*+json``, parameters allowed, a
+    ``charset`` only if it is UTF-8; a missing header is taken as JSON (the
+    body decides). Messages never quote the header.
+    """
+    if content_type is None or not content_type.strip():
+        return None
+    media, _, parameters = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return "send the leads as JSON with Content-Type: application/json"
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            return "the body must be UTF-8 encoded JSON (charset=utf-8)"
+    return None
+
+
 async def read_asgi_body(receive: Receive, limit: int) -> bytes:
     """The ASGI version of :func:`read_body` for the fast path."""
     chunks: list[bytes] = []
@@ -187,12 +210,14 @@ class Intake:
             else:
                 await _answer(send, *_error(405, "method_not_allowed", "use POST"), allow=True)
             return
-        authorization = content_length = None
+        authorization = content_length = content_type = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
         limit = self.max_body_bytes
 
         async def read() -> bytes:
@@ -201,7 +226,9 @@ class Intake:
             return await read_asgi_body(receive, limit)
 
         try:
-            status, answer = await self.process(segment, authorization, read)
+            status, answer = await self.process(
+                segment, authorization, read, content_type=content_type
+            )
         except ClientGone:
             return
         await _answer(send, status, answer)
@@ -211,6 +238,8 @@ class Intake:
         segment: str | None,
         authorization: str | None,
         read: Callable[[], Awaitable[bytes]],
+        *,
+        content_type: str | None = None,
     ) -> Answer:
         started = time.perf_counter()
         if not self._path_ok(segment):
@@ -220,6 +249,12 @@ class Intake:
             self.metrics.request("unauthorized")
             event(log, "webhook", logging.WARNING, outcome="unauthorized", status=401)
             return _error(401, "unauthorized", "missing or invalid Authorization header")
+        media_problem = media_type_problem(content_type)
+        if media_problem is not None:
+            # Refused before the body is read; nothing is stored, the provider retries.
+            self.metrics.request("unsupported_media_type")
+            event(log, "webhook", logging.WARNING, outcome="unsupported_media_type", status=415)
+            return _error(415, "unsupported_media_type", media_problem)
         try:
             body = await read()
         except BodyTooLarge:

@@ -20,10 +20,29 @@ from bridge.store.base import LeadIn, QuarantineIn
 
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 255
+UTF8_BOM = b"\xef\xbb\xbf"
+NOT_UTF8 = (
+    "invalid_encoding",
+    "the body must be JSON encoded as UTF-8 (RFC 8259); it looks like UTF-16 or UTF-32",
+)
+
+
+def not_utf8(body: bytes) -> bool:
+    """A UTF-16/32 byte order mark, or a NUL among the first four bytes (how JSON
+    text in UTF-16/32 starts; UTF-8 JSON never holds a raw NUL)."""
+    return body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]
 
 
 def parse_body(body: bytes) -> Batch:
-    """The body as leads and refused elements, or the reason it is refused whole."""
+    """The body as leads and refused elements, or the reason it is refused whole.
+
+    JSON in UTF-8 only; a leading UTF-8 byte order mark is ignored (RFC 8259
+    lets a parser ignore it), UTF-16 and UTF-32 bodies are refused whole.
+    """
+    if body.startswith(UTF8_BOM):
+        body = body[len(UTF8_BOM) :]
+    elif not_utf8(body):
+        return Batch([], [], problem=NOT_UTF8)
     scan = body.translate(_SCAN)
     try:
         parsed, fast = _loads(body, _LONG_NUMBER in scan)

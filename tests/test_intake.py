@@ -230,7 +230,7 @@ async def test_chunked_body_over_limit_stops_reading(make_app: Callable[..., Any
     [
         (b"{not json", "invalid_json", "the body is not valid JSON: Expecting property name"),
         (b"", "invalid_json", "the body is not valid JSON: Expecting value at line 1, column 1"),
-        (b"\xff\xfe", "invalid_json", "the body is not valid JSON"),
+        (b"\xff\xfe", "invalid_encoding", "the body must be JSON encoded as UTF-8"),
         (
             b'{"id": "x"}',
             "not_an_array",
@@ -421,3 +421,76 @@ async def test_lone_surrogate_escapes_do_not_fail_the_batch(app: AppHarness) -> 
     assert json.loads(stored.payload) == {"id": "odd", "url": "\ud800", "data": {"x": "\udfff"}}
     [bad] = await app.quarantine()
     assert bad["reason"] == "element 2: 'id' contains control or invalid characters"
+
+
+# --------------------------------------------------------------------------- content types
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        'Application/JSON;charset="UTF-8"',
+        "application/vnd.leads+json",
+        None,  # no header: the body decides
+    ],
+)
+async def test_json_media_types_are_accepted(app: AppHarness, content_type: str | None) -> None:
+    headers = dict(AUTH)
+    if content_type is not None:
+        headers["content-type"] = content_type
+    body = json.dumps([make_lead("led_ct")]).encode()
+    response = await app.client.post("/lead/webhook", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert await app.lead_ids() == ["led_ct"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json",
+        "application/json; charset=utf-16",
+        "application/jsonp",
+    ],
+)
+async def test_other_media_types_are_415_before_reading(app: AppHarness, content_type: str) -> None:
+    body = json.dumps([make_lead("led_ct")]).encode()
+    headers = {**AUTH, "content-type": content_type}
+    response = await app.client.post("/lead/webhook", content=body, headers=headers)
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_media_type"
+    assert content_type.split(";")[0] not in response.text  # the header is not echoed
+    assert await app.lead_ids() == []
+    assert await app.quarantine() == []
+
+
+async def test_a_wrong_secret_is_401_before_the_media_type(app: AppHarness) -> None:
+    response = await app.client.post(
+        "/lead/webhook", content=b"x", headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 401
+
+
+async def test_a_utf8_byte_order_mark_is_ignored(app: AppHarness) -> None:
+    body = b"\xef\xbb\xbf" + json.dumps([make_lead("led_bom")]).encode()
+    response = await app.post(body, headers=AUTH)
+    assert response.status_code == 200
+    assert await app.lead_ids() == ["led_bom"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+async def test_utf16_and_utf32_bodies_are_refused_and_quarantined(
+    app: AppHarness, encoding: str
+) -> None:
+    body = json.dumps([make_lead("led_wide")]).encode(encoding)
+    response = await app.post(body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_encoding"
+    assert "UTF-8" in response.json()["message"]
+    assert await app.lead_ids() == []
+    [item] = await app.quarantine()
+    assert item["reason"].startswith("invalid_encoding")
