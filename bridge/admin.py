@@ -81,7 +81,25 @@ def _attempt(a: AttemptRecord) -> dict[str, Any]:
 
 
 class BadRequest(Exception):
-    """A query parameter or body field is wrong; the message names it."""
+    """A query parameter or body field is wrong; the message names it.
+
+    Messages name fields and say what is expected, never quote the value sent
+    (it may be an email address, a token pasted in the wrong place, ...).
+    """
+
+
+def body_problem(exc: ValidationError, model: type[BaseModel]) -> BadRequest:
+    """The first problem of a request body, by field name, without its value.
+
+    A key the model does not know is not named either: it is input too.
+    """
+    first = exc.errors()[0]
+    loc = tuple(first["loc"])
+    if first["type"] == "extra_forbidden" or (loc and loc[0] not in model.model_fields):
+        return BadRequest(f"body: unknown field; accepted: {', '.join(model.model_fields)}")
+    where = format_path(loc) or "body"
+    message = str(first["msg"]).replace("Input should be", "expected")
+    return BadRequest(f"{where}: {message}")
 
 
 def parse_since(text: str, now: float) -> float:
@@ -94,7 +112,7 @@ def parse_since(text: str, now: float) -> float:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(
-            f"since: expected a duration like 30m, 2h, 1d or an ISO 8601 time, got {text!r}"
+            "since: expected a duration like 30m, 2h, 1d or an ISO 8601 time"
         ) from None
     if when.tzinfo is None:
         raise BadRequest("since: an ISO 8601 time needs a UTC offset, e.g. 2024-05-01T12:00:00Z")
@@ -105,7 +123,7 @@ def parse_limit(text: str | None) -> int:
     if text is None:
         return 100
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadRequest(f"limit: expected a whole number from 1 to {MAX_LIMIT}, got {text!r}")
+        raise BadRequest(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
     return int(text)
 
 
@@ -224,7 +242,7 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         lead_id = request.path_params["lead_id"]
         record = await store.get_lead(lead_id)
         if record is None:
-            return error(404, "not_found", f"no lead with id {lead_id!r}")
+            return error(404, "not_found", "no lead with this id")
         deliveries = await store.get_deliveries(lead_id)
         attempts = await store.get_attempts(lead_id)
         event(log, "admin_lead_viewed", lead_id=lead_id)
@@ -277,12 +295,10 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         q = request.query_params
         unknown = sorted(set(q) - {"status", "destination", "since", "limit"})
         if unknown:
-            raise BadRequest(
-                f"unknown query parameter {unknown[0]!r}; use status, destination, since, limit"
-            )
+            raise BadRequest("unknown query parameter; use status, destination, since, limit")
         wanted = q.get("status") or None
         if wanted is not None and wanted not in STATUSES:
-            raise BadRequest(f"status: expected one of {', '.join(STATUSES)}, got {wanted!r}")
+            raise BadRequest(f"status: expected one of {', '.join(STATUSES)}")
         since_text = q.get("since")
         since = parse_since(since_text, time.time()) if since_text else None
         rows = await store.list_deliveries(
@@ -313,19 +329,14 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         try:
             body = ReplayRequest.model_validate_json(await request.body())
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = format_path(tuple(first["loc"])) or "body"
-            message = str(first["msg"]).replace("Input should be", "expected")
-            raise BadRequest(f"{where}: {message}") from None
+            raise body_problem(exc, ReplayRequest) from None
         if body.lead_id is None and not body.dead:
             # the CLI's rule too: a lead, or the dead letters (of one destination)
             raise BadRequest("give lead_id or dead: true (refusing to replay everything)")
         names = [d.name for d in state.runtime.active]
         if body.destination is not None and body.destination not in names:
             known = ", ".join(names) or "none configured"
-            raise BadRequest(
-                f"destination: unknown or disabled {body.destination!r}; known: {known}"
-            )
+            raise BadRequest(f"destination: unknown or disabled; known: {known}")
         result = await store.requeue(
             now=time.time(),
             configured=names,

@@ -16,9 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.admin import BadRequest
+from bridge.admin import BadRequest, body_problem
 from bridge.admin_ops import actor
-from bridge.config import format_path
 from bridge.intake import json_response
 from bridge.logs import event
 from bridge.store.base import EraseReport
@@ -49,10 +48,7 @@ def _parse(model: type[M], body: bytes) -> M:
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = format_path(tuple(first["loc"])) or "body"
-        message = str(first["msg"]).replace("Input should be", "expected")
-        raise BadRequest(f"{where}: {message}") from None
+        raise body_problem(exc, model) from None
     if (parsed.email is None) == (parsed.lead_id is None):
         raise BadRequest("give exactly one of email or lead_id")
     if parsed.email is not None and "@" not in parsed.email:

@@ -74,7 +74,7 @@ def _delivery_condition(status: str | None, destination: str | None) -> tuple[st
 
 def _where(store: Store, q: LeadQuery) -> tuple[str, list[Any]]:
     if q.status is not None and q.status not in SEARCH_STATUSES:
-        raise BadQuery(f"status: expected one of {', '.join(SEARCH_STATUSES)}, got {q.status!r}")
+        raise BadQuery(f"status: expected one of {', '.join(SEARCH_STATUSES)}")
     conds: list[str] = []
     params: list[Any] = []
     if q.lead_id:
@@ -90,7 +90,7 @@ def _where(store: Store, q: LeadQuery) -> tuple[str, list[Any]]:
             if value is None:
                 continue
             if hashed is None:
-                raise BadQuery(f"{column.split('_')[0]}: nothing to search for in {value!r}")
+                raise BadQuery(f"{column.split('_')[0]}: nothing to search for in the value given")
             conds.append(f"l.{column} = ?")
             params.append(hashed)
     if q.received_from is not None:
