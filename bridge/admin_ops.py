@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.config import format_path
 from bridge.intake import error, json_response
 from bridge.operations import audit
 from bridge.operations.credentials import check_destination
@@ -58,7 +57,7 @@ def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
     q = request.query_params
     unknown = sorted(set(q) - set(allowed))
     if unknown:
-        raise BadQuery(f"unknown query parameter {unknown[0]!r}; use {', '.join(allowed)}")
+        raise BadQuery(f"unknown query parameter; use {', '.join(allowed)}")
     return {k: v for k, v in q.items() if v != ""}
 
 
@@ -77,7 +76,7 @@ def _int(text: str | None, name: str, default: int) -> int:
     if text is None:
         return default
     if not text.isdigit():
-        raise BadQuery(f"{name}: expected a whole number, got {text!r}")
+        raise BadQuery(f"{name}: expected a whole number")
     return int(text)
 
 
@@ -85,10 +84,9 @@ def _body(model: type[BaseModel], raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = format_path(tuple(first["loc"])) or "body"
-        message = str(first["msg"]).replace("Input should be", "expected")
-        raise BadQuery(f"{where}: {message}") from None
+        from bridge.admin import body_problem
+
+        raise BadQuery(str(body_problem(exc, model))) from None
 
 
 def delivery_json(d: DeliveryRecord) -> dict[str, Any]:
@@ -398,7 +396,7 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
         dest = runtime.destination(name)
         if dest is None:
             known = ", ".join(d.name for d in runtime.destinations) or "none configured"
-            raise LookupError(f"no destination {name!r}; known: {known}")
+            raise LookupError(f"no such destination; known: {known}")
         return dest
 
     async def check(request: Request) -> Response:
