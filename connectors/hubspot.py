@@ -58,8 +58,15 @@ _PROPERTY_HINT = "lowercase letters, digits and underscores, starting with a let
 
 # HubSpot does not promise a Retry-After header on 429.
 _RATE_LIMIT_FALLBACK = 10.0
-# Error texts quote HubSpot's message, which may echo a value; keep dead letters short.
+# Error texts keep HubSpot's codes and names only; keep dead letters short.
 _MAX_MESSAGE = 500
+# Categories, error codes, property and scope names: what an error text may quote.
+_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$")
+_EXISTING_ID = re.compile(r"Existing ID: (\d{1,20})\b")
+# Context keys whose values are names, not values of the contact.
+_NAMING_CONTEXT = frozenset(
+    {"propertyName", "requiredScopes", "requiredGranularScopes", "missingScopes", "objectType"}
+)
 _INSTALL_HINT = "pip install 'lead-bridge[hubspot]'"
 _POOL_SIZE = 32
 
@@ -402,24 +409,32 @@ def until_next_hour(now: float | None = None) -> float:
 
 
 def _describe(body: Mapping[str, Any]) -> str:
-    """HubSpot's category and message, naming refused properties when it says which."""
-    category = str(body.get("category") or body.get("errorType") or "")
-    message = str(body.get("message") or "no message")
-    details = _property_errors(message)
-    if details:
-        message = "; ".join(details)
-    # The context names the property or the missing scope, e.g. propertyName=email.
+    """HubSpot's category, error codes and the properties they name; never its
+    messages, which quote values ("1,000 was not one of the allowed options")."""
+    category = _token(str(body.get("category") or body.get("errorType") or ""))
+    parts = _property_errors(str(body.get("message") or ""))
     nested = [e for e in body.get("errors") or [] if isinstance(e, dict)]
     for item in [body, *nested]:
-        if item.get("context"):
-            message += f" ({_flatten(item['context'])})"
-    text = f"{category}: {message}" if category else message
-    return _clip(redact(text))
+        code = _token(str(item.get("code") or item.get("subCategory") or ""))
+        context = _context(item.get("context"))
+        part = f"{code} ({context})" if code and context else code or context
+        if part and part not in parts:
+            parts.append(part)
+    existing = _EXISTING_ID.search(str(body.get("message") or ""))
+    if existing:  # HubSpot's record id, not a value of the lead
+        parts.append(f"existing contact id {existing.group(1)}")
+    text = "; ".join(parts) or "no details"
+    return _clip(f"{category}: {text}" if category else text)
 
 
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _token(text: str) -> str:
+    """An error code, category or property name as is; anything else is left out."""
+    return text if _TOKEN_RE.match(text) else ""
 
 
 def _property_errors(message: str) -> list[str]:
@@ -433,19 +448,25 @@ def _property_errors(message: str) -> list[str]:
         return []
     out = []
     for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and item.get("name"):
-            what = str(item.get("message") or "").split(": [")[0]
-            out.append(f"{item['name']}: {item.get('error') or 'invalid'} ({what})")
+        if isinstance(item, dict) and _token(str(item.get("name") or "")):
+            out.append(f"{item['name']}: {_token(str(item.get('error') or '')) or 'invalid'}")
     return out
 
 
-def _flatten(context: Any) -> str:
+def _context(context: Any) -> str:
+    """The context's keys; the values only of keys that hold names (properties, scopes)."""
     if not isinstance(context, dict):
-        return str(context)
+        return ""
     parts = []
     for key, value in context.items():
-        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(f"{key}={shown}")
+        if not _token(str(key)):
+            continue
+        values = value if isinstance(value, list) else [value]
+        names = [str(v) for v in values if _token(str(v))]
+        if str(key) in _NAMING_CONTEXT and names:
+            parts.append(f"{key}={','.join(names)}")
+        else:
+            parts.append(str(key))
     return " ".join(parts)
 
 

@@ -93,6 +93,8 @@ CONCURRENCY_LIMIT_BACKOFF = 60.0
 # sends do not churn connections.
 MAX_THREADS = BlockingConnector.max_threads
 _MESSAGE_LIMIT = 500
+# Salesforce error codes and API field names (Email, Lead_Id__c, npe01__Home__c).
+_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,79}$")
 
 AuthMode = Literal["client_credentials", "jwt", "password", "token"]
 
@@ -271,7 +273,7 @@ def _api_errors(content: Any) -> list[_ApiError]:
 
 
 def _scrub(text: str, hide: Collection[str]) -> str:
-    """Remove record values Salesforce quotes in its messages ("invalid email address: x")."""
+    """Remove record values and secrets from a text we quote (exception texts)."""
     for value in sorted(hide, key=len, reverse=True):
         if len(value) >= 3 and value in text:
             text = text.replace(value, "[value]")
@@ -279,20 +281,38 @@ def _scrub(text: str, hide: Collection[str]) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
 
 
-def _describe(content: Any, hide: Collection[str]) -> tuple[set[str], str]:
+def _describe(content: Any) -> tuple[set[str], str]:
+    """Salesforce's error codes and the fields they name, never its messages.
+
+    The messages quote record values ("invalid email address: ann@x.io",
+    "duplicate value found: ... with id: ...") in forms a scrubber cannot
+    predict, so only the codes (``INVALID_EMAIL_ADDRESS``) and field names stay.
+    """
     errors = _api_errors(content)
-    if errors:
-        parts = []
-        for err in errors:
-            part = f"{err.code}: {err.message}" if err.message else err.code
-            if err.fields:
-                part += f" (fields: {', '.join(err.fields)})"
-            parts.append(part)
-        return {e.code for e in errors}, _scrub("; ".join(parts), hide)
-    if isinstance(content, bytes):
-        content = content.decode("utf-8", "replace")
-    text = str(content or "").strip().replace("\n", " ")
-    return set(), _scrub(text[:200], hide)
+    if not errors:
+        return set(), "no error code in the answer"
+    parts = []
+    for err in errors:
+        part = _token(err.code) or "UNKNOWN"
+        fields = [f for f in (_token(f) for f in err.fields) if f]
+        if fields:
+            part += f" (fields: {', '.join(fields)})"
+        if err.code == "REQUEST_LIMIT_EXCEEDED":
+            part += " (daily API requests)" if _daily_limit(err) else " (concurrent requests)"
+        parts.append(part)
+    text = "; ".join(parts)
+    return {e.code for e in errors}, (
+        text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
+    )
+
+
+def _token(text: str) -> str:
+    """An error code or an API field name as is; anything else is left out."""
+    return text if _TOKEN_RE.match(text) else ""
+
+
+def _daily_limit(err: _ApiError) -> bool:
+    return "TotalRequests" in err.message
 
 
 def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
@@ -309,11 +329,12 @@ def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
             status_code=300,
         )
     if isinstance(exc, SalesforceError):
-        codes, text = _describe(exc.content, hide)
+        codes, text = _describe(exc.content)
         status = exc.status
-        message = f"Salesforce HTTP {status}: {text}" if text else f"Salesforce HTTP {status}"
+        message = f"Salesforce HTTP {status}: {text}"
         if "REQUEST_LIMIT_EXCEEDED" in codes:
-            wait = DAILY_LIMIT_BACKOFF if "TotalRequests" in text else CONCURRENCY_LIMIT_BACKOFF
+            daily = any(_daily_limit(e) for e in _api_errors(exc.content))
+            wait = DAILY_LIMIT_BACKOFF if daily else CONCURRENCY_LIMIT_BACKOFF
             return RateLimited(message, status_code=status, retry_after=wait)
         if "INVALID_SESSION_ID" in codes or status == 401:
             return AuthError(message, status_code=status)
@@ -514,7 +535,7 @@ class SalesforceConnector(BlockingConnector[_Session]):
             answer = None
         status = response.status_code
         if status != 200 or not isinstance(answer, dict):
-            _, text = _describe(answer, ())
+            _, text = _describe(answer)
             return CheckResult(
                 False,
                 f"token issued, but reading the API limits failed: HTTP {status}: {text}",

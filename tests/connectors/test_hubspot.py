@@ -180,7 +180,8 @@ async def test_invalid_option_is_permanent_and_names_the_property(
     assert caught.value.status_code == 400
     assert "VALIDATION_ERROR" in caught.value.message
     assert "numemployees: INVALID_OPTION" in caught.value.message
-    assert "1-10 was not one of the allowed options" in caught.value.message
+    # HubSpot's message quotes the value: it is never kept.
+    assert "1-10" not in caught.value.message
 
 
 async def test_conflict_is_permanent_with_hubspot_message(
@@ -188,9 +189,7 @@ async def test_conflict_is_permanent_with_hubspot_message(
 ) -> None:
     fake.queue(conflict("1234"))
     connector = await make_connector()
-    with pytest.raises(
-        PermanentError, match=r"Contact already exists\. Existing ID: 1234"
-    ) as caught:
+    with pytest.raises(PermanentError, match=r"CONFLICT: existing contact id 1234$") as caught:
         await connector.send(RECORD, CONTEXT)
     assert caught.value.status_code == 409
 
@@ -205,8 +204,8 @@ async def test_multi_status_error_is_permanent_and_masks_emails(
 
     assert caught.value.status_code == 207
     assert "propertyName=email" in caught.value.message
-    assert "john@example.com" not in caught.value.message
-    assert "j***@example.com" in caught.value.message
+    assert "john" not in caught.value.message
+    assert "example.com" not in caught.value.message
 
 
 async def test_multi_status_rate_limit_is_rate_limited(
