@@ -166,6 +166,9 @@ MIGRATIONS: list[list[str]] = [
             erased_at double precision NOT NULL
         )""",
     ],
+    # 4: leases expire on the database's clock (PostgreSQL only: replicas on
+    # several hosts share the queue; SQLite has one host and one clock).
+    ["ALTER TABLE deliveries ADD COLUMN lease_expires_at double precision"],
 ]
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -494,14 +497,21 @@ class PostgresStore(Store):
         token = uuid.uuid4().hex
         async with self._connection() as conn:
             cur = await conn.execute(
-                "WITH c AS (UPDATE deliveries SET next_attempt_at = %s, lease_token = %s "
+                # A lease expires on the database's clock (lease_expires_at), so
+                # a replica whose clock runs ahead cannot take a lease another
+                # replica still holds; next_attempt_at (the caller's clock) still
+                # orders and schedules the rows.
+                "WITH c AS (UPDATE deliveries SET next_attempt_at = %s, lease_token = %s, "
+                "lease_expires_at = extract(epoch FROM now()) + %s "
                 "WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' "
                 "AND destination = %s AND next_attempt_at <= %s "
+                "AND (lease_token IS NULL OR lease_expires_at IS NULL "
+                "OR lease_expires_at <= extract(epoch FROM now())) "
                 "ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) "
                 "RETURNING id, lead_id, attempts, created_at) "
                 "SELECT c.id, c.lead_id, c.attempts, c.created_at, l.payload, l.received_at "
                 "FROM c LEFT JOIN leads l ON l.id = c.lead_id ORDER BY c.id",
-                (now + lease_seconds, token, destination, now, limit),
+                (now + lease_seconds, token, lease_seconds, destination, now, limit),
             )
             rows = await cur.fetchall()
         return [

@@ -119,6 +119,26 @@ async def test_reconnects_after_connections_are_killed(make_pg: MakePG, pg_schem
     assert sorted(c.lead_id for c in claims) == ["after", "before"]
 
 
+async def test_a_replica_whose_clock_runs_ahead_does_not_take_a_held_lease(
+    make_pg: MakePG,
+) -> None:
+    """Leases expire on the database's clock: a replica an hour ahead sees the
+    row as due by its own clock, but the lease another replica holds is still
+    running on the database's."""
+    first, ahead = make_pg(), make_pg()
+    await first.open()
+    await ahead.open()
+    await first.ingest([lead("held")], ["crm"], [], T0)
+    (held,) = await first.claim(destination="crm", limit=10, lease_seconds=30, now=T0)
+    assert await ahead.claim(destination="crm", limit=10, lease_seconds=30, now=T0 + 3600) == []
+    # Once it has expired on the database's clock, another replica takes it.
+    await first.execute(
+        [("UPDATE deliveries SET lease_expires_at = extract(epoch FROM now()) - 1", [])]
+    )
+    (taken,) = await ahead.claim(destination="crm", limit=10, lease_seconds=30, now=T0 + 3600)
+    assert taken.delivery_id == held.delivery_id and taken.lease_token != held.lease_token
+
+
 async def test_unreachable_database_is_store_unavailable() -> None:
     store = PostgresStore("postgresql://postgres@127.0.0.1:1/test", timeout=0.5)
     with pytest.raises(StoreUnavailable):
