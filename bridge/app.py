@@ -84,6 +84,10 @@ def create_app(
             await asyncio.wait_for(the_store.ping(), timeout=5)
         except (StoreError, TimeoutError):
             return json_response(503, {"status": "unavailable", "store": "unreachable"})
+        # A delivery loop that crashed and waits for its restart: leads would rot unseen.
+        down = state.engine.workers_down() if state.engine is not None else []
+        if down:
+            return json_response(503, {"status": "unavailable", "workers_down": down})
         return json_response(200, {"status": "ready"})
 
     async def not_found(request: Request, exc: Exception) -> Response:

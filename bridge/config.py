@@ -190,6 +190,8 @@ class RetryConfig(Model):
     connect_retry_wait: Duration = 0.5
     # Upper bound on one attempt, connector call included.
     timeout: Duration = 30.0
+    # The longest pause a Retry-After (or a rate limit) may impose; never past max_age.
+    max_retry_after: Duration = Field(3600.0, gt=0)
 
 
 class FlowConfig(Model):

@@ -9,6 +9,16 @@ Per attempt::
     claim (lease) -> when: filter -> mapping -> rate limit -> connector.send
         (tenacity: short retry of connection errors, bounded by retry.timeout)
     -> delivered | pending (backoff / Retry-After) | dead | skipped   (finish, fenced)
+
+One deadline covers an attempt from its claim to its outcome (startup, the wait
+for a rate-limit token, send, re-authentication, second send); the lease is the
+deadline plus LEASE_MARGIN, so no other worker takes a delivery over while its
+attempt can still send. No request leaves while its destination is paused (a
+429): an attempt that finds the pause, or too little of its time left, gives its
+lease back without sending. Being rate limited is not the lead's failure: such an
+attempt is recorded (``rate_limited``) but uses neither a backoff step nor the
+attempt count. Each worker's loop is supervised: a crash is logged, counted and
+the loop restarted with backoff (``lead_bridge_worker_up`` shows it meanwhile).
 """
 
 from __future__ import annotations
@@ -38,10 +48,11 @@ from bridge.errors import (
     RateLimited,
     RetryableError,
     StoreError,
+    classify_unexpected,
 )
 from bridge.logs import event
 from bridge.metrics import Metrics
-from bridge.retry import Clock, IntakeFirst, Sleep, TokenBucket, plan_retry
+from bridge.retry import Clock, IntakeFirst, Sleep, TokenBucket, human_duration, plan_retry
 from bridge.store.base import Claim, Outcome, Store
 from connectors.base import Connector, DeliveryContext, DeliveryResult
 
@@ -49,6 +60,23 @@ log = logging.getLogger("lead_bridge.engine")
 
 # How long a destination's connector startup failure waits before trying again.
 STARTUP_RETRY = 30.0
+# How much longer a lease lasts than the attempt's deadline: room for the outcome's commit.
+LEASE_MARGIN = 10.0
+# Backoff between restarts of a crashed worker loop: doubling from the engine's
+# restart_backoff up to this.
+MAX_RESTART_BACKOFF = 60.0
+
+
+class _Deferred(Exception):
+    """The attempt sends nothing: its lease goes back, the delivery due at ``due``.
+
+    Raised when the destination is paused or the attempt's deadline is too close
+    to send; no attempt is recorded, because nothing was tried.
+    """
+
+    def __init__(self, due: float) -> None:
+        super().__init__(due)
+        self.due = due
 
 
 def idempotency_key(lead_id: str, destination: str) -> str:
@@ -97,6 +125,9 @@ class DestinationWorker:
             else None
         )
         self.paused_until = 0.0  # wall clock; set by a 429
+        self.rate_limited_at: float | None = None  # wall clock of the last 429
+        # Waits imposed by the destination (Retry-After) end within this.
+        self.max_pause = min(self.retry.max_retry_after, self.retry.max_age)
         engine.metrics.paused(self.name, 0.0)
         self._start_lock = asyncio.Lock()
         self._start_error: DeliveryError | None = None
@@ -104,11 +135,16 @@ class DestinationWorker:
         self._background: set[asyncio.Task[None]] = set()
         self.wakeup = asyncio.Event()
         self.slot_free = asyncio.Event()
-        # An attempt is bounded by retry.timeout, or three times that with a
-        # re-authentication; the lease must outlast it or another worker would
-        # take the delivery over while it is still running.
-        self.lease = max(engine.worker.lease, self.retry.timeout * 3 + 5)
+        # One attempt, claim to outcome, gets `budget` seconds (engine.monotonic):
+        # send, re-authentication and second send at retry.timeout each, plus 5 s
+        # for startup and the token wait to share. The lease outlasts it, or another
+        # worker could take the delivery over while the attempt may still send.
+        self.budget = self.retry.timeout * 3 + 5
+        self.lease = max(engine.worker.lease, self.budget + LEASE_MARGIN)
+        self.deadlines: dict[int, float] = {}  # delivery id -> its attempt's deadline
         self.task: asyncio.Task[None] | None = None
+        self.running = False  # the claim loop runs (not crashed, not stopped)
+        self.restarts = 0
 
     # ------------------------------------------------------------------ loop
 
@@ -130,6 +166,8 @@ class DestinationWorker:
                     self.slot_free.clear()
                     await self._wait(self.slot_free, engine.worker.poll_interval)
                     continue
+                # Taken before the claim: the lease starts no earlier than this.
+                deadline = engine.monotonic() + self.budget
                 claims = await engine.store.claim(
                     destination=self.name,
                     limit=min(room, engine.worker.batch_size),
@@ -147,6 +185,8 @@ class DestinationWorker:
                 else:
                     await self._idle(engine.worker.poll_interval)
                 continue
+            for claim in claims:
+                self.deadlines[claim.delivery_id] = deadline
             self.queued.extend(claims)
             self._start_queued()
 
@@ -188,6 +228,7 @@ class DestinationWorker:
 
     def _done(self, delivery_id: int, _task: object = None) -> None:
         self.inflight.pop(delivery_id, None)
+        self.deadlines.pop(delivery_id, None)
         self._sent(delivery_id)
 
     async def _wait(self, ev: asyncio.Event, timeout: float) -> None:
@@ -202,11 +243,12 @@ class DestinationWorker:
         with contextlib.suppress(Exception):
             await self._ensure_started()
 
-    async def _ensure_started(self) -> None:
+    async def _ensure_started(self, timeout: float | None = None) -> None:
         """Start the connector, or raise why it cannot start (as a DeliveryError).
 
         Concurrent deliveries share one startup, and a failure is remembered for
-        STARTUP_RETRY seconds rather than retried by every delivery.
+        STARTUP_RETRY seconds rather than retried by every delivery. ``timeout``
+        (at most retry.timeout): what is left of the attempt's deadline.
         """
         if self.started:
             return
@@ -216,13 +258,14 @@ class DestinationWorker:
             now = self.engine.clock()
             if self._start_error is not None and now - self._start_failed_at < STARTUP_RETRY:
                 raise self._start_error
+            limit = self.retry.timeout if timeout is None else max(0.0, timeout)
             try:
                 if self.connector is None:
                     self.connector = self.dest.create_connector()
-                async with asyncio.timeout(self.retry.timeout):
+                async with asyncio.timeout(limit):
                     await self.connector.startup()
             except Exception as exc:
-                error = _startup_error(exc, self.retry.timeout)
+                error = _startup_error(exc, limit)
                 self._start_error, self._start_failed_at = error, now
                 event(
                     log,
@@ -240,16 +283,15 @@ class DestinationWorker:
     async def _deliver(self, claim: Claim) -> None:
         engine = self.engine
         started = engine.clock()
-        if self.paused_until > started:
-            # Rate limited meanwhile: due again when the pause ends. Sleeping here
-            # instead could outlast the lease and let another worker send it too.
-            self.queued.append(claim)
-            self._sent(claim.delivery_id)
-            self._defer_queued()
-            return
         t0 = time.perf_counter()
         try:
             outcome = await self._attempt(claim, started, t0)
+        except _Deferred as deferred:
+            # Nothing was sent: paused (a 429), or too little time left before the
+            # lease ends. Sleeping here instead could outlast the lease and let
+            # another worker send it too.
+            self._release_later([(claim.delivery_id, claim.lease_token)], deferred.due)
+            return
         finally:
             self._sent(claim.delivery_id)
         try:
@@ -341,8 +383,11 @@ class DestinationWorker:
             lead=lead,
             received_at=claim.received_at,
         )
+        deadline = self.deadlines.get(claim.delivery_id, self.engine.monotonic() + self.budget)
         try:
-            result = await self._send(mapped.record, context)
+            result = await self._send(mapped.record, context, deadline)
+        except _Deferred:
+            raise
         except AuthError as exc:
             return self._dead(
                 claim,
@@ -357,11 +402,18 @@ class DestinationWorker:
             return self._retry(claim, started, t0, exc.message, exc)
         except TimeoutError:
             return self._retry(
-                claim, started, t0, f"the attempt timed out after {self.retry.timeout:g}s"
+                claim,
+                started,
+                t0,
+                f"the attempt timed out after {time.perf_counter() - t0:.1f}s "
+                f"(retry.timeout {self.retry.timeout:g}s per call)",
             )
         except DeliveryError as exc:  # a subclass we do not know: treat as permanent
             return self._dead(claim, started, t0, exc.message, exc)
         except Exception as exc:
+            permanent = classify_unexpected(exc)
+            if permanent is not None:
+                return self._dead(claim, started, t0, permanent.message, permanent)
             # Nothing classified this: retry, and keep the traceback for the operator.
             log.error(
                 "event=unclassified_error lead_id=%s destination=%s error=%s",
@@ -409,17 +461,9 @@ class DestinationWorker:
     ) -> Outcome:
         now = self.engine.clock()
         status_code = exc.status_code if exc else None
-        retry_after = exc.retry_after if exc else None
-        rate_limited = isinstance(exc, RateLimited)
-        if rate_limited:
-            pause = retry_after if retry_after is not None else self.retry.schedule[0]
-            # Slow the whole destination, not only this lead.
-            self.paused_until = max(self.paused_until, now + pause)
-            self.engine.metrics.paused(self.name, self.paused_until)
-            self._defer_queued()
-            if self.bucket is not None:
-                self.bucket.drain()
-            retry_after = pause
+        retry_after = self._bounded(exc.retry_after if exc else None)
+        if isinstance(exc, RateLimited):
+            return self._throttled(claim, started, t0, message, exc, now, retry_after)
         decision = plan_retry(
             attempts_made=claim.attempts + 1,
             created_at=claim.created_at,
@@ -437,24 +481,99 @@ class DestinationWorker:
             started,
             t0,
             status="pending",
-            attempt_outcome="rate_limited" if rate_limited else "retry",
+            attempt_outcome="retry",
             next_attempt_at=decision.next_attempt_at,
             error=message,
             status_code=status_code,
         )
 
-    async def _send(self, record: dict[str, Any], context: DeliveryContext) -> DeliveryResult:
-        await self._ensure_started()
+    def _bounded(self, retry_after: float | None) -> float | None:
+        """A wait the destination asked for, within retry.max_retry_after (and max_age)."""
+        if retry_after is None:
+            return None
+        return min(max(retry_after, 0.0), self.max_pause)
+
+    def _throttled(
+        self,
+        claim: Claim,
+        started: float,
+        t0: float,
+        message: str,
+        exc: RateLimited,
+        now: float,
+        retry_after: float | None,
+    ) -> Outcome:
+        """A 429: the whole destination pauses; the lead is due again when it ends.
+
+        Being throttled is not the lead's failure: the attempt is recorded, but it
+        counts neither as an attempt nor as a backoff step. Only max_age still applies.
+        """
+        pause = (
+            retry_after if retry_after is not None else min(self.retry.schedule[0], self.max_pause)
+        )
+        self.pause(now, pause)
+        if self.paused_until - claim.created_at > self.retry.max_age:
+            reason = (
+                f"gave up: rate limited after {human_duration(now - claim.created_at)}, "
+                f"the pause would pass max_age {human_duration(self.retry.max_age)}"
+            )
+            return self._dead(claim, started, t0, f"{reason}; last error: {message}", exc)
+        return self._outcome(
+            claim,
+            started,
+            t0,
+            status="pending",
+            attempt_outcome="rate_limited",
+            next_attempt_at=self.paused_until,
+            error=message,
+            status_code=exc.status_code,
+            count_attempt=False,
+        )
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Slow the whole destination, not only one lead: nothing is sent until then."""
+        self.rate_limited_at = now
+        self.paused_until = max(self.paused_until, now + seconds)
+        self.engine.metrics.paused(self.name, self.paused_until)
+        self._defer_queued()
+        if self.bucket is not None:
+            self.bucket.drain()
+
+    def _gate(self, deadline: float, need: float) -> None:
+        """May a request leave now? Not while paused, nor with less than ``need``
+        seconds left of the attempt's deadline; else the attempt is deferred."""
+        now = self.engine.clock()
+        if self.paused_until > now:
+            raise _Deferred(self.paused_until)
+        if deadline - self.engine.monotonic() < need:
+            raise _Deferred(now)
+
+    async def _send(
+        self, record: dict[str, Any], context: DeliveryContext, deadline: float
+    ) -> DeliveryResult:
+        engine = self.engine
+        timeout = self.retry.timeout
+
+        def limit() -> float:
+            # Each step gets retry.timeout, and never more than the deadline leaves.
+            return max(0.0, min(timeout, deadline - engine.monotonic()))
+
+        self._gate(deadline, need=timeout)
+        await self._ensure_started(limit())
         assert self.connector is not None
         connector = self.connector
-        engine = self.engine
         if self.bucket is not None:
-            await self.bucket.acquire()
+            # The token must come while a whole send still fits before the deadline.
+            if not await self.bucket.acquire(deadline - timeout):
+                raise _Deferred(engine.clock() + self.bucket.ready_in())
+            # A 429 may have paused the destination while this attempt waited.
+            self._gate(deadline, need=timeout)
 
         retries = self.retry.connect_retries
         pace = self.retry.connect_retry_wait
 
         async def once() -> DeliveryResult:
+            self._gate(deadline, need=0.0)
             try:
                 return await connector.send(record, context)
             except Exception as exc:
@@ -473,20 +592,21 @@ class DestinationWorker:
                 reraise=True,
             ):
                 with attempt:
+                    self._gate(deadline, need=0.0)
                     return await connector.send(record, context)
             raise AssertionError("unreachable")  # pragma: no cover
 
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps each call
             # in one more task.
-            async with asyncio.timeout(self.retry.timeout):
+            async with asyncio.timeout(limit()):
                 return await once()
         except AuthError as first:
             if not self.started:
                 raise  # the connector's own startup (its authentication) was refused
             # One re-authentication, then one more try; a second AuthError is final.
             try:
-                async with asyncio.timeout(self.retry.timeout):
+                async with asyncio.timeout(limit()):
                     await connector.reauthenticate()
             except NotImplementedError:
                 raise first from None
@@ -494,7 +614,7 @@ class DestinationWorker:
                 raise
             except Exception as exc:
                 raise AuthError(f"re-authentication failed: {_safe_error(exc)}") from exc
-            async with asyncio.timeout(self.retry.timeout):
+            async with asyncio.timeout(limit()):
                 return await once()
 
     def _defer_queued(self) -> None:
@@ -502,8 +622,13 @@ class DestinationWorker:
         if not self.queued:
             return
         leases = [(c.delivery_id, c.lease_token) for c in self.queued]
+        for claim in self.queued:
+            self.deadlines.pop(claim.delivery_id, None)
         self.queued.clear()
-        task = asyncio.create_task(self._release(leases, self.paused_until))
+        self._release_later(leases, self.paused_until)
+
+    def _release_later(self, leases: list[tuple[int, str]], due: float) -> None:
+        task = asyncio.create_task(self._release(leases, due))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -631,6 +756,7 @@ class Engine:
         monotonic: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        restart_backoff: float = 1.0,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -639,7 +765,9 @@ class Engine:
         self.monotonic = monotonic
         self.sleep = sleep
         self.rng = rng
+        self.restart_backoff = restart_backoff
         self.stopping = False
+        self._stop_event = asyncio.Event()
         self.share = IntakeFirst()
         self.finisher = Finisher(store, self.share.observe)
         self._share_task: asyncio.Task[None] | None = None
@@ -650,7 +778,71 @@ class Engine:
             self.share.run(self._kick), name="lead-bridge-intake-first"
         )
         for w in self.workers:
-            w.task = asyncio.create_task(w.run(), name=f"lead-bridge-worker-{w.name}")
+            w.task = asyncio.create_task(self._supervise(w), name=f"lead-bridge-worker-{w.name}")
+
+    async def _supervise(self, w: DestinationWorker) -> None:
+        """Run a worker's loop; if it crashes, log and count it, restart it with backoff.
+
+        Whatever ends the loop (EMFILE while the SQLite writer restarts, a bug) must
+        not stop the destination's deliveries silently: meanwhile the worker shows as
+        down (``lead_bridge_worker_up`` 0, ``/readyz``, :meth:`destination_states`).
+        """
+        backoff = self.restart_backoff
+        while not self.stopping:
+            w.running = True
+            self.metrics.worker_running(w.name, True)
+            try:
+                await w.run()
+                return  # stopping
+            except Exception as exc:
+                w.running = False
+                w.restarts += 1
+                self.metrics.worker_running(w.name, False)
+                self.metrics.worker_restarted(w.name)
+                # The type and the errno only: an exception's text may quote data.
+                event(
+                    log,
+                    "worker_crashed",
+                    logging.ERROR,
+                    destination=w.name,
+                    error=type(exc).__name__,
+                    errno=getattr(exc, "errno", None),
+                    restarts=w.restarts,
+                    restart_in=round(backoff, 2),
+                )
+            finally:
+                w.running = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), backoff)
+            backoff = min(backoff * 2, MAX_RESTART_BACKOFF)
+
+    def worker_running(self, destination: str) -> bool:
+        """Whether the destination's claim loop runs (False while it waits to restart)."""
+        return any(w.running for w in self.workers if w.name == destination)
+
+    def workers_down(self) -> list[str]:
+        """Destinations whose claim loop is not running (crashed, waiting to restart)."""
+        if self.stopping:
+            return []
+        return sorted(w.name for w in self.workers if w.task is not None and not w.running)
+
+    def destination_states(self) -> dict[str, dict[str, Any]]:
+        """Per destination, as plain data (admin, status, console): is it paused or
+        rate limited, and does its worker run."""
+        now = self.clock()
+        states: dict[str, dict[str, Any]] = {}
+        for w in self.workers:
+            paused = w.paused_until > now
+            states[w.name] = {
+                "paused": paused,
+                "paused_until": w.paused_until if paused else None,
+                "rate_limited_at": w.rate_limited_at,
+                "worker_running": w.running,
+                "worker_restarts": w.restarts,
+                "in_flight": len(w.sending),
+                "claimed": len(w.inflight) + len(w.queued),
+            }
+        return states
 
     def _kick(self) -> None:
         for w in self.workers:
@@ -675,6 +867,7 @@ class Engine:
     async def stop(self, timeout: float) -> None:
         """Stop claiming, let in-flight attempts finish within ``timeout``, release leases."""
         self.stopping = True
+        self._stop_event.set()
         if self._share_task is not None:
             self._share_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,8 +17,10 @@ code that talks to the outside world translates foreign exceptions into these
         └── AuthError               401/403: re-authenticate once, then dead with a
                                     "check the credentials of destination X" message
 
-An exception that no connector classified is treated as retryable by the
-delivery engine and logged with its traceback.
+An exception that no connector classified goes through ``classify_unexpected``:
+encoding errors (text that is not valid Unicode, e.g. a lone surrogate) are
+permanent; anything else is treated as retryable by the delivery engine and
+logged with its traceback.
 
 ``error_for_status`` is the single place that decides which HTTP statuses are
 retryable, rate limits, authentication failures or permanent.
@@ -27,6 +29,7 @@ retryable, rate limits, authentication failures or permanent.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Sequence
 
@@ -109,22 +112,43 @@ class AuthError(DeliveryError):
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    ``None`` for what cannot be a wait: no header, garbage, a negative, infinite or
+    NaN number. A finite but absurd value (``1e12``, a date in 2099) is returned as
+    is; the delivery engine bounds every wait by ``retry.max_retry_after``.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, OverflowError, AttributeError):
         return None
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return max(0.0, when - current)
+
+
+def classify_unexpected(exc: BaseException) -> DeliveryError | None:
+    """An exception no connector classified, when retrying it cannot help; else None.
+
+    Text that cannot be encoded (``UnicodeEncodeError``, e.g. a lone surrogate
+    such as "\\ud800" in a lead stored before intake refused them) fails the
+    same way on every attempt: a dead letter with a readable reason at once.
+    """
+    if isinstance(exc, UnicodeError):
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return PermanentError(
+            f"the record holds text that cannot be encoded ({type(exc).__name__}: {reason}; "
+            "e.g. a lone surrogate such as \\ud800): retrying cannot help"
+        )
+    return None
 
 
 def error_for_status(

@@ -58,7 +58,10 @@ def parse_body(body: bytes) -> Batch:
     # Fewer brackets than the limit cannot nest deeper than it: skip the walk.
     if scan.count(b"[") > MAX_DEPTH and too_deep(parsed, MAX_DEPTH):
         return Batch([], [], problem=("too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels"))
-    return split_batch(parsed, _dump if fast else _dump_stdlib)
+    if fast:
+        return split_batch(parsed)
+    # Only the standard library accepts lone surrogate escapes ("\ud800"): look for them.
+    return split_batch(parsed, _dump_stdlib, check_text=True)
 
 
 def quarantined_body(body: bytes, problem: tuple[str, str]) -> QuarantineIn:
@@ -173,11 +176,17 @@ class Batch:
     problem: tuple[str, str] | None = None  # (code, message): the whole body is refused
 
 
-def split_batch(elements: list[Any], dump: Callable[[Any], str] = _dump) -> Batch:
+def split_batch(
+    elements: list[Any], dump: Callable[[Any], str] = _dump, *, check_text: bool = False
+) -> Batch:
+    """``check_text``: also refuse elements holding text that is not valid Unicode
+    (needed when the standard library parsed the body; orjson refuses such text)."""
     leads: list[LeadIn] = []
     rejected: list[QuarantineIn] = []
     for index, element in enumerate(elements):
         problem = element_problem(element)
+        if problem is None and check_text:
+            problem = invalid_text(element)
         if problem is not None:
             lead_id = element.get("id") if isinstance(element, dict) else None
             rejected.append(
@@ -199,6 +208,45 @@ def split_batch(elements: list[Any], dump: Callable[[Any], str] = _dump) -> Batc
             )
         )
     return Batch(leads, rejected, len(elements))
+
+
+def invalid_text(node: Any) -> str | None:
+    """Why a lead cannot be delivered if it holds a lone surrogate, or None.
+
+    JSON may escape half of a UTF-16 pair alone ("\ud800"); Python keeps it in a
+    str, but it is not Unicode text: no connector can encode it, so a lead holding
+    one would fail every attempt. Such an element is quarantined at intake instead.
+    """
+    stack: list[tuple[Any, str]] = [(node, "")]
+    while stack:
+        current, path = stack.pop()
+        if isinstance(current, str):
+            if not _encodable(current):
+                return (
+                    f"{path or 'the element'} holds a lone surrogate (an unpaired \\uXXXX "
+                    "escape): it is not valid Unicode text and no destination can accept it"
+                )
+        elif isinstance(current, dict):
+            for key, value in current.items():
+                name = f"{path}.{key}" if path else str(key)
+                if not _encodable(name):
+                    return f"a key in {path or 'the element'} holds a lone surrogate " + (
+                        "(an unpaired \\uXXXX escape): it is not valid Unicode text"
+                    )
+                stack.append((value, name))
+        elif isinstance(current, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(current))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _column(value: Any) -> str | None:

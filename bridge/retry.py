@@ -61,13 +61,13 @@ def plan_retry(
         return RetryDecision(
             True,
             None,
-            f"gave up after {attempts_made} attempt(s) over {_human(now - created_at)} "
-            f"(max_age {_human(max_age)})",
+            f"gave up after {attempts_made} attempt(s) over {human_duration(now - created_at)} "
+            f"(max_age {human_duration(max_age)})",
         )
     return RetryDecision(False, when)
 
 
-def _human(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:
@@ -99,7 +99,9 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: float | None = None) -> bool:
+        """Take a token, waiting for it; False (nothing taken, no wait) when it
+        would come after ``deadline`` (on this bucket's clock)."""
         async with self._lock:  # FIFO: waiters are served in order
             while True:
                 self._refill()
@@ -107,8 +109,16 @@ class TokenBucket:
                 # sleep for ever-smaller slivers of time.
                 if self.tokens >= 1.0 - 1e-9:
                     self.tokens = max(0.0, self.tokens - 1.0)
-                    return
-                await self.sleep((1.0 - self.tokens) / self.rate)
+                    return True
+                wait = (1.0 - self.tokens) / self.rate
+                if deadline is not None and self.clock() + wait > deadline:
+                    return False
+                await self.sleep(wait)
+
+    def ready_in(self) -> float:
+        """Seconds until a token is there (ignoring waiters)."""
+        self._refill()
+        return max(0.0, (1.0 - self.tokens) / self.rate)
 
     def drain(self) -> None:
         """A 429 says we were too fast: start over from an empty bucket."""

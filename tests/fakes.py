@@ -33,8 +33,10 @@ class Call:
 
 @dataclass
 class Script:
-    """Actions taken by successive sends: an exception to raise, ``"ok"``, or
-    ``"block"`` (wait until ``release`` is set). After the list: ``"ok"``."""
+    """Actions taken by successive sends: an exception to raise, ``"ok"``,
+    ``"block"`` (wait until ``release`` is set), ``("block", exc)`` (wait, then
+    raise), or an async callable taking the context and returning one of those.
+    After the list: ``"ok"``."""
 
     actions: list[Any] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -80,10 +82,12 @@ class ScriptedConnector(Connector):
             Call(context.lead_id, context.attempt, dict(record), context.idempotency_key, at)
         )
         action = script.next_action()
-        if action == "block":
+        if callable(action) and not isinstance(action, BaseException):
+            action = await action(context)
+        if action == "block" or (isinstance(action, tuple) and action[0] == "block"):
             assert script.release is not None
             await script.release.wait()
-            action = "ok"
+            action = action[1] if isinstance(action, tuple) else "ok"
         if isinstance(action, BaseException):
             raise action
         return DeliveryResult(remote_id=f"rec-{context.lead_id}", status_code=201)

@@ -54,8 +54,10 @@ class Harness:
             self.metrics,
             self.runtime.config.worker,
             clock=self.clock.time,
+            monotonic=self.clock.time,
             sleep=self.clock.sleep,
             rng=lambda: 0.5,
+            restart_backoff=0.01,
         )
         self.engines.append(engine)
         return engine
@@ -109,7 +111,8 @@ async def make_harness(
         await store.open()
         clock = FakeClock()
         for d in destinations:
-            SCRIPTS.setdefault(d["settings"]["script"], Script()).clock = clock
+            if "script" in d["settings"]:
+                SCRIPTS.setdefault(d["settings"]["script"], Script()).clock = clock
         harness = Harness(runtime, store, clock)
         harnesses.append(harness)
         return harness
@@ -542,3 +545,215 @@ async def test_long_rate_limit_pause_gives_leases_back_instead_of_holding_them(
     sent = [c.lead_id for c in s.calls]
     assert sorted(sent[1:]) == [f"led_{i}" for i in range(5)]  # each once after the pause
     assert all(c.at >= t0 + 3600 for c in s.calls[1:])
+
+
+# --------------------------------------------------------------------------- issue 12 items 1-7
+
+
+async def wait_attempts(h: Harness, lead_id: str, destination: str, count: int) -> None:
+    async def recorded() -> bool:
+        return (
+            len([a for a in await h.store.get_attempts(lead_id) if a.destination == destination])
+            >= count
+        )
+
+    await eventually(recorded, f"{count} attempt(s) of {lead_id}")
+
+
+@pytest.mark.parametrize(
+    ("error", "retry", "pause"),
+    [
+        (RateLimited("HTTP 429", status_code=429, retry_after=1e12), {}, 3600.0),
+        (
+            RateLimited("HTTP 429", status_code=429, retry_after=1e12),
+            {"max_retry_after": "2m"},
+            120.0,
+        ),
+        (RateLimited("HTTP 429", status_code=429, retry_after=1e12), {"max_age": "30m"}, 1800.0),
+        (RetryableError("HTTP 503", status_code=503, retry_after=1e12), {}, 3600.0),
+    ],
+)
+async def test_an_absurd_retry_after_is_bounded(
+    make_harness: Callable[..., Any], error: RetryableError, retry: dict[str, Any], pause: float
+) -> None:
+    # Issue 12 item 1: `now + 1e12` froze the destination until a restart.
+    s = script("crm", error)
+    h: Harness = await make_harness(dest("crm", retry=retry, flow={"concurrency": 1}))
+    await h.engine().start()
+    t0 = h.clock.time()
+    await h.add("led_1")
+    await wait_attempts(h, "led_1", "crm", 1)
+    row = await h.delivery("led_1", "crm")
+    assert row.status == "pending" and row.next_attempt_at == pytest.approx(t0 + pause)
+    await h.add("led_2")
+    for lead in ("led_1", "led_2"):
+        assert (await h.settle(lead, "crm")).status == "delivered"
+    assert max(c.at for c in s.calls) <= t0 + pause + 1
+
+
+async def test_no_request_leaves_while_the_destination_is_paused(
+    make_harness: Callable[..., Any],
+) -> None:
+    # Issue 12 item 2: attempts already waiting for a rate-limit token went out
+    # during the pause a 429 had just set.
+    s = script("crm", ("block", RateLimited("HTTP 429", status_code=429, retry_after=10)))
+    s.release = asyncio.Event()
+    h: Harness = await make_harness(
+        dest("crm", flow={"concurrency": 4, "rate_per_second": 1, "burst": 1})
+    )
+    waiting = asyncio.Event()  # an attempt waits for a token
+    proceed = asyncio.Event()
+
+    async def gated_sleep(seconds: float) -> None:
+        waiting.set()
+        await proceed.wait()
+        h.clock.advance(seconds)
+
+    engine = Engine(
+        h.store,
+        h.runtime.active,
+        h.metrics,
+        h.runtime.config.worker,
+        clock=h.clock.time,
+        monotonic=h.clock.time,
+        sleep=gated_sleep,
+    )
+    h.engines.append(engine)
+    await engine.start()
+    t0 = h.clock.time()
+    await h.add("led_1", "led_2", "led_3")
+    await eventually(lambda: len(s.calls) == 1 and waiting.is_set(), "one sent, one waiting")
+    s.release.set()  # the first send is answered 429: paused until t0 + 10
+    await wait_attempts(h, s.calls[0].lead_id, "crm", 1)
+    # What the console shows: paused (rate limited) until t0 + 10.
+    state = engine.destination_states()["crm"]
+    assert (state["paused"], state["paused_until"], state["rate_limited_at"]) == (
+        True,
+        t0 + 10,
+        t0,
+    )
+    assert state["worker_running"] is True
+    proceed.set()  # the waiting attempt gets its token at t0 + 1, inside the pause
+    for lead in ("led_1", "led_2", "led_3"):
+        assert (await h.settle(lead, "crm")).status == "delivered"
+    assert [c.at >= t0 + 10 for c in s.calls[1:]] == [True] * 3, [c.at - t0 for c in s.calls]
+    assert len(s.calls) == 4  # nothing sent twice, nothing lost
+
+
+async def test_rate_limited_attempts_do_not_use_the_leads_backoff(
+    make_harness: Callable[..., Any],
+) -> None:
+    # Issue 12 item 3: two 429s and a 502 scheduled the next try 30 minutes out.
+    s = script(
+        "crm",
+        RateLimited("HTTP 429", status_code=429, retry_after=10),
+        RateLimited("HTTP 429", status_code=429, retry_after=10),
+        RetryableError("HTTP 502", status_code=502),
+    )
+    h: Harness = await make_harness(dest("crm"))
+    await h.engine().start()
+    t0 = h.clock.time()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts) == ("delivered", 2)  # the 502 and the success
+    assert [round(c.at - t0) for c in s.calls] == [0, 10, 20, 25]  # 502 -> first step, 5 s
+    attempts = await h.store.get_attempts("led_1")
+    assert [a.outcome for a in attempts] == ["rate_limited", "rate_limited", "retry", "delivered"]
+    assert [a.number for a in attempts] == [1, 1, 1, 2]
+    assert [c.attempt for c in s.calls] == [1, 1, 1, 2]
+
+
+async def test_rate_limited_for_longer_than_max_age_gives_up(
+    make_harness: Callable[..., Any],
+) -> None:
+    script("crm", *[RateLimited("HTTP 429", status_code=429, retry_after=600)] * 10)
+    h: Harness = await make_harness(dest("crm", retry={"max_age": "25m"}))
+    await h.engine().start()
+    await h.add("led_1")
+    row = await h.settle("led_1", "crm")
+    assert (row.status, row.attempts) == ("dead", 1)  # the give-up is the one attempt counted
+    assert row.last_error == (
+        "gave up: rate limited after 20m, the pause would pass max_age 25m; last error: HTTP 429"
+    )
+
+
+async def test_the_lease_outlasts_the_wait_for_a_rate_limit_token(
+    make_harness: Callable[..., Any],
+) -> None:
+    # Issue 12 item 5: the token wait was outside every bound, so an attempt could
+    # send after its lease had expired (and another worker could send it too).
+    h: Harness = await make_harness(
+        dest("crm", retry={"timeout": "5s"}, flow={"concurrency": 1, "rate_per_second": 0.04}),
+        worker={"lease": "1s"},
+    )
+    lease_left: list[float] = []
+
+    async def check_lease(context: Any) -> str:
+        row = await h.delivery(context.lead_id, "crm")
+        assert row.next_attempt_at is not None
+        lease_left.append(row.next_attempt_at - h.clock.time())
+        return "ok"
+
+    script("crm", check_lease, check_lease, check_lease)
+    engine = h.engine()
+    await engine.start()
+    [worker] = engine.workers
+    assert worker.lease >= worker.budget + 10  # the lease is computed from the deadline
+    await h.add("led_1", "led_2", "led_3")
+    for lead in ("led_1", "led_2", "led_3"):
+        assert (await h.settle(lead, "crm")).status == "delivered"
+    assert len(lease_left) == 3 and min(lease_left) > 0, lease_left
+    for lead in ("led_1", "led_2", "led_3"):  # deferred waits are not attempts
+        assert (await h.delivery(lead, "crm")).attempts == 1
+
+
+async def test_a_crashed_worker_loop_is_restarted_and_shown_down_meanwhile(
+    make_harness: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 12 item 6: an exception other than a StoreError ended the loop silently.
+    script("crm")
+    h: Harness = await make_harness(dest("crm"))
+    claim = h.store.claim
+    failing = True
+
+    async def broken_claim(**kw: Any) -> Any:
+        if failing:
+            raise OSError(24, "Too many open files")
+        return await claim(**kw)
+
+    h.store.claim = broken_claim  # type: ignore[method-assign]
+    engine = h.engine()
+    with caplog.at_level(logging.ERROR, logger="lead_bridge.engine"):
+        await engine.start()
+        await h.add("led_1")
+        await eventually(lambda: engine.workers_down() == ["crm"], "the worker shown down")
+        assert h.metrics.workers_down() == ["crm"]
+        assert engine.destination_states()["crm"]["worker_running"] is False
+        await eventually(lambda: engine.workers[0].restarts >= 2, "restarts with backoff")
+        failing = False
+        assert (await h.settle("led_1", "crm")).status == "delivered"
+    assert engine.workers_down() == [] and h.metrics.workers_down() == []
+    assert engine.worker_running("crm")
+    restarts = h.metrics.worker_restarts.labels("crm")._value.get()  # type: ignore[attr-defined]
+    assert restarts == engine.workers[0].restarts >= 2
+    assert "event=worker_crashed destination=crm error=OSError errno=24" in caplog.text
+
+
+async def test_a_lead_that_cannot_be_encoded_is_dead_at_once(
+    make_harness: Callable[..., Any], tmp_path: Any
+) -> None:
+    # Issue 12 item 7: stored before intake refused it, a lone surrogate failed
+    # every attempt for 72 h with a traceback. Now: one attempt, a readable reason.
+    h: Harness = await make_harness(
+        {"name": "file", "type": "jsonl", "settings": {"path": str(tmp_path / "out.jsonl")}}
+    )
+    await h.engine().start()
+    payload = '{"id":"x","data":{"a":"\\ud800"}}'
+    await h.store.ingest([LeadIn("x", payload)], ["file"], [], h.clock.time())
+    h.engines[0].wake()
+    row = await h.settle("x", "file")
+    assert (row.status, row.attempts) == ("dead", 1)
+    assert row.last_error == (
+        "the record holds text that cannot be encoded (UnicodeEncodeError: surrogates not "
+        "allowed; e.g. a lone surrogate such as \\ud800): retrying cannot help"
+    )

@@ -10,10 +10,12 @@ import httpx
 import pytest
 
 from bridge.app import create_app
+from bridge.engine import Engine
 from bridge.errors import StoreUnavailable
 from bridge.leads import MAX_DEPTH
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import AppHarness, make_lead
+from tests.waiting import eventually
 
 SECRET = "s3cr3t-header-value"
 AUTH = {"Authorization": SECRET}
@@ -375,6 +377,28 @@ async def test_health_and_readiness(app: AppHarness) -> None:
     assert ready.json() == {"status": "unavailable", "store": "unreachable"}
 
 
+async def test_readiness_names_destinations_whose_worker_is_down(app: AppHarness) -> None:
+    # Issue 12 item 6: a crashed delivery loop is visible, not silent.
+    async def broken_claim(**kw: Any) -> Any:
+        raise OSError(24, "Too many open files")
+
+    app.store.claim = broken_claim  # type: ignore[method-assign]
+    state = app.client._transport.app.state.lb  # type: ignore[attr-defined]
+    engine = Engine(
+        app.store, app.runtime.active, app.metrics, app.runtime.config.worker, restart_backoff=60
+    )
+    state.engine = engine
+    await engine.start()
+    try:
+        await eventually(lambda: engine.workers_down() == ["a", "b"], "both loops down")
+        ready = await app.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "unavailable", "workers_down": ["a", "b"]}
+    finally:
+        await engine.stop(1)
+        state.engine = None
+
+
 async def test_get_on_the_webhook_is_405(app: AppHarness) -> None:
     response = await app.client.get("/lead/webhook")
     assert response.status_code == 405
@@ -407,19 +431,19 @@ async def test_numbers_are_kept_exactly_as_sent(app: AppHarness) -> None:
 
 
 async def test_lone_surrogate_escapes_do_not_fail_the_batch(app: AppHarness) -> None:
-    # JSON allows "\ud800" (a lone surrogate) but UTF-8 cannot encode it: the lead is
-    # stored with the escape kept, the bad id quarantined, nothing answered 503.
+    # JSON allows "\ud800" (a lone surrogate) but no destination can encode it: such
+    # elements are quarantined with the reason (escape kept), nothing answered 503.
     body = (
         b'[{"id": "good", "data": {}}, {"id": "odd", "url": "\\ud800", "data": {"x": "\\udfff"}},'
         b' {"id": "bad\\ud800"}]'
     )
     response = await app.post(body, headers=AUTH)
     assert response.status_code == 200, response.text
-    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": 1}
-    stored = await app.store.get_lead("odd")
-    assert stored is not None and stored.payload is not None and stored.url is None
-    assert json.loads(stored.payload) == {"id": "odd", "url": "\ud800", "data": {"x": "\udfff"}}
-    [bad] = await app.quarantine()
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": 2}
+    assert await app.store.get_lead("odd") is None
+    odd, bad = sorted(await app.quarantine(), key=lambda q: q["reason"])
+    assert odd["reason"].startswith("element 1: ") and "lone surrogate" in odd["reason"]
+    assert json.loads(odd["raw"]) == {"id": "odd", "url": "\ud800", "data": {"x": "\udfff"}}
     assert bad["reason"] == "element 2: 'id' contains control or invalid characters"
 
 

@@ -81,10 +81,35 @@ def test_numbers_the_fast_parser_would_change_are_kept_exactly() -> None:
     )
 
 
-def test_a_lone_surrogate_is_stored_escaped() -> None:
-    [lead] = parse_body(b'[{"id": "s", "data": {"x": "\\ud800"}}]').leads
-    assert lead.payload.isascii() and json.loads(lead.payload)["data"]["x"] == "\ud800"
-    lead.payload.encode()  # storable as UTF-8
+def test_a_lone_surrogate_is_quarantined_with_its_path() -> None:
+    # Issue 12 item 7: accepted, such a lead failed every attempt for 72 h.
+    batch = parse_body(b'[{"id": "x", "data": {"a": "\\ud800"}}, {"id": "ok", "data": {}}]')
+    assert [lead.id for lead in batch.leads] == ["ok"]
+    [bad] = batch.rejected
+    assert bad.reason == (
+        "element 0: data.a holds a lone surrogate (an unpaired \\uXXXX escape): "
+        "it is not valid Unicode text and no destination can accept it"
+    )
+    assert (bad.lead_id, bad.item_index) == ("x", 0)
+    assert bad.raw == '{"id":"x","data":{"a":"\\ud800"}}'  # kept escaped, storable
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'[{"id": "x", "data": {"l": [1, "\\udfff"]}}]', "data.l[1] holds"),
+        (b'[{"id": "x", "data": {"\\ud800": 1}}]', "a key in data holds"),
+        (b'[{"id": "x", "url": "\\ud800"}]', "url holds"),
+    ],
+)
+def test_lone_surrogates_are_found_anywhere(body: bytes, where: str) -> None:
+    batch = parse_body(body)
+    assert batch.leads == [] and where in batch.rejected[0].reason
+
+
+def test_a_surrogate_pair_is_text() -> None:
+    [lead] = parse_body(b'[{"id": "x", "data": {"a": "\\ud83d\\ude00"}}]').leads
+    assert json.loads(lead.payload)["data"]["a"] == "\U0001f600"
 
 
 def test_an_empty_array_is_a_probe() -> None:
@@ -110,7 +135,6 @@ def test_nesting_through_objects_counts_too() -> None:
         ("7", None),  # not text
         ("null", None),
         ('"a\\u0000b"', None),  # NUL: no database column takes it
-        ('"\\ud800"', None),  # a lone surrogate: not UTF-8
         (f'"{"x" * 2048}"', "x" * 2048),
         (f'"{"x" * 2049}"', None),  # too long to be an index key
     ],

@@ -49,10 +49,8 @@ class LocalEngineView:
     def worker_running(self, destination: str) -> bool | None:
         if self.engine is None:
             return None
-        for worker in self.engine.workers:
-            if worker.name == destination:
-                return worker.task is not None and not worker.task.done()
-        return False
+        # False while a crashed loop waits for its restart (the task lives on).
+        return self.engine.worker_running(destination)
 
 
 @dataclass(frozen=True)
