@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -377,8 +378,17 @@ async def test_health_and_readiness(app: AppHarness) -> None:
     assert ready.json() == {"status": "unavailable", "store": "unreachable"}
 
 
-async def test_readiness_names_destinations_whose_worker_is_down(app: AppHarness) -> None:
+async def test_readiness_names_destinations_whose_worker_is_down(
+    make_app: Callable[..., Any], tmp_path: Path
+) -> None:
     # Issue 12 item 6: a crashed delivery loop is visible, not silent.
+    app: AppHarness = await make_app(
+        destinations=[
+            {"name": name, "type": "jsonl", "settings": {"path": str(tmp_path / name)}}
+            for name in ("a", "b")
+        ]
+    )
+
     async def broken_claim(**kw: Any) -> Any:
         raise OSError(24, "Too many open files")
 
