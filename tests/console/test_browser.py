@@ -178,6 +178,7 @@ def test_operator_finds_fixes_and_replays_a_lead(
     page.click("#search button[type=submit]")
     page.wait_for_selector('tr[data-lead="led_john"]')
     assert page.locator("#results tbody tr").count() == 1
+    shoot(page, "leads")
     assert "john@example.com" not in page.url
     page.click("text=led_john")
     page.wait_for_selector("h1:has-text('led_john')")

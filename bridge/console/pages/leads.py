@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -17,6 +16,7 @@ from bridge.console.web import PREFIX, Call, Console, Refused
 from bridge.logs import event
 from bridge.operations import audit
 from bridge.operations.search import SEARCH_STATUSES, BadQuery, LeadQuery, search_leads
+from bridge.operations.timeline import lead_timeline
 
 log = logging.getLogger("lead_bridge.console")
 
@@ -77,27 +77,20 @@ async def search(console: Console, call: Call) -> Response:
 async def timeline(console: Console, call: Call) -> Response:
     state = console.state
     lead_id = call.request.path_params["lead_id"]
-    record = await state.store.get_lead(lead_id)
-    if record is None:
+    found = await lead_timeline(state.store, state.runtime, lead_id)
+    if found is None:
         raise Refused(404, f"No lead with id {lead_id!r}.")
-    deliveries = await state.store.get_deliveries(lead_id)
-    attempts = await state.store.get_attempts(lead_id)
-    payload = json.loads(record.payload) if record.payload else None
-    mapped = state.runtime.preview(payload)
     by_destination: dict[str, list[Any]] = defaultdict(list)
-    for a in attempts:
+    for a in found.attempts:
         by_destination[a.destination].append(a)
-    event(log, "console_lead_viewed", lead_id=lead_id, token=call.actor)
+    event(log, "console_lead_viewed", lead_id=lead_id, token=call.principal.token_name)
     return console.render(
         call.request,
         "timeline.html",
         call.principal,
-        lead=record,
-        payload=payload,
-        deliveries=deliveries,
+        t=found,
         attempts=by_destination,
-        mapped=mapped,
-        live=any(d.status == "pending" for d in deliveries),
+        live=any(d.status == "pending" for d in found.deliveries),
         replayed=call.request.query_params.get("replayed"),
     )
 
