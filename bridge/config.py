@@ -446,11 +446,19 @@ def expand_env(
     tree: Any, env: dict[str, str] | None = None, *, lenient: bool = False
 ) -> tuple[Any, list[tuple[str, str]]]:
     """Expand ``${...}`` everywhere. Returns the tree and warnings (lenient mode)."""
+    result, problems, warnings = _expand_collecting(tree, env, lenient)
+    if problems:
+        raise ConfigError(problems)
+    return result, warnings
+
+
+def _expand_collecting(
+    tree: Any, env: dict[str, str] | None, lenient: bool
+) -> tuple[Any, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Expand, returning (tree, problems, warnings); an unset variable becomes ''."""
     expander = _Expander(dict(os.environ) if env is None else env, lenient)
     result = expander.expand(tree)
-    if expander.problems:
-        raise ConfigError(expander.problems)
-    return result, expander.warnings
+    return result, expander.problems, expander.warnings
 
 
 # --------------------------------------------------------------------------- errors
@@ -531,6 +539,40 @@ def validate_config(tree: Any) -> Config:
         raise ConfigError(problems) from None
 
 
+def _parent(path: str) -> str:
+    return re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
+
+
+def _covered(path: str, by: list[str]) -> bool:
+    """Is ``path`` the key of an unset variable (in ``by``), inside one, or the
+    list/mapping holding one (whose validator saw the emptied value)?"""
+    return any(path in (p, _parent(p)) or path.startswith((p + ".", p + "[")) for p in by)
+
+
+def check_tree(
+    tree: Any, env: dict[str, str] | None = None, *, lenient: bool = False
+) -> tuple[Config | None, Any, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Expand and validate in one pass: every problem, not the first stage's only.
+
+    Returns (config or None, the expanded tree, problems, warnings). A key whose
+    variable is unset is reported once, as unset, not again as an invalid value.
+    """
+    expanded, problems, warnings = _expand_collecting(tree, env, lenient)
+    if lenient and isinstance(expanded, dict):
+        auth = expanded.get("auth")
+        if isinstance(auth, dict):
+            for key in ("header_secrets", "path_secrets"):
+                if isinstance(auth.get(key), list):
+                    auth[key] = [s for s in auth[key] if s != ""]
+    unset = [path for path, _ in problems]
+    try:
+        config = validate_config(expanded)
+    except ConfigError as exc:
+        problems += [(p, m) for p, m in exc.problems if not _covered(p, unset)]
+        return None, expanded, problems, warnings
+    return (None if problems else config), expanded, problems, warnings
+
+
 def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -569,12 +611,9 @@ def load_config(
     ``lenient`` turns unset variables into warnings (used by `lead-bridge map`,
     which must work without the destinations' secrets).
     """
-    tree = read_yaml(resolve_config_path(path))
-    expanded, warnings = expand_env(tree, env, lenient=lenient)
-    if lenient and isinstance(expanded, dict):
-        auth = expanded.get("auth")
-        if isinstance(auth, dict):
-            for key in ("header_secrets", "path_secrets"):
-                if isinstance(auth.get(key), list):
-                    auth[key] = [s for s in auth[key] if s != ""]
-    return validate_config(expanded), warnings
+    config, _, problems, warnings = check_tree(
+        read_yaml(resolve_config_path(path)), env, lenient=lenient
+    )
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config, warnings

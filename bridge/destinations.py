@@ -5,9 +5,9 @@ key path (``destinations[2].settings.webhook_url: ...``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bridge import registry
 from bridge.config import Config, DestinationConfig, describe_error
@@ -20,6 +20,8 @@ from bridge.mapping import (
     compile_mapping,
 )
 from connectors.base import Connector, ConnectorSettings
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass
@@ -171,9 +173,70 @@ class Runtime:
         return out
 
 
-def load_runtime(path: Any, *, lenient: bool = False, env: dict[str, str] | None = None) -> Runtime:
-    from bridge.config import load_config
+def load_runtime(
+    path: Any,
+    *,
+    lenient: bool = False,
+    env: dict[str, str] | None = None,
+    preflight: Literal["serve", "worker"] | None = None,
+) -> Runtime:
+    """Read, expand, validate and build, reporting every problem in one ConfigError.
 
-    config, warnings = load_config(path, env=env, lenient=lenient)
-    destinations, more = build_destinations(config, lenient=lenient)
-    return Runtime(config, destinations, warnings + more)
+    Unset variables, invalid keys and each destination's type, settings and
+    mapping are all checked in the same pass, so a user fixes them in one go.
+    ``preflight`` adds what `serve` (or `worker`) needs of the machine (files,
+    plugin directories, SDKs, CA bundles: :mod:`bridge.preflight`), for every
+    section that is valid.
+    """
+    from bridge import preflight as checks
+    from bridge.config import (
+        PluginsConfig,
+        ServerConfig,
+        StorageConfig,
+        check_tree,
+        read_yaml,
+        resolve_config_path,
+    )
+
+    config, tree, problems, warnings = check_tree(
+        read_yaml(resolve_config_path(path)), env, lenient=lenient
+    )
+    tree = tree if isinstance(tree, dict) else {}
+
+    def section(model: type[ModelT], key: str) -> ModelT | None:
+        if config is not None:
+            return getattr(config, key)  # type: ignore[no-any-return]
+        try:
+            return model.model_validate(tree.get(key) or {})
+        except ValidationError:
+            return None  # already reported
+
+    plugins = section(PluginsConfig, "plugins")
+    if plugins is not None:
+        registry.add_plugin_paths(plugins.paths)
+    built: list[tuple[int, Destination]] = []
+    entries = config.destinations if config is not None else tree.get("destinations")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, DestinationConfig):
+            try:
+                entry = DestinationConfig.model_validate(entry)
+            except ValidationError:
+                continue  # already reported
+        dest, found, more = build_destination(index, entry, lenient=lenient)
+        problems += found
+        warnings += more
+        if dest is not None:
+            built.append((index, dest))
+    if preflight is not None:
+        server = section(ServerConfig, "server")
+        if preflight == "serve" and server is not None:
+            problems += checks.check_tls(server)
+        storage = section(StorageConfig, "storage")
+        if storage is not None:
+            problems += checks.check_storage(storage)
+        if plugins is not None:
+            problems += checks.check_plugins(plugins)
+        problems += checks.check_destinations(built)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return Runtime(config, [dest for _, dest in built], warnings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 import trustme
 import yaml
 
+from bridge.store.base import LeadIn
 from bridge.store.sqlite import SQLiteStore
 from tests.processes import BridgeProcess, free_port
 from tests.waiting import DEADLINE
@@ -202,10 +204,51 @@ def test_bad_config_exits_2_before_binding(tmp_path: Path, processes: list[Bridg
         },
     )
     proc = start(processes, tmp_path, config)
-    assert proc.proc.wait(20) == 2
+    assert proc.proc.wait(DEADLINE) == 2
     out = proc.output()
     assert "auth.header_secrets[0]: environment variable UNSET_SECRET_FOR_TEST is not set" in out
     assert "Uvicorn running" not in out
+
+
+def test_a_used_port_fails_before_any_worker_starts(
+    tmp_path: Path, processes: list[BridgeProcess]
+) -> None:
+    async def queue_a_lead() -> None:
+        store = SQLiteStore(f"sqlite:///{tmp_path / 'bridge.db'}")
+        await store.open()
+        try:
+            await store.ingest([LeadIn("led_waiting", '{"id": "led_waiting"}')], ["file"], [], 1.0)
+        finally:
+            await store.close()
+
+    asyncio.run(queue_a_lead())  # a delivery the workers would make at once
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write(
+            tmp_path,
+            {
+                "server": {"host": "127.0.0.1", "port": port, "behind_proxy": True},
+                "storage": {"url": f"sqlite:///{tmp_path / 'bridge.db'}"},
+                "destinations": [
+                    {
+                        "name": "file",
+                        "type": "jsonl",
+                        "settings": {"path": str(tmp_path / "out.jsonl")},
+                    }
+                ],
+            },
+        )
+        proc = start(processes, tmp_path, config)
+        assert proc.proc.wait(DEADLINE) == 1
+    out = proc.output()
+    assert (
+        f"lead-bridge: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another process, perhaps another lead-bridge serve, is listening there)" in out
+    )
+    assert "application startup" not in out.lower() and "event=startup" not in out
+    assert not (tmp_path / "out.jsonl").exists()  # the waiting lead was not delivered
 
 
 def test_plain_http_is_refused_unless_behind_proxy(
@@ -213,7 +256,7 @@ def test_plain_http_is_refused_unless_behind_proxy(
 ) -> None:
     config = write(tmp_path, {"server": {"port": free_port()}})
     proc = start(processes, tmp_path, config)
-    assert proc.proc.wait(20) == 2
+    assert proc.proc.wait(DEADLINE) == 2
     assert "server.tls: HTTPS is required" in proc.output()
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.cli.common import add_config_option
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, LeadBridgeError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -95,27 +97,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.destinations import load_runtime
     from bridge.tls import harden
 
-    runtime = load_runtime(args.config)  # exits 2 on a bad config, before binding
+    # exits 2 on a bad config or a missing file, before binding: what check-config checks
+    runtime = load_runtime(args.config, preflight="serve")
     config = runtime.config
     _configure_logging(args, config.logging.level, config.logging.format)
     _tune_gil()
     certfile, keyfile = prepare_tls(config)
+    host, port = args.host or config.server.host, args.port or config.server.port
+    # Bind before anything starts: a second `serve` on a used port must fail
+    # here, not after its workers began claiming deliveries.
+    sock = bind_socket(host, port)
     app = create_app(runtime, start_workers=False if args.no_workers else None)
     uv_config = uvicorn_config(
-        config,
-        app,
-        host=args.host or config.server.host,
-        port=args.port or config.server.port,
-        certfile=certfile,
-        keyfile=keyfile,
+        config, app, host=host, port=port, certfile=certfile, keyfile=keyfile
     )
     uv_config.load()
     if uv_config.ssl is not None:
         harden(uv_config.ssl, config.server.tls.min_version)
     server = _server_class()(uv_config)
     _freeze_startup_objects()
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound socket for ``host:port`` (uvicorn listens on it), or a clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another process, perhaps another lead-bridge serve, is listening there)"
+        elif exc.errno == errno.EACCES:
+            hint = " (ports below 1024 need privileges; use server.port 8443)"
+        raise LeadBridgeError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+        ) from None
+    return sock
 
 
 def uvicorn_config(
@@ -169,7 +191,7 @@ def _server_class() -> type:
 def cmd_worker(args: argparse.Namespace) -> int:
     from bridge.destinations import load_runtime
 
-    runtime = load_runtime(args.config)
+    runtime = load_runtime(args.config, preflight="worker")
     _configure_logging(args, runtime.config.logging.level, runtime.config.logging.format)
     _tune_gil()
     try:
