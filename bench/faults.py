@@ -416,7 +416,7 @@ def verdict(
         "lost": len(lost),
         "lost_ids": sorted(lost)[:20],
         "dead": sum(dead_reasons.values()),
-        "dead_expected": len(expected_dead & provider.acknowledged) * len(DESTINATIONS),
+        "dead_expected": sum((d, lead) in status for lead in expected_dead for d in DESTINATIONS),
         "dead_unexpected": len(unexpected_dead),
         "dead_reasons": dict(dead_reasons.most_common()),
         "stuck_pending": len(stuck),
