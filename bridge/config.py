@@ -322,11 +322,10 @@ class AdminConfig(Model):
 
     @field_validator("tokens")
     @classmethod
-    def _tokens_non_empty(cls, values: list[SecretStr]) -> list[SecretStr]:
-        for index, token in enumerate(values):
-            if not token.get_secret_value():
-                raise ValueError(f"item {index} is empty; a token must not be empty")
-        return values
+    def _tokens_set(cls, values: list[SecretStr]) -> list[SecretStr]:
+        # An empty entry (an unset ${VAR:-}) is no token: one config can leave the
+        # admin API and the console off until the variable is set.
+        return [token for token in values if token.get_secret_value()]
 
     @field_validator("viewer_token")
     @classmethod

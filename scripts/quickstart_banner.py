@@ -73,11 +73,12 @@ def banner(config: Any, config_path: str, base: str, secret_source: str) -> str:
         lines.append("  secret   none: the endpoint is open (set auth.header_secrets)")
     if config.admin.tokens:
         lines.append(f"  admin    {base}/admin/ (Authorization: Bearer <a token in admin.tokens>)")
+        lines.append(f"  console  {base}/admin/ui/ (log in with a token in admin.tokens)")
     else:
-        lines.append("  admin    off (set admin.tokens to enable the admin API)")
-    console = getattr(config, "console", None)
-    if console is not None and getattr(console, "enabled", False):
-        lines.append(f"  console  {base}{getattr(console, 'path', '/console')}/")
+        lines.append(
+            "  admin    off (set admin.tokens to enable the admin API and the console; "
+            "for the quickstart: LEAD_BRIDGE_ADMIN_TOKEN=<a long random token> scripts/run)"
+        )
     auth = f"-H 'Authorization: {shown}' " if config.auth.header_secrets else ""
     body = f"@{SEED}" if SEED.exists() else '\'[{"id": "led_1", "data": {}}]\''
     lines += [

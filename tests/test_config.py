@@ -260,7 +260,6 @@ def test_the_reference_config_is_valid() -> None:
         ({"viewer_token": "v-token"}, "needs admin.tokens too"),
         ({"tokens": ["a-token"], "viewer_token": "a-token"}, "equals one of admin.tokens"),
         ({"tokens": ["a-token"], "viewer_token": ""}, "empty"),
-        ({"tokens": [""]}, "item 0 is empty"),
         ({"tokens": ["a-token"], "session_ttl": "0s"}, "greater than 0"),
     ],
 )
@@ -277,3 +276,20 @@ def test_viewer_token_and_session_ttl() -> None:
     assert config.admin.viewer_token is not None
     assert config.admin.viewer_token.get_secret_value() == "v-token"
     assert config.admin.session_ttl == 7200
+
+
+def test_empty_admin_tokens_are_skipped() -> None:
+    # The quickstart's ["${LEAD_BRIDGE_ADMIN_TOKEN:-}"]: off until the variable is set.
+    assert (
+        validate_config({"admin": {"tokens": ["", "a-token"]}}).admin.tokens[0].get_secret_value()
+        == "a-token"
+    )
+    assert validate_config({"admin": {"tokens": [""]}}).admin.tokens == []
+
+
+def test_quickstart_console_follows_its_environment_variable() -> None:
+    quickstart = Path(__file__).parents[1] / "examples" / "quickstart.yaml"
+    off, _ = load_config(quickstart, env={})
+    on, _ = load_config(quickstart, env={"LEAD_BRIDGE_ADMIN_TOKEN": "console-token-123"})
+    assert off.admin.tokens == []
+    assert [t.get_secret_value() for t in on.admin.tokens] == ["console-token-123"]
