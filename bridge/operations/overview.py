@@ -80,67 +80,89 @@ class Overview:
     leads: int  # real leads (test leads are never stored)
     quarantined: int
     unrouted: int  # leads whose every delivery was skipped by `when:`
-    undelivered: int  # leads with no delivery row (no destination then)
+    undelivered: int  # leads with no delivery row (stored while no destination was set)
     destinations: list[DestinationOverview]
     drift: list[DriftKey] = field(default_factory=list)
 
 
-def _hour_bucket(store: Store) -> str:
-    if store.dialect == "postgresql":
-        return "floor((delivered_at - ?) / 3600)::int"
-    return "CAST((delivered_at - ?) / 3600 AS INTEGER)"
+# Lead ids whose every delivery was skipped: from the skipped rows (a partial
+# index), each checked for a sibling that was not skipped.
+_UNROUTED = (
+    "SELECT d.lead_id FROM deliveries d WHERE d.status = 'skipped' AND NOT EXISTS "
+    "(SELECT 1 FROM deliveries o WHERE o.lead_id = d.lead_id AND o.status <> 'skipped')"
+)
+
+
+_PER_HOUR = ", ".join(
+    [
+        "(SELECT count(*) FROM deliveries WHERE status = 'delivered' AND destination = ? "
+        "AND delivered_at >= ? AND delivered_at < ?)"
+    ]
+    * HOURS
+)
+# The newest failed attempt still pending: SQLite returns the other columns of
+# the row holding max() in one pass over the pending rows; PostgreSQL sorts.
+_LAST_RETRY = (
+    "SELECT last_error, max(updated_at) FROM deliveries WHERE status = 'pending' "
+    "AND destination = ? AND attempts > 0",
+    "SELECT last_error, updated_at FROM deliveries WHERE status = 'pending' "
+    "AND destination = ? AND attempts > 0 ORDER BY updated_at DESC LIMIT 1",
+)
+# Destinations with stored deliveries, in any status: a skip scan of each
+# status's partial index (a few index seeks per destination, not a table scan).
+_STORED_DESTINATIONS = " UNION ".join(
+    f"SELECT name FROM (WITH RECURSIVE n{i}(name) AS ("  # noqa: S608 - constants
+    f"SELECT min(destination) FROM deliveries WHERE status = '{status}' UNION ALL "
+    f"SELECT (SELECT min(destination) FROM deliveries WHERE status = '{status}' "
+    f"AND destination > n{i}.name) FROM n{i} WHERE n{i}.name IS NOT NULL) "
+    f"SELECT name FROM n{i} WHERE name IS NOT NULL) AS s{i}"
+    for i, status in enumerate(("pending", "dead", "delivered", "skipped"))
+)
 
 
 async def _destination(
     store: Store, runtime: Runtime, engine: EngineView, name: str, now: float
 ) -> DestinationOverview:
-    counts = {
-        str(s): int(c)
-        for s, c in await store.fetch(
-            "SELECT status, count(*) FROM deliveries WHERE destination = ? GROUP BY status",
-            [name],
-        )
-    }
-    ((retrying, in_flight, oldest),) = await store.fetch(
-        "SELECT count(*) FILTER (WHERE attempts > 0), "
+    # Each count through its status's partial index (never a scan of the table).
+    ((delivered, dead, skipped),) = await store.fetch(
+        "SELECT (SELECT count(*) FROM deliveries WHERE status = 'delivered' AND destination = ?), "
+        "(SELECT count(*) FROM deliveries WHERE status = 'dead' AND destination = ?), "
+        "(SELECT count(*) FROM deliveries WHERE status = 'skipped' AND destination = ?)",
+        [name, name, name],
+    )
+    ((pending, retrying, in_flight, oldest),) = await store.fetch(
+        "SELECT count(*), count(*) FILTER (WHERE attempts > 0), "
         "count(*) FILTER (WHERE lease_token IS NOT NULL AND next_attempt_at > ?), "
         "min(created_at) FROM deliveries WHERE status = 'pending' AND destination = ?",
         [now, name],
     )
-    # The latest error: the newest dead letter (partial index) or a pending retry.
+    # The latest error: the newest dead letter (partial index) or pending retry.
     errors = await store.fetch(
         "SELECT last_error, updated_at FROM deliveries WHERE status = 'dead' "
         "AND destination = ? ORDER BY updated_at DESC LIMIT 1",
         [name],
-    ) + await store.fetch(
-        "SELECT last_error, updated_at FROM deliveries WHERE status = 'pending' "
-        "AND destination = ? AND attempts > 0 ORDER BY updated_at DESC LIMIT 1",
-        [name],
-    )
+    ) + await store.fetch(_LAST_RETRY[store.dialect == "postgresql"], [name])
     errors = [e for e in errors if e[0]]
     last = max(errors, key=lambda e: e[1]) if errors else None
+    # One count per hour, each a range of the delivered index (no sort).
     start = now - HOURS * 3600
-    per_hour = [0] * HOURS
-    for bucket, count in await store.fetch(
-        f"SELECT {_hour_bucket(store)} AS b, count(*) FROM deliveries "  # noqa: S608
-        "WHERE status = 'delivered' AND destination = ? AND delivered_at >= ? GROUP BY b",
-        [start, name, start],
-    ):
-        if 0 <= int(bucket) < HOURS:
-            per_hour[int(bucket)] += int(count)
+    bounds: list[Any] = []
+    for hour in range(HOURS):
+        bounds += [name, start + hour * 3600, start + (hour + 1) * 3600]
+    (per_hour_row,) = await store.fetch(f"SELECT {_PER_HOUR}", bounds)
+    per_hour = [int(c) for c in per_hour_row]
     dest = runtime.destination(name)
-    pending = counts.get("pending", 0)
     paused = engine.paused_until(name)
     return DestinationOverview(
         name=name,
         type=dest.config.type if dest else None,
         configured=dest is not None,
         enabled=bool(dest and dest.config.enabled),
-        delivered=counts.get("delivered", 0),
-        pending=pending - int(retrying),
+        delivered=int(delivered),
+        pending=int(pending) - int(retrying),
         retrying=int(retrying),
-        dead=counts.get("dead", 0),
-        skipped=counts.get("skipped", 0),
+        dead=int(dead),
+        skipped=int(skipped),
         in_flight=int(in_flight),
         oldest_pending_age=round(now - oldest, 3) if oldest is not None else None,
         last_error=redact(str(last[0])) if last else None,
@@ -159,19 +181,22 @@ async def overview(
     other destination that still has deliveries in the store."""
     current = time.time() if now is None else now
     view: EngineView = engine or LocalEngineView(None, None)
-    stored = [str(r[0]) for r in await store.fetch("SELECT DISTINCT destination FROM deliveries")]
+    stored = [str(r[0]) for r in await store.fetch(_STORED_DESTINATIONS)]
     names = sorted(set(stored) | {d.name for d in runtime.destinations})
     dests = [await _destination(store, runtime, view, n, current) for n in names]
     ((leads,),) = await store.fetch("SELECT count(*) FROM leads")
     ((quarantined,),) = await store.fetch("SELECT count(*) FROM quarantine")
-    ((unrouted,),) = await store.fetch(
-        "SELECT count(*) FROM (SELECT lead_id FROM deliveries GROUP BY lead_id "
-        "HAVING count(*) FILTER (WHERE status <> 'skipped') = 0) AS u"
-    )
-    ((undelivered,),) = await store.fetch(
-        "SELECT count(*) FROM leads l WHERE NOT EXISTS "
-        "(SELECT 1 FROM deliveries d WHERE d.lead_id = l.id)"
-    )
+    ((unrouted,),) = await store.fetch(f"SELECT count(DISTINCT lead_id) FROM ({_UNROUTED}) AS u")  # noqa: S608
+    # Leads without any delivery: none when one destination has a delivery for
+    # every lead (the usual case, known from the counts above); otherwise counted.
+    per_destination = [d.delivered + d.pending + d.retrying + d.dead + d.skipped for d in dests]
+    if max(per_destination, default=0) >= int(leads):
+        undelivered = 0
+    else:
+        ((undelivered,),) = await store.fetch(
+            "SELECT count(*) FROM leads l WHERE NOT EXISTS "
+            "(SELECT 1 FROM deliveries d WHERE d.lead_id = l.id)"
+        )
     return Overview(
         current,
         int(leads),
@@ -186,8 +211,7 @@ async def overview(
 async def unrouted_leads(store: Store, *, limit: int = 50) -> list[tuple[str, float]]:
     """(lead id, received at) of the newest leads no destination's `when:` took."""
     rows: list[Any] = await store.fetch(
-        "SELECT l.id, l.received_at FROM leads l WHERE l.id IN (SELECT lead_id FROM "
-        "deliveries GROUP BY lead_id HAVING count(*) FILTER (WHERE status <> 'skipped') = 0) "
+        f"SELECT l.id, l.received_at FROM leads l WHERE l.id IN ({_UNROUTED}) "  # noqa: S608
         "ORDER BY l.received_at DESC LIMIT ?",
         [limit],
     )

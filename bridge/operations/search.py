@@ -57,22 +57,29 @@ class LeadPage:
     total_capped: bool  # True: more than ``total`` match
 
 
-def _delivery_condition(status: str | None, destination: str | None) -> tuple[str, list[Any]]:
-    conds, params = ["d.lead_id = l.id"], []  # type: tuple[list[str], list[Any]]
+def _delivery_condition(
+    status: str | None, destination: str | None, *, correlated: bool = False
+) -> tuple[str, list[Any]]:
+    conds = ["d.lead_id = l.id"] if correlated else ["1 = 1"]
+    params: list[Any] = []
     if destination is not None:
         conds.append("d.destination = ?")
         params.append(destination)
+    # The status as a literal (from SEARCH_STATUSES): SQLite then picks the
+    # status's partial index for sure.
     if status == "retrying":
         conds.append("d.status = 'pending' AND d.attempts > 0")
     elif status == "pending":
         conds.append("d.status = 'pending' AND d.attempts = 0")
     elif status is not None:
-        conds.append("d.status = ?")
-        params.append(status)
+        assert status in SEARCH_STATUSES
+        conds.append(f"d.status = '{status}'")
     return " AND ".join(conds), params
 
 
-def _where(store: Store, q: LeadQuery) -> tuple[str, list[Any]]:
+def _where(store: Store, q: LeadQuery, *, page: bool = False) -> tuple[str, list[Any]]:
+    """The WHERE clause over ``leads l``. ``page``: for the newest-first page
+    rather than the count (see the status condition)."""
     if q.status is not None and q.status not in SEARCH_STATUSES:
         raise BadQuery(f"status: expected one of {', '.join(SEARCH_STATUSES)}")
     conds: list[str] = []
@@ -99,8 +106,23 @@ def _where(store: Store, q: LeadQuery) -> tuple[str, list[Any]]:
     if q.received_to is not None:
         conds.append("l.received_at < ?")
         params.append(q.received_to)
-    if q.status is not None or q.destination is not None:
+    if q.status is not None and q.status != "delivered":
+        # Rare statuses: the set of their leads from the status's partial index,
+        # not a probe lead after lead (which would read them all to count). For
+        # a page, `l.id || ''` keeps the planner walking leads newest first,
+        # checking the set, rather than fetching and sorting the whole set.
         cond, more = _delivery_condition(q.status, q.destination)
+        column = "(l.id || '')" if page else "l.id"
+        conds.append(f"{column} IN (SELECT d.lead_id FROM deliveries d WHERE {cond})")  # noqa: S608
+        params += more
+    elif q.status is not None:
+        # Delivered: nearly every lead; a probe per lead finds them at once.
+        cond, more = _delivery_condition(q.status, q.destination, correlated=True)
+        conds.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {cond})")  # noqa: S608
+        params += more
+    elif q.destination is not None:
+        # Nearly every lead has one: probe (lead_id, destination) lead by lead.
+        cond, more = _delivery_condition(None, q.destination, correlated=True)
         conds.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {cond})")  # noqa: S608
         params += more
     return " AND ".join(conds) or "1 = 1", params
@@ -152,7 +174,7 @@ async def search_leads(
     """
     check_limit(limit)
     where, params = _where(store, query)
-    page_where, page_params = where, list(params)
+    page_where, page_params = _where(store, query, page=True)
     if cursor:
         at, lid = decode_cursor(cursor)
         page_where += " AND (l.received_at < ? OR (l.received_at = ? AND l.id < ?))"

@@ -111,6 +111,22 @@ MIGRATIONS: list[list[str]] = [
             erased_at REAL NOT NULL
         ) WITHOUT ROWID""",
     ],
+    # 4: console queries at 100k leads / 300k deliveries (bench/console.py):
+    # the dead and delivered indexes carry the lead id (search by status reads
+    # the index alone) and skipped rows get one (counts, unrouted leads). Each
+    # also holds `status`, so SQLite reads a count or a lead id from the index
+    # only (it does not count a partial index's WHERE column as covered). All
+    # are written when a delivery finishes, never on intake's path.
+    [
+        "DROP INDEX deliveries_dead",
+        """CREATE INDEX deliveries_dead ON deliveries (destination, updated_at, lead_id, status)
+            WHERE status = 'dead'""",
+        "DROP INDEX deliveries_delivered",
+        """CREATE INDEX deliveries_delivered
+            ON deliveries (destination, delivered_at, lead_id, status) WHERE status = 'delivered'""",
+        """CREATE INDEX deliveries_skipped ON deliveries (destination, lead_id, status)
+            WHERE status = 'skipped'""",
+    ],
 ]
 
 

@@ -108,3 +108,15 @@ async def test_drift_flushed_and_judged_against_the_current_mappings(
     assert key.first_seen <= key.last_seen
     assert await refresh_gauge(store, runtime, metrics) == 1
     assert b"lead_bridge_unmapped_provider_keys 1.0" in metrics.render()[0]
+
+
+async def test_undelivered_counted_only_when_some_lead_lacks_every_delivery(
+    store: Store, make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    runtime = runtime_with(make_runtime, tmp_path)
+    await add_leads(store, [lead("led_1"), lead("led_2")], ["crm"])
+    assert (await overview(store, runtime, now=T0)).undelivered == 0
+    await add_leads(store, [lead("led_3")], [])  # stored while no destination was set
+    view = await overview(store, runtime, now=T0)
+    assert (view.leads, view.undelivered) == (3, 1)
+    assert [d.name for d in view.destinations] == ["chat", "crm"]
