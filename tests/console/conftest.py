@@ -87,3 +87,29 @@ async def status_of(h: AppHarness, lead_id: str, destination: str) -> str:
     return next(
         d.status for d in await h.store.get_deliveries(lead_id) if d.destination == destination
     )
+
+
+async def seed_delivered_now(h: AppHarness) -> None:
+    """One lead delivered just now to every destination that takes it; one
+    (led_unrouted) that none takes (its `when` skips it)."""
+    import time
+
+    from bridge.store.base import Outcome as Out
+
+    now = time.time()
+    names = [d.name for d in h.runtime.active]
+    leads = [
+        LeadIn("led_now", json.dumps(make_lead("led_now", organization_country="Canada"))),
+        LeadIn("led_unrouted", json.dumps(make_lead("led_unrouted"))),
+    ]
+    await h.store.ingest(leads, names, [], now=now)
+    for name in names:
+        claims = await h.store.claim(destination=name, limit=10, lease_seconds=60, now=now)
+        await h.store.finish(
+            [
+                Out(c.delivery_id, c.lease_token, "delivered", "delivered", now, 0.01)
+                if c.lead_id == "led_now"
+                else Out(c.delivery_id, c.lease_token, "skipped", "skipped", now, 0.0)
+                for c in claims
+            ]
+        )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AppHarness
-from tests.console.conftest import ADMIN, UI, VIEWER, login, seed, status_of
+from tests.console.conftest import ADMIN, UI, VIEWER, login, seed, seed_delivered_now, status_of
 
 PAGES = [
     "/",
@@ -374,3 +374,24 @@ async def test_send_a_test_lead_shows_the_answer(console: AppHarness) -> None:
     assert "test lead lb-test-" in response.text
     (entry,) = await list_audit(console.store, action="test_send")
     assert entry.actor == "console:admin.tokens[0]"
+
+
+async def test_overview_shows_counts_chart_and_unrouted_leads(
+    make_app: Callable[..., Any], tmp_path: Any
+) -> None:
+    h: AppHarness = await make_app(
+        admin={"tokens": [ADMIN]},
+        destinations=[
+            {
+                "name": "us-only",
+                "type": "jsonl",
+                "settings": {"path": str(tmp_path / "o.jsonl")},
+                "when": {"field": "data.organization_country", "equals": "Canada"},
+            }
+        ],
+    )
+    await seed_delivered_now(h)
+    await login(h.client)
+    html = (await h.client.get(f"{UI}/")).text
+    assert '<svg class="chart"' in html and "<title>" in html
+    assert 'id="unrouted"' in html and "led_unrouted" in html

@@ -8,7 +8,9 @@ from starlette.routing import Route
 
 from bridge.console.chart import bar_chart
 from bridge.console.web import Call, Console
-from bridge.operations.overview import HOURS, LocalEngineView, overview
+from bridge.operations.overview import HOURS, LocalEngineView, overview, unrouted_leads
+
+UNROUTED_SHOWN = 20
 
 
 async def overview_page(console: Console, call: Call) -> Response:
@@ -33,6 +35,7 @@ async def overview_page(console: Console, call: Call) -> Response:
         workers=state.engine is not None,
         chart=chart,
         total_24h=sum(totals),
+        unrouted=await unrouted_leads(state.store, limit=UNROUTED_SHOWN) if data.unrouted else [],
     )
 
 
