@@ -32,6 +32,7 @@ from bridge.logs import event
 from bridge.metrics_server import QueueGauges, scrape
 from bridge.operations import audit
 from bridge.operations.search import BadQuery
+from bridge.operations.timeline import lead_timeline
 from bridge.store.base import STATUSES, AttemptRecord, DeliveryRecord
 
 if TYPE_CHECKING:
@@ -240,11 +241,10 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
           "404": {$ref: "#/components/responses/Error"}
         """
         lead_id = request.path_params["lead_id"]
-        record = await store.get_lead(lead_id)
-        if record is None:
+        timeline = await lead_timeline(store, state.runtime, lead_id)
+        if timeline is None:
             return error(404, "not_found", "no lead with this id")
-        deliveries = await store.get_deliveries(lead_id)
-        attempts = await store.get_attempts(lead_id)
+        record, deliveries, attempts = timeline.lead, timeline.deliveries, timeline.attempts
         event(log, "admin_lead_viewed", lead_id=lead_id)
         return json_response(
             200,
@@ -255,14 +255,12 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
                     "created": record.created,
                     "url": record.url,
                     "purged": record.payload is None,
-                    "payload": json.loads(record.payload) if record.payload else None,
+                    "payload": timeline.payload,
                 },
                 "deliveries": [_delivery(d) for d in deliveries],
                 "attempts": [_attempt(a) for a in attempts],
                 # as `lead-bridge show`: each destination's record under the current config
-                "mapped": state.runtime.preview(
-                    json.loads(record.payload) if record.payload else None
-                ),
+                "mapped": state.runtime.preview(timeline.payload),
             },
         )
 

@@ -199,18 +199,14 @@ def _short(text: str | None, width: int = 70) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     runtime = _load(args)
 
-    async def gather(store: Store) -> tuple[Any, Any, Any]:
-        return (
-            await store.get_lead(args.lead_id),
-            await store.get_deliveries(args.lead_id),
-            await store.get_attempts(args.lead_id),
-        )
+    from bridge.operations.timeline import lead_timeline
 
-    lead, deliveries, attempts = _with_store(runtime, gather)
-    if lead is None:
+    timeline = _with_store(runtime, lambda s: lead_timeline(s, runtime, args.lead_id))
+    if timeline is None:
         print(f"lead {args.lead_id!r} is not stored", file=sys.stderr)
         return 1
-    payload = json.loads(lead.payload) if lead.payload else None
+    lead, deliveries, attempts = timeline.lead, timeline.deliveries, timeline.attempts
+    payload = timeline.payload
     mapped = runtime.preview(payload)
     if args.json:
         print_json(

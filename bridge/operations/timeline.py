@@ -4,6 +4,7 @@ delivery and every attempt with time, duration, outcome, status code, error."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,6 @@ from bridge.logs import mask_email, mask_phone, redact
 from bridge.operations.mapping import evaluate_destination
 from bridge.operations.search import TEST_PREFIX
 from bridge.store.base import AttemptRecord, DeliveryRecord, LeadRecord, Store
-from bridge.store.search import parse_payload
 
 # data keys shown masked until the operator reveals them.
 PERSONAL_KEYS = frozenset({"first_name", "middle_name", "last_name", "name", "email", "phone"})
@@ -56,7 +56,7 @@ async def lead_timeline(store: Store, runtime: Runtime, lead_id: str) -> Timelin
     record = await store.get_lead(lead_id)
     if record is None:
         return None
-    payload = parse_payload(record.payload)
+    payload = json.loads(record.payload) if record.payload is not None else None
     mapped = (
         [evaluate_destination(d, payload) for d in runtime.destinations]
         if isinstance(payload, dict)

@@ -67,6 +67,8 @@ def search_values(lead: Any) -> tuple[Any, Any]:
 
 
 def parse_payload(payload: str | None) -> Any:
+    """A stored payload parsed for hashing (orjson; integers beyond 64 bits may
+    come back as floats, which does not matter for emails and phones)."""
     if payload is None:
         return None
     try:

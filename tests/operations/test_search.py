@@ -128,3 +128,25 @@ def test_hasher_normalises_and_separates_kinds() -> None:
     assert h.email("") is None and h.phone("n/a") is None and h.email(42) is None
     assert normalise_phone("٣٤٥") is None  # other scripts' digits are not phone digits
     assert h.payload('{"id":"x","data":{"email":"a@b.c","n":NaN}}')[0] == h.email("a@b.c")
+
+
+async def test_a_restarted_sqlite_writer_still_indexes(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from tests.store.test_sqlite_writer import wait_for
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'w.db'}")
+    await store.open()
+    try:
+        await add_leads(store, [lead("led_1", email="one@example.com")], ["crm"])
+        old = store._writer
+        assert old is not None and old.pid is not None
+        os.kill(old.pid, signal.SIGKILL)
+        await wait_for(lambda: not old.alive)
+        await add_leads(store, [lead("led_2", email="two@example.com")], ["crm"])
+        assert store._writer is not old
+        assert await ids(store, email="two@example.com") == ["led_2"]
+        assert await ids(store, email="one@example.com") == ["led_1"]
+    finally:
+        await store.close()
