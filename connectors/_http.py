@@ -29,10 +29,12 @@ Redirects are never followed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 
 import aiohttp
 import httpx
@@ -111,6 +113,116 @@ def guarded_socket_factory(
     return factory
 
 
+def address_refused(exc: BaseException) -> AddressRefused | None:
+    """The guard's refusal behind a library's wrapping exceptions, if any.
+
+    urllib3 and requests wrap it (NewConnectionError, MaxRetryError.reason,
+    ConnectionError), aiohttp keeps it as ``os_error``.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, AddressRefused):
+            return current
+        for name in ("os_error", "reason"):
+            inner = getattr(current, name, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+        todo.extend([current.__cause__, current.__context__])
+        todo.extend(a for a in current.args if isinstance(a, BaseException))
+    return None
+
+
+def guarded_create_connection(
+    address: tuple[str, int],
+    timeout: float | None,
+    source_address: tuple[str, int] | None = None,
+    socket_options: Any = None,
+    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
+) -> socket.socket:
+    """``urllib3.util.connection.create_connection`` with the guard: one lookup,
+    every answer checked, then a connection to a checked address."""
+    host, port = address
+    infos = socket.getaddrinfo(host.strip("[]"), port, 0, socket.SOCK_STREAM)
+    for info in infos:
+        if not allowed(_addresses.parse(str(info[4][0]))):
+            raise AddressRefused(
+                f"host {host!r} resolves to the non-public address {info[4][0]}; " + ALLOW_HINT
+            )
+    error: OSError | None = None
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source_address is not None:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError(f"no address found for {host!r}")
+
+
+@functools.cache
+def guarded_pool_classes() -> dict[str, type]:
+    """urllib3 connection pools whose connections go through the guard, for
+    ``PoolManager.pool_classes_by_scheme`` (requests' adapters, the HubSpot SDK)."""
+    import urllib3.connection
+    import urllib3.connectionpool
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+    def new_conn(self: Any) -> socket.socket:
+        # urllib3's own _new_conn, with the guarded create_connection.
+        try:
+            sock = guarded_create_connection(
+                (self._dns_host, self.port),
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        return sock
+
+    class GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+        _new_conn = new_conn
+
+    class GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+        _new_conn = new_conn
+
+    class GuardedHTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    return {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
+
+
+def guard_pool_manager(pool_manager: Any, *, allow_private: bool) -> None:
+    """Route a urllib3 ``PoolManager``'s new connections through the guard.
+
+    Call before its first request. A proxy manager is left alone: the proxy,
+    set by the operator, is the only address it connects to.
+    """
+    from urllib3 import ProxyManager
+
+    if not allow_private and not isinstance(pool_manager, ProxyManager):
+        pool_manager.pool_classes_by_scheme = guarded_pool_classes()
+
+
 def connector(
     *,
     max_connections: int,
@@ -143,6 +255,7 @@ def make_client(
     allow_private: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     resolver: AbstractResolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """A client that never follows redirects (a 3xx is an answer, not a hop).
 
@@ -152,7 +265,7 @@ def make_client(
         from httpx_aiohttp import AiohttpTransport
 
         # The CA bundle httpx would use, on the guarded connector.
-        context = httpx.create_ssl_context()
+        context = ssl_context or httpx.create_ssl_context()
 
         def session() -> aiohttp.ClientSession:
             return aiohttp.ClientSession(
@@ -217,8 +330,8 @@ def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     # connection error to ConnectTimeout: the original is the better witness.
     if isinstance(exc, httpx.HTTPError) and isinstance(exc.__cause__, aiohttp.ClientError):
         exc = exc.__cause__
-    refused = getattr(exc, "os_error", exc)
-    if isinstance(refused, AddressRefused):
+    refused = address_refused(exc)
+    if refused is not None:
         return PermanentError(f"{what} {refused}")
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):

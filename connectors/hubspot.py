@@ -36,6 +36,7 @@ from bridge.errors import (
     parse_retry_after,
 )
 from bridge.logs import redact, register_secret
+from connectors import _http
 from connectors._blocking import BlockingConnector
 from connectors.base import (
     CheckResult,
@@ -81,6 +82,9 @@ class HubSpotSettings(ConnectorSettings):
     timeout: Duration = Field(30.0, gt=0)
     # PEM bundle that verifies HubSpot (or a TLS-intercepting proxy); None: system CAs.
     ca_bundle: Path | None = None
+    # Allow a host on loopback/private networks (a proxy on the intranet, tests);
+    # by default only globally routable addresses.
+    allow_private: bool = False
 
     @field_validator("access_token")
     @classmethod
@@ -176,19 +180,27 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
     async def check(self) -> CheckResult:
         """Ask HubSpot about the access token (token-info): refused, or its
         scopes, of which sending needs crm.objects.contacts.write."""
-        import httpx
+        import ssl
 
         token = self.settings.access_token.get_secret_value()
         register_secret(token)
-        verify: Any = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+        context = None
+        if self.settings.ca_bundle is not None:
+            context = ssl.create_default_context(cafile=str(self.settings.ca_bundle))
         try:
-            async with httpx.AsyncClient(
-                timeout=self.settings.timeout, verify=verify, follow_redirects=False
+            async with _http.make_client(
+                timeout=self.settings.timeout,
+                max_connections=1,
+                allow_private=self.settings.allow_private,
+                ssl_context=context,
             ) as client:
                 response = await client.post(
                     self.settings.host + TOKEN_INFO_PATH, json={"tokenKey": token}
                 )
-        except httpx.HTTPError as exc:
+        except _http.TRANSPORT_ERRORS as exc:
+            refused = _http.address_refused(exc)
+            if refused is not None:
+                raise PermanentError(f"HubSpot {refused}") from exc
             raise RetryableError(
                 f"HubSpot cannot be reached ({type(exc).__name__}: {redact(str(exc))})"
             ) from exc
@@ -245,6 +257,9 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         # Each access to .crm.contacts.batch_api builds a new client and pool: keep one.
         api: BatchApi = hubspot.Client.create(**options).crm.contacts.batch_api
         api.api_client.user_agent = USER_AGENT
+        _http.guard_pool_manager(
+            api.api_client.rest_client.pool_manager, allow_private=self.settings.allow_private
+        )
         return api
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
@@ -348,6 +363,9 @@ def classify(exc: BaseException) -> DeliveryError:
     """The one place that turns SDK and urllib3 exceptions into Lead Bridge errors."""
     import urllib3
 
+    refused = _http.address_refused(exc)
+    if refused is not None:
+        return PermanentError(f"HubSpot {refused}")
     if isinstance(exc, urllib3.exceptions.HTTPError):
         reason = getattr(exc, "reason", None) or exc
         return RetryableError(

@@ -59,6 +59,7 @@ from bridge.errors import (
     error_for_status,
 )
 from bridge.logs import event, redact, register_secret
+from connectors import _http
 from connectors._blocking import BlockingConnector
 from connectors.base import (
     CheckResult,
@@ -166,6 +167,9 @@ class Settings(ConnectorSettings):
     allow_duplicates: bool = False
     timeout: Duration = 30.0
     ca_bundle: FilePath | None = None
+    # Allow login_url/instance_url on loopback/private networks (a proxy on the
+    # intranet, tests); by default only globally routable addresses.
+    allow_private: bool = False
 
     @field_validator("login_url")
     @classmethod
@@ -321,6 +325,9 @@ def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
     import requests
     from simple_salesforce.exceptions import SalesforceError, SalesforceMoreThanOneRecord
 
+    refused = _http.address_refused(exc)
+    if refused is not None:
+        return PermanentError(f"Salesforce {refused}")
     if isinstance(exc, SalesforceMoreThanOneRecord):
         matches = len(exc.content) if isinstance(exc.content, list) else "several"
         return PermanentError(
@@ -345,6 +352,9 @@ def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
         if error is None:  # a 2xx cannot raise; keep the request, try again
             return RetryableError(message, status_code=status)
         return type(error)(message, status_code=status)
+    if isinstance(exc, _http.TRANSPORT_ERRORS) and not isinstance(exc, requests.RequestException):
+        # The token and limits requests (httpx over the guarded aiohttp transport).
+        return _http.classify_transport_error(exc, "Salesforce")
     detail = _scrub(f"{type(exc).__name__}: {exc}", hide)
     if isinstance(exc, requests.Timeout | httpx.TimeoutException):
         return RetryableError(f"Salesforce request timed out ({detail})")
@@ -421,6 +431,7 @@ def _http_session(settings: Settings) -> requests.Session:
 
     session = _DefaultsSession()
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=MAX_THREADS)
+    _http.guard_pool_manager(adapter.poolmanager, allow_private=settings.allow_private)
     session.mount("https://", adapter)
     session.headers.update(settings.session_headers())
     session.headers["User-Agent"] = USER_AGENT
@@ -486,11 +497,11 @@ class SalesforceConnector(BlockingConnector[_Session]):
             verify: ssl.SSLContext | bool = True
             if self.config.ca_bundle is not None:
                 verify = ssl.create_default_context(cafile=str(self.config.ca_bundle))
-            self._http = httpx.AsyncClient(
-                verify=verify,
+            self._http = _http.make_client(
                 timeout=self.config.timeout,
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT},
+                max_connections=4,
+                allow_private=self.config.allow_private,
+                ssl_context=verify if isinstance(verify, ssl.SSLContext) else None,
             )
         if self._creds is None and self.config.external_id_field is None:
             event(

@@ -54,6 +54,7 @@ def example_config(tmp_path: Path, fakes: dict[str, Any]) -> Path:
     sf = by_name["salesforce"]["settings"]
     sf.update(fakes["salesforce"].settings("client_credentials"))
     by_name["hubspot"]["settings"]["host"] = fakes["hubspot"].url
+    by_name["hubspot"]["settings"]["allow_private"] = True
     by_name["webhook"]["settings"]["allow_private"] = True
     by_name["slack"]["settings"]["allow_private"] = True
     by_name["webhook"]["settings"]["secret"] = WHSEC

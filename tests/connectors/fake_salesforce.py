@@ -151,6 +151,7 @@ class FakeSalesforce:
             "auth": auth,
             "login_url": self.url,
             "ca_bundle": str(self.ca_bundle),
+            "allow_private": True,  # the fake listens on 127.0.0.1
         }
         if mode == "token":
             out["instance_url"] = self.url

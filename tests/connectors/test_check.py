@@ -146,7 +146,9 @@ def hubspot() -> Iterator[FakeHubSpot]:
 
 
 def hubspot_connector(host: str, token: str = TOKEN) -> HubSpotConnector:
-    settings = HubSpotSettings.model_validate({"access_token": token, "host": host, "timeout": 5})
+    settings = HubSpotSettings.model_validate(
+        {"access_token": token, "host": host, "timeout": 5, "allow_private": True}
+    )
     return HubSpotConnector("h", settings)
 
 

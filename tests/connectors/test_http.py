@@ -280,3 +280,53 @@ async def test_slack_allow_private_delivers_on_loopback() -> None:
         result = await send(slack, CARD)
         assert result.status_code == 200
         assert server.requests[0].json()["text"] == "New lead: Ann"
+
+
+# --------------------------------------------------------------------------- urllib3 (SDKs)
+
+
+def test_urllib3_connections_check_the_address_they_connect_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The blocking SDKs' seam: one lookup per connection, each answer checked,
+    the connection made to a checked address (a rebinding name cannot switch)."""
+    victim = Listener("127.0.0.1")
+    stand_in = Listener("127.0.0.2", victim.port)
+    lookups: list[str] = []
+    answers = iter(["127.0.0.2", "127.0.0.1"])
+
+    def getaddrinfo(host: str, port: int, *args: Any) -> list[Any]:
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    def allowed(ip: _addresses.IPAddress) -> bool:
+        return ip == ipaddress.IPv4Address("127.0.0.2") or _addresses.is_global(ip)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        sock = _http.guarded_create_connection(("rebind.test", victim.port), 5, allowed=allowed)
+        sock.close()
+        with pytest.raises(_http.AddressRefused, match=r"non-public address 127\.0\.0\.1"):
+            _http.guarded_create_connection(("rebind.test", victim.port), 5, allowed=allowed)
+        assert lookups == ["rebind.test", "rebind.test"]
+        assert stand_in.connections() == 1
+        assert victim.connections() == 0
+    finally:
+        victim.close()
+        stand_in.close()
+
+
+def test_urllib3_pool_manager_refuses_private_hosts(victim: Listener) -> None:
+    import urllib3
+
+    manager = urllib3.PoolManager(retries=False)
+    _http.guard_pool_manager(manager, allow_private=False)
+    for host in ("127.0.0.1", "localhost", "2130706433", "[::ffff:127.0.0.1]"):
+        with pytest.raises(urllib3.exceptions.HTTPError) as info:
+            manager.request("GET", f"http://{host}:{victim.port}/x", timeout=5)
+        assert _http.address_refused(info.value) is not None, host
+    assert victim.connections() == 0
+    open_manager = urllib3.PoolManager(retries=False)
+    _http.guard_pool_manager(open_manager, allow_private=True)
+    with FakeHTTP() as server:
+        assert open_manager.request("GET", server.url + "/x", timeout=5).status == 200

@@ -61,7 +61,12 @@ async def make_connector(fake: FakeHubSpot) -> AsyncIterator[MakeConnector]:
     started: list[HubSpotConnector] = []
 
     async def make(**settings: Any) -> HubSpotConnector:
-        values: dict[str, Any] = {"access_token": TOKEN, "host": fake.url, "timeout": 5}
+        values: dict[str, Any] = {
+            "access_token": TOKEN,
+            "host": fake.url,
+            "timeout": 5,
+            "allow_private": True,
+        }
         values.update(settings)
         connector = HubSpotConnector("hubspot", HubSpotSettings.model_validate(values))
         await connector.startup()
@@ -392,7 +397,7 @@ async def test_https_with_ca_bundle(ca: trustme.CA, tmp_path: Path) -> None:
     ca.cert_pem.write_to_path(str(bundle))
     with FakeHubSpot(access_token=TOKEN, ssl_context=context) as server:
         trusted = HubSpotSettings.model_validate(
-            {"access_token": TOKEN, "host": server.url, "ca_bundle": bundle}
+            {"access_token": TOKEN, "host": server.url, "ca_bundle": bundle, "allow_private": True}
         )
         connector = HubSpotConnector("hubspot", trusted)
         await connector.startup()
@@ -404,7 +409,7 @@ async def test_https_with_ca_bundle(ca: trustme.CA, tmp_path: Path) -> None:
         untrusted = HubSpotConnector(
             "hubspot",
             HubSpotSettings.model_validate(
-                {"access_token": TOKEN, "host": server.url, "timeout": 5}
+                {"access_token": TOKEN, "host": server.url, "timeout": 5, "allow_private": True}
             ),
         )
         await untrusted.startup()
@@ -518,3 +523,17 @@ def test_config_problems_name_their_key_path() -> None:
         "destinations[3].mapping.FirstName",
         "destinations[3].mapping.email",
     ]
+
+
+# --------------------------------------------------------------------------- address guard
+
+
+async def test_a_host_on_a_private_address_is_refused(
+    fake: FakeHubSpot, make_connector: MakeConnector
+) -> None:
+    connector = await make_connector(allow_private=False)
+    with pytest.raises(PermanentError, match=r"HubSpot host '127\.0\.0\.1'.*non-public"):
+        await connector.send(RECORD, CONTEXT)
+    with pytest.raises(PermanentError, match=r"non-public address 127\.0\.0\.1"):
+        await connector.check()
+    assert fake.requests == []

@@ -497,3 +497,30 @@ async def test_token_endpoint_failures(
     with pytest.raises(kind, match=text) as info:
         await connector(**overrides)
     assert "wrong" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- address guard
+
+
+async def test_token_endpoint_on_a_private_address_is_refused(fake: FakeSalesforce) -> None:
+    conn = SalesforceConnector("sf", Settings.model_validate(fake.settings(allow_private=False)))
+    try:
+        with pytest.raises(PermanentError, match=r"non-public address 127\.0\.0\.1"):
+            await conn.startup()
+            await conn.send(LEAD, ctx())
+    finally:
+        await conn.close()
+    assert fake.requests == []
+
+
+async def test_instance_on_a_private_address_is_refused(fake: FakeSalesforce) -> None:
+    # mode token: no token request; the record goes through requests/urllib3.
+    settings = fake.settings("token", allow_private=False, external_id_field=EXTERNAL)
+    conn = SalesforceConnector("sf", Settings.model_validate(settings))
+    try:
+        await conn.startup()
+        with pytest.raises(PermanentError, match=r"non-public address 127\.0\.0\.1"):
+            await conn.send(LEAD, ctx())
+    finally:
+        await conn.close()
+    assert fake.requests == []
