@@ -297,6 +297,9 @@ class AlertsConfig(Model):
     stalled_after: Duration = 900.0  # pending, and no delivery for this long
     min_interval: Duration = 900.0  # at most one notice per destination per this
     timeout: Duration = 10.0
+    # true: the url may resolve to a loopback/private address (an intranet chat
+    # server, tests); by default only globally routable addresses, as for connectors.
+    allow_private: bool = False
 
     @field_validator("url")
     @classmethod

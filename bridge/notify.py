@@ -233,10 +233,14 @@ class Notifier:
 
     async def _http_post(self, body: bytes) -> None:
         assert self.config.url is not None
+        from connectors import _http
+
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        # The address guard of the connectors: alerts.url comes from the config too.
+        guarded = _http.connector(max_connections=1, allow_private=self.config.allow_private)
         try:
             async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
+                aiohttp.ClientSession(timeout=timeout, connector=guarded) as session,
                 session.post(
                     self.config.url.get_secret_value(),
                     data=body,
@@ -247,6 +251,9 @@ class Notifier:
                 if not 200 <= response.status < 300:
                     raise NotifyError(f"HTTP {response.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
+            refused = _http.address_refused(exc)
+            if refused is not None:
+                raise NotifyError(f"alerts.url refused: {refused}") from exc
             raise NotifyError(type(exc).__name__) from exc
 
 

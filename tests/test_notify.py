@@ -17,7 +17,7 @@ from bridge.app import create_app
 from bridge.config import AlertsConfig
 from bridge.destinations import Runtime
 from bridge.errors import ConfigError
-from bridge.notify import Notifier
+from bridge.notify import Notifier, NotifyError
 from bridge.store.base import LeadIn, Outcome
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
@@ -87,7 +87,7 @@ class Clock:
 
 
 def notifier(store: SQLiteStore, receiver: Receiver, clock: Clock, **cfg: Any) -> Notifier:
-    config = AlertsConfig.model_validate({"url": receiver.url, **cfg})
+    config = AlertsConfig.model_validate({"url": receiver.url, "allow_private": True, **cfg})
     return Notifier(store, config, clock=clock, host="bridge-1")
 
 
@@ -250,7 +250,7 @@ async def test_the_service_runs_the_notifier_when_alerts_url_is_set(
     runtime = make_runtime(
         auth={"header_secrets": ["hook-secret-123"]},
         worker={"poll_interval": 0.02},
-        alerts={"url": receiver.url, "check_interval": "50ms"},
+        alerts={"url": receiver.url, "check_interval": "50ms", "allow_private": True},
         destinations=[
             {
                 "name": "crm",
@@ -304,7 +304,7 @@ async def test_a_delivery_loop_that_is_not_running_is_reported_at_once(
 
     clock = Clock()
     metrics = Metrics()
-    config = AlertsConfig.model_validate({"url": receiver.url})
+    config = AlertsConfig.model_validate({"url": receiver.url, "allow_private": True})
     n = Notifier(store, config, clock=clock, host="bridge-1", metrics=metrics)
     metrics.worker_running("crm", True)
     await add(store, "led_1")
@@ -322,3 +322,13 @@ async def test_a_delivery_loop_that_is_not_running_is_reported_at_once(
     ]
     clock.now = T0 + 120
     assert await n.check() == []  # rate limited like every other notice
+
+
+async def test_a_private_alerts_url_is_refused_without_a_connection(
+    store: SQLiteStore, receiver: Receiver
+) -> None:
+    config = AlertsConfig.model_validate({"url": receiver.url})  # 127.0.0.1, no opt-out
+    n = Notifier(store, config, clock=Clock(), host="bridge-1")
+    with pytest.raises(NotifyError, match=r"non-public address 127\.0\.0\.1"):
+        await n.post(b"{}")
+    assert receiver.bodies == []
