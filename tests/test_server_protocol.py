@@ -18,7 +18,7 @@ import uvicorn
 from bridge.cli.serve import uvicorn_config
 from bridge.config import Config, validate_config
 from bridge.errors import ConfigError
-from tests.processes import free_port
+from tests.processes import BridgeProcess, free_port
 
 READ_TIMEOUT = 1.0
 KEEP_ALIVE = 1.0
@@ -217,3 +217,42 @@ def test_limits_are_validated_with_their_key_path(key: str, value: Any) -> None:
     with pytest.raises(ConfigError) as info:
         validate_config({"server": {key: value}})
     assert any(path == f"server.{key}" for path, _ in info.value.problems)
+
+
+@pytest.mark.slow
+def test_serve_applies_the_configured_limits(tmp_path: Any) -> None:
+    """`lead-bridge serve` itself, configured from YAML: dripped headers get 408."""
+    import yaml
+
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "behind_proxy": True,
+                    "read_timeout": "1s",
+                    "max_connections": 50,
+                },
+                "storage": {"url": f"sqlite:///{tmp_path / 'bridge.db'}"},
+            }
+        )
+    )
+    proc = BridgeProcess(["serve", "--config", str(config)], cwd=tmp_path, log=tmp_path / "log")
+    try:
+        proc.wait_ready(f"http://127.0.0.1:{port}/healthz")
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) for _ in range(2)]
+        try:
+            results = drip(socks, HEADERS * 10)
+        finally:
+            for sock in socks:
+                sock.close()
+        for elapsed, received in results.values():
+            assert elapsed >= READ_TIMEOUT * 0.9
+            assert received.startswith(b"HTTP/1.1 408 ")
+        # The log handler buffers briefly: wait for the line.
+        wait_for(lambda: "event=read_timeout phase=headers" in proc.output(), "the log line")
+    finally:
+        proc.close()
