@@ -545,7 +545,7 @@ def _parent(path: str) -> str:
     return re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
 
 
-def _covered(path: str, by: list[str]) -> bool:
+def covered(path: str, by: list[str]) -> bool:
     """Is ``path`` the key of an unset variable (in ``by``), inside one, or the
     list/mapping holding one (whose validator saw the emptied value)?"""
     return any(path in (p, _parent(p)) or path.startswith((p + ".", p + "[")) for p in by)
@@ -570,7 +570,7 @@ def check_tree(
     try:
         config = validate_config(expanded)
     except ConfigError as exc:
-        problems += [(p, m) for p, m in exc.problems if not _covered(p, unset)]
+        problems += [(p, m) for p, m in exc.problems if not covered(p, unset)]
         return None, expanded, problems, warnings
     return (None if problems else config), expanded, problems, warnings
 

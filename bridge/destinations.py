@@ -194,6 +194,7 @@ def load_runtime(
         ServerConfig,
         StorageConfig,
         check_tree,
+        covered,
         read_yaml,
         resolve_config_path,
     )
@@ -201,6 +202,7 @@ def load_runtime(
     config, tree, problems, warnings = check_tree(
         read_yaml(resolve_config_path(path)), env, lenient=lenient
     )
+    reported = [where for where, _ in problems]  # a key reported once is not reported again
     tree = tree if isinstance(tree, dict) else {}
 
     def section(model: type[ModelT], key: str) -> ModelT | None:
@@ -223,7 +225,7 @@ def load_runtime(
             except ValidationError:
                 continue  # already reported
         dest, found, more = build_destination(index, entry, lenient=lenient)
-        problems += found
+        problems += [(where, what) for where, what in found if not covered(where, reported)]
         warnings += more
         if dest is not None:
             built.append((index, dest))

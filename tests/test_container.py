@@ -1,10 +1,14 @@
-"""The container files: Dockerfile invariants, and the compose examples' configs load.
+"""The container files: Dockerfile invariants, and the compose examples' configs load
+with exactly the environment each compose file passes (from a filled-in
+compose/.env.example), nothing more.
 
-The image is built and run for real by scripts/container-test.sh (CI's last step).
+The image is built and run for real by scripts/container-test.sh (CI's last
+step), which also runs check-config inside it with those same variables.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -19,14 +23,28 @@ from bridge.destinations import load_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"
-ENV = {
-    "WEBHOOK_SECRET": "s" * 24,
-    "ADMIN_TOKEN": "a" * 24,
-    "TLS_CERTFILE": "/var/lib/lead-bridge/tls/cert.pem",
-    "TLS_KEYFILE": "/var/lib/lead-bridge/tls/key.pem",
-    "DATABASE_URL": "postgresql://lead_bridge:pw@postgres:5432/lead_bridge",
-    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX",
-}
+
+spec = importlib.util.spec_from_file_location("compose_env", ROOT / "scripts" / "compose_env.py")
+assert spec is not None and spec.loader is not None
+compose_env = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compose_env)
+
+
+def passed_env(compose_file: str) -> dict[str, str]:
+    """What the compose file hands the lead-bridge service, .env filled in by a user."""
+    env = compose_env.read_env_file(COMPOSE / ".env.example", fill=True)
+    compose = yaml.safe_load((COMPOSE / compose_file).read_text())
+    result: dict[str, str] = compose_env.service_environment(compose, "lead-bridge", env)
+    return result
+
+
+def mounted_config(compose_file: str) -> Path:
+    """The host file the compose file mounts at /etc/lead-bridge/config.yaml."""
+    for mount in compose_env.bind_mounts(COMPOSE / compose_file, "lead-bridge", {}):
+        source, target = mount.split(":")[:2]
+        if target == "/etc/lead-bridge/config.yaml":
+            return Path(source)
+    raise AssertionError(f"{compose_file} mounts no config")
 
 
 def dockerfile() -> list[str]:
@@ -98,11 +116,31 @@ def test_dockerignore_keeps_local_state_out() -> None:
     assert {"!bridge/", "!connectors/", "!pyproject.toml"} <= set(rules)
 
 
-@pytest.mark.parametrize("name", ["config.single.yaml", "config.caddy.yaml"])
-def test_compose_configs_load(name: str) -> None:
-    runtime = load_runtime(COMPOSE / name, env=ENV)
+@pytest.mark.parametrize("compose_file", ["single.yaml", "caddy.yaml"])
+def test_compose_configs_load_with_exactly_the_environment_passed(compose_file: str) -> None:
+    runtime = load_runtime(mounted_config(compose_file), env=passed_env(compose_file))
     assert runtime.config.admin.tokens and runtime.config.retention.payload_days == 30
     assert [str(p) for p in runtime.config.plugins.paths] == ["/etc/lead-bridge/plugins"]
+
+
+def test_every_variable_of_env_example_reaches_a_service_or_is_documented() -> None:
+    example = (COMPOSE / ".env.example").read_text()
+    passed = set(passed_env("single.yaml")) | set(passed_env("caddy.yaml"))
+    for name in ("WEBHOOK_SECRET", "ADMIN_TOKEN", "SLACK_WEBHOOK_URL"):
+        assert f"{name}=" in example and name in passed
+
+
+def test_compose_interpolation_follows_compose_rules() -> None:
+    env = {"A": "a", "EMPTY": "", "PW": "secret"}
+    interpolate = compose_env.interpolate
+    assert interpolate("${A}-$A-$$A", env) == "a-a-$A"
+    assert interpolate("${EMPTY:-d}|${EMPTY-d}|${UNSET-d}", env) == "d||d"
+    assert (
+        interpolate("x${NOPE:-postgresql://u:${PW:-pw}@db/x}", env) == "xpostgresql://u:secret@db/x"
+    )
+    with pytest.raises(compose_env.ComposeError, match="EMPTY: set it"):
+        interpolate("${EMPTY:?set it}", env)
+    assert interpolate("${EMPTY?set it}", env) == ""
 
 
 def test_single_container_example() -> None:
@@ -110,7 +148,7 @@ def test_single_container_example() -> None:
     service = compose["services"]["lead-bridge"]
     assert service["ports"] == ["8443:8443"]
     assert "./config.single.yaml:/etc/lead-bridge/config.yaml:ro" in service["volumes"]
-    config = load_runtime(COMPOSE / "config.single.yaml", env=ENV).config
+    config = load_runtime(COMPOSE / "config.single.yaml", env=passed_env("single.yaml")).config
     assert config.storage.url.startswith("sqlite:////var/lib/lead-bridge/")
     assert config.server.tls.certfile is not None and not config.server.behind_proxy
 
@@ -124,7 +162,7 @@ def test_caddy_example_runs_two_replicas_behind_the_proxy() -> None:
     assert bridge["deploy"]["replicas"] == "${REPLICAS:-2}"
     assert "ports" not in bridge  # only Caddy is published
     assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in services["caddy"]["volumes"]
-    config = load_runtime(COMPOSE / "config.caddy.yaml", env=ENV).config
+    config = load_runtime(COMPOSE / "config.caddy.yaml", env=passed_env("caddy.yaml")).config
     assert config.server.behind_proxy and config.storage.url.startswith("postgresql://")
     subnet = compose["networks"]["edge"]["ipam"]["config"][0]["subnet"]
     assert config.server.forwarded_allow_ips == [subnet]

@@ -77,6 +77,7 @@ def test_every_problem_in_one_run_as_the_readme_shows(
 ) -> None:
     monkeypatch.delenv("LEAD_WEBHOOK_SECRET", raising=False)
     monkeypatch.delenv("LB_TEST_PORT", raising=False)
+    monkeypatch.delenv("LB_TEST_SLACK", raising=False)
     path = tmp_path / "bad.yaml"
     path.write_text(
         textwrap.dedent(
@@ -86,6 +87,7 @@ def test_every_problem_in_one_run_as_the_readme_shows(
             destinations:
               - {name: file, type: jsonl, settings: {path: x.jsonl}}
               - {name: crm, type: hubspt}
+              - {name: chat, type: slack, settings: {webhook_url: "${LB_TEST_SLACK}"}}
             """
         )
     )
@@ -98,6 +100,7 @@ def test_every_problem_in_one_run_as_the_readme_shows(
         "  server.prot: unknown key; did you mean 'port'?",
         "  destinations[1].type: unknown connector type 'hubspt'; known types: hubspot, "
         "jsonl, salesforce, slack, webhook (or 'module:ClassName' for a custom connector)",
+        "  destinations[2].settings.webhook_url: environment variable LB_TEST_SLACK is not set",
     }  # and no second report of the unset value as "expected an integer"
 
 
