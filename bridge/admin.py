@@ -34,6 +34,7 @@ from bridge.operations import audit
 from bridge.operations.search import BadQuery
 from bridge.operations.timeline import lead_timeline
 from bridge.store.base import STATUSES, AttemptRecord, DeliveryRecord
+from bridge.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from bridge.app import AppState
@@ -45,9 +46,7 @@ MAX_LIMIT = 1000
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+    return iso_utc(ts)  # the CLI's --json writes the same
 
 
 def _delivery(d: DeliveryRecord) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +34,7 @@ from bridge.operations.overview import LocalEngineView, overview, unrouted_leads
 from bridge.operations.search import SEARCH_STATUSES, BadQuery, LeadQuery, search_leads
 from bridge.operations.testsend import send_test_lead
 from bridge.store.base import DeliveryRecord
+from bridge.timestamps import iso_utc
 
 if TYPE_CHECKING:
     from bridge.app import AppState
@@ -43,9 +43,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+    return iso_utc(ts)  # the CLI's --json writes the same
 
 
 def actor(request: Request) -> str:

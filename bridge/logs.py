@@ -68,6 +68,7 @@ class RedactingFilter(logging.Filter):
             # An event(): its text values were redacted one by one as it rendered, so
             # timestamps, counts and durations are never run through the patterns.
             record.msg = str(args[0])
+            record.lb_fields = args[0].typed()  # for JSON lines: numbers stay numbers
         else:
             try:
                 message = record.getMessage()
@@ -108,6 +109,19 @@ class _KV:
 
     def __str__(self) -> str:
         return kv(**self.fields)
+
+    def typed(self) -> dict[str, Any]:
+        """The fields for a JSON line: numbers and booleans as they are, text redacted."""
+        return {k: _typed(v) for k, v in self.fields.items() if v is not None}
+
+
+def _typed(value: Any) -> Any:
+    kind = type(value)
+    if kind is int or kind is float or kind is bool:
+        return value
+    if kind is list or kind is tuple:
+        value = ",".join(str(v) for v in value)
+    return redact(str(value))
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -154,9 +168,7 @@ def access(logger: logging.Logger, name: str, **fields: Any) -> None:
         out = {"ts": ts, "level": "info", "logger": logger.name, "event": name}
         for key, value in fields.items():
             if value is not None:
-                if type(value) is list or type(value) is tuple:
-                    value = ",".join(str(v) for v in value)
-                out[key] = redact(str(value))
+                out[key] = _typed(value)
         line = json.dumps(out, ensure_ascii=False)
     else:
         parts = [f"{ts} level=info logger={logger.name} event={_value(name)}"]
@@ -196,8 +208,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         message = record.getMessage()
-        pairs = _KV_RE.findall(message)
-        if pairs and message.startswith(pairs[0][0] + "="):
+        fields = getattr(record, "lb_fields", None)
+        pairs = [] if fields is not None else _KV_RE.findall(message)
+        if fields is not None:
+            out.update(fields)
+        elif pairs and message.startswith(pairs[0][0] + "="):
             for key, raw in pairs:
                 out[key] = json.loads(raw) if raw.startswith('"') else raw
         else:

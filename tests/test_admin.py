@@ -218,6 +218,12 @@ async def test_replay_bad_body_names_the_field(
     assert response.json()["message"].startswith(message)
 
 
+async def test_replay_with_nothing_dead_is_0_requeued(admin: AppHarness) -> None:
+    response = await admin.client.post("/admin/replay", json={"dead": True}, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"requeued": 0, "refused_delivered": 0}
+
+
 async def test_replay_nothing_matched_is_404(admin: AppHarness) -> None:
     response = await admin.client.post(
         "/admin/replay", json={"lead_id": "led_nope", "dead": True}, headers=AUTH

@@ -66,11 +66,22 @@ def test_json_format_turns_pairs_into_fields(stream: io.StringIO) -> None:
         "event": "retry",
         "lead_id": "led_1",
         "destination": "crm",
-        "attempt": "3",
+        "attempt": 3,  # typed, not "3"
         "outcome": "retry",
         "error": "HTTP 503: busy",
     }
     assert second["message"] == "plain message without pairs"
+
+
+def test_json_lines_keep_numbers_and_booleans_typed(stream: io.StringIO) -> None:
+    logs.configure("INFO", "json", stream)
+    log = logging.getLogger("lead_bridge.app")
+    event(log, "startup", port=9465, path_auth=False, ratio=0.5, ids=["led_1"], who="a@b.example")
+    logs.access(log, "webhook", leads=2, duration_ms=1.5, ok=True)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["port"], first["path_auth"], first["ratio"]) == (9465, False, 0.5)
+    assert first["ids"] == "led_1" and first["who"] == "a***@b.example"
+    assert (second["leads"], second["duration_ms"], second["ok"]) == (2, 1.5, True)
 
 
 def test_level_filters_debug(stream: io.StringIO) -> None:

@@ -25,8 +25,27 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    """Times (``*_at`` keys holding epoch seconds) as ISO 8601 UTC, as the admin API."""
+    json.dump(_iso_times(value), sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+def _iso_times(value: Any) -> Any:
+    from bridge.timestamps import iso_utc
+
+    if isinstance(value, dict):
+        return {
+            key: iso_utc(item)
+            if isinstance(key, str)
+            and key.endswith("_at")
+            and isinstance(item, int | float)
+            and not isinstance(item, bool)
+            else _iso_times(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_iso_times(item) for item in value]
+    return value
 
 
 def relative(ts: float | None, now: float | None = None) -> str:
@@ -52,6 +71,7 @@ def duration(seconds: float) -> str:
 
 
 def iso(ts: float | None) -> str | None:
+    """For tables: to the second, UTC."""
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -48,13 +48,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("lead_id", metavar="LEAD_ID")
     s.set_defaults(func=cmd_show)
 
-    r = sub.add_parser("replay", help="deliver again (after fixing a mapping or credentials)")
+    r = sub.add_parser(
+        "replay",
+        help="deliver again (after fixing a mapping or credentials)",
+        description="Make a lead's deliveries due again, or every dead delivery. "
+        "`--dead` first shows how many it would requeue per destination and asks; "
+        "a running lead-bridge picks them up at its next poll.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  lead-bridge replay led_slp3mt0qxvIXYUIK            # its dead or pending deliveries\n"
+        "  lead-bridge replay led_slp3mt0qxvIXYUIK -d crm --force   # send a delivered one again\n"
+        "  lead-bridge replay --dead --dry-run               # only count\n"
+        "  lead-bridge replay --dead --destination crm       # preview, then asks\n"
+        "  lead-bridge replay --dead --yes                   # no question (scripts)",
+    )
     add_config_option(r)
     add_json_option(r)
-    r.add_argument("lead_id", nargs="?", metavar="LEAD_ID")
-    r.add_argument("--dead", action="store_true", help="every dead delivery")
-    r.add_argument("--destination", metavar="NAME")
-    r.add_argument("--force", action="store_true", help="also deliveries already delivered")
+    r.add_argument("lead_id", nargs="?", metavar="LEAD_ID", help="the lead to deliver again")
+    r.add_argument(
+        "--dead", action="store_true", help="every dead delivery (of --destination, if given)"
+    )
+    r.add_argument("--destination", "-d", metavar="NAME", help="only this destination, e.g. -d crm")
+    r.add_argument(
+        "--force", action="store_true", help="with LEAD_ID: also deliveries already delivered"
+    )
+    r.add_argument(
+        "--yes", "-y", action="store_true", help="with --dead: do not ask for confirmation"
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --dead: print what would be requeued, change nothing",
+    )
     r.set_defaults(func=cmd_replay)
 
 
@@ -289,6 +314,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.dead and not args.lead_id:
+        return _replay_dead(args, runtime)
+    if args.yes or args.dry_run:
+        print("lead-bridge replay: --yes and --dry-run go with --dead", file=sys.stderr)
+        return 2
 
     async def requeue(store: Store) -> Any:
         from bridge.cli.operator import cli_actor
@@ -322,4 +352,73 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     if result.refused_delivered and not result.requeued:
         return 1
+    return 0
+
+
+def _replay_dead(args: argparse.Namespace, runtime: Runtime) -> int:
+    """``replay --dead``: preview per destination, confirm, requeue in chunks."""
+    from bridge.cli.operator import cli_actor
+    from bridge.cli.progress import progress_bar, wanted
+    from bridge.errors import LeadBridgeError
+    from bridge.operations.dead_letters import (
+        DeadLetterQuery,
+        preview_replay,
+        replay_dead_letters,
+    )
+
+    query = DeadLetterQuery(destination=args.destination)
+
+    async def run(store: Store) -> dict[str, Any]:
+        preview = await preview_replay(store, query)
+        out: dict[str, Any] = {
+            "requeued": 0,
+            "would_requeue": preview.count,
+            "by_destination": preview.by_destination,
+        }
+        if preview.count == 0 or args.dry_run:
+            return out
+        per = ", ".join(f"{name} {count}" for name, count in preview.by_destination.items())
+        if not args.yes:
+            if args.json or not sys.stdin.isatty():
+                raise LeadBridgeError(
+                    f"replay --dead would requeue {preview.count} dead "
+                    f"deliver{'y' if preview.count == 1 else 'ies'} ({per}): confirm with "
+                    "--yes, or only count with --dry-run (not asking: not a terminal)"
+                )
+            sys.stderr.write(
+                f"requeue {preview.count} dead deliver{'y' if preview.count == 1 else 'ies'} "
+                f"({per})? [y/N] "
+            )
+            sys.stderr.flush()
+            answer = await asyncio.to_thread(sys.stdin.readline)
+            if answer.strip().lower() not in ("y", "yes"):
+                out["cancelled"] = True
+                return out
+        with progress_bar("requeueing", preview.count, enabled=wanted(args.json)) as advance:
+            out["requeued"] = await replay_dead_letters(
+                store, query, actor=cli_actor(), as_of=preview.as_of, progress=advance
+            )
+        return out
+
+    result = _with_store(runtime, run)
+    if args.json:
+        print_json({**result, "dry_run": args.dry_run})
+        return 0
+    count = result["would_requeue"]
+    per = ", ".join(f"{name} {n}" for name, n in result["by_destination"].items())
+    if count == 0:
+        print("nothing dead: 0 requeued")
+    elif args.dry_run:
+        print(
+            f"would requeue {count} dead deliver{'y' if count == 1 else 'ies'} ({per}); "
+            "nothing changed (--dry-run)"
+        )
+    elif result.get("cancelled"):
+        print("cancelled: 0 requeued")
+    else:
+        requeued = result["requeued"]
+        print(
+            f"requeued {requeued} deliver{'y' if requeued == 1 else 'ies'} ({per}); "
+            "a running lead-bridge picks them up at its next poll"
+        )
     return 0

@@ -5,6 +5,7 @@ chunks so intake never waits behind one long transaction, audited."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,7 @@ async def replay_dead_letters(
     ids: list[int] | None = None,
     as_of: float | None = None,
     now: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Requeue the selected dead deliveries (``ids``, or all matching ``query``
     that died by ``as_of``, the preview's time): pending, due now, attempts kept,
@@ -182,6 +184,8 @@ async def replay_dead_letters(
             ]
         )
         total += count
+        if progress is not None:
+            progress(count)
         if count < REPLAY_CHUNK:
             break
     detail = {

@@ -512,6 +512,8 @@ class Store:
         if added:
             result.requeued += added
             result.not_found = 0
+        if lead_id is None:
+            result.not_found = 0  # nothing dead is "0 requeued", not a missing lead
         return result
 
     async def add_deliveries(self, lead_id: str, destinations: Sequence[str], now: float) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_replay(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         capsys, "replay", "led_ok", "--config", str(config), "--destination", "crm", "--force"
     )
     assert code == 0 and "requeued 1 delivery" in out
-    code, out, _ = run(capsys, "replay", "--dead", "--config", str(config), "--json")
+    code, out, _ = run(capsys, "replay", "--dead", "--yes", "--config", str(config), "--json")
     assert code == 0 and json.loads(out)["requeued"] == 1
     code, out, _ = run(capsys, "deliveries", "--config", str(config), "--status", "dead")
     assert "no deliveries match" in out
@@ -176,3 +177,105 @@ def test_replay_of_a_lead_stored_before_its_destination_existed(
         ("early", "chat", "pending"),
         ("early", "crm", "pending"),
     ]
+
+
+class _Terminal:
+    """stdin of an operator at a terminal who types ``answer``."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer
+
+
+def dead_count(config: Path, capsys: pytest.CaptureFixture[str]) -> int:
+    _, out, _ = run(capsys, "deliveries", "--config", str(config), "--status", "dead", "--json")
+    return len(json.loads(out))
+
+
+def test_replay_dead_previews_counts_and_asks(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = run(capsys, "replay", "--dead", "--dry-run", "--config", str(config))
+    assert (code, out.strip()) == (
+        0,
+        "would requeue 1 dead delivery (crm 1); nothing changed (--dry-run)",
+    )
+    code, out, _ = run(capsys, "replay", "--dead", "--dry-run", "--json", "--config", str(config))
+    assert json.loads(out) == {
+        "requeued": 0,
+        "would_requeue": 1,
+        "by_destination": {"crm": 1},
+        "dry_run": True,
+    }
+    # Not a terminal and no --yes: nothing happens, and it says how to confirm.
+    code, _, err = run(capsys, "replay", "--dead", "--config", str(config))
+    assert code == 1 and "would requeue 1 dead delivery (crm 1): confirm with --yes" in err
+    monkeypatch.setattr("sys.stdin", _Terminal("n\n"))
+    code, out, err = run(capsys, "replay", "--dead", "--config", str(config))
+    assert "requeue 1 dead delivery (crm 1)? [y/N]" in err and "cancelled: 0 requeued" in out
+    assert dead_count(config, capsys) == 1
+    monkeypatch.setattr("sys.stdin", _Terminal("y\n"))
+    code, out, _ = run(capsys, "replay", "--dead", "--config", str(config))
+    assert code == 0 and out.startswith("requeued 1 delivery (crm 1)")
+    assert dead_count(config, capsys) == 0
+
+
+def test_replay_dead_with_nothing_dead_is_0_requeued(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "replay", "--dead", "--yes", "--config", str(config))[0] == 0
+    code, out, _ = run(capsys, "replay", "--dead", "--yes", "--config", str(config))
+    assert (code, out.strip()) == (0, "nothing dead: 0 requeued")
+    code, out, _ = run(capsys, "replay", "--dead", "--yes", "--json", "--config", str(config))
+    result = json.loads(out)
+    assert result["requeued"] == 0 and "not_found" not in result
+
+
+def test_yes_and_dry_run_belong_to_dead(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "replay", "led_ok", "--yes", "--config", str(config))
+    assert code == 2 and "--yes and --dry-run go with --dead" in err
+
+
+def test_progress_bar_only_on_a_terminal_without_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.cli.progress import progress_bar, wanted
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    assert not wanted()
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert wanted() and not wanted(json_output=True)
+    with progress_bar("requeueing", 3, enabled=True) as advance:
+        for _ in range(3):
+            advance(1)
+
+
+def test_json_times_are_iso_8601_utc_like_the_admin_api(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.admin import _delivery
+
+    code, out, _ = run(capsys, "deliveries", "--config", str(config), "--json")
+    assert code == 0
+    rows = {(r["lead_id"], r["destination"]): r for r in json.loads(out)}
+
+    async def records() -> list[Any]:
+        store = SQLiteStore(f"sqlite:///{config.parent / 'lead-bridge.db'}")
+        await store.open()
+        try:
+            return await store.get_deliveries("led_dead")
+        finally:
+            await store.close()
+
+    for record in asyncio.run(records()):
+        admin = _delivery(record)
+        cli = rows[(record.lead_id, record.destination)]
+        for key in ("created_at", "updated_at", "delivered_at", "next_attempt_at"):
+            assert cli[key] == admin[key], key
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", cli["updated_at"])
+    _, out, _ = run(capsys, "status", "--config", str(config), "--json")
+    chat = next(d for d in json.loads(out)["destinations"] if d["destination"] == "chat")
+    assert chat["oldest_pending_at"].endswith("Z")

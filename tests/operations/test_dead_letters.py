@@ -115,3 +115,15 @@ async def test_selected_ids_only_and_as_of_leaves_later_dead_letters(store: Stor
     )
     left = await list_dead_letters(store, DeadLetterQuery())
     assert [d.delivery.lead_id for d in left.items] == ["led_late"]
+
+
+async def test_bulk_replay_reports_progress_per_chunk(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.operations import dead_letters
+
+    await seed(store)
+    monkeypatch.setattr(dead_letters, "REPLAY_CHUNK", 2)
+    steps: list[int] = []
+    requeued = await replay_dead_letters(store, DeadLetterQuery(), actor="t", progress=steps.append)
+    assert requeued == 4 and steps == [2, 2, 0]
