@@ -14,7 +14,8 @@ protocol adds, per connection:
   answered ``503`` with ``Retry-After`` and closed at once, before any of it is read.
 
 The deadline stops when the request's body is complete, so the application's
-own time (storing the leads) is never cut short.
+own time (storing the leads) is never cut short; a pipelined request waiting
+for the answer before it is not cut off either.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _expired(self) -> None:
         self._deadline = None
         if self.transport.is_closing():
+            return
+        if self.pipeline:
+            # A pipelined request waits for the answer to the one before it,
+            # with reading paused by the server: that wait is not the client's.
+            self._arm()
             return
         answered = self.cycle is not None and self._headers_done and self.cycle.response_started
         phase = "body" if self._headers_done else "headers"

@@ -25,6 +25,7 @@ KEEP_ALIVE = 1.0
 MAX_CONNECTIONS = 4
 # Generous: the machine is shared; the server must act well within this.
 PATIENCE = 20.0
+SLOW_STARTED = threading.Event()  # the app began answering /slow
 
 
 async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -39,6 +40,7 @@ async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable
         if not message.get("more_body"):
             break
     if scope["path"] == "/slow":
+        SLOW_STARTED.set()
         # The application's own time is not part of the read deadline.
         await asyncio.sleep(READ_TIMEOUT * 1.5)
     body = str(size).encode()
@@ -181,6 +183,29 @@ def test_idle_kept_alive_connection_is_closed_and_app_time_is_not_cut(running: R
     assert received.startswith(b"HTTP/1.1 200 OK")
     assert received.endswith(b"\r\n\r\n2")
     assert elapsed >= READ_TIMEOUT * 1.5 + KEEP_ALIVE * 0.9
+
+
+def test_a_pipelined_request_waiting_for_a_slow_answer_is_not_cut_off(
+    running: Running,
+) -> None:
+    SLOW_STARTED.clear()
+    with running.connect() as sock:
+        # The second request's headers arrive with the first; its body (larger
+        # than uvicorn buffers before it pauses reading) once the server is busy
+        # answering the first: the rest of it waits in the socket meanwhile.
+        body = b"[" + b" " * 199_998 + b"]"
+        sock.sendall(
+            b"POST /slow HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n[]"
+            b"POST /x HTTP/1.1\r\nHost: bridge\r\nContent-Length: 200000\r\n\r\n"
+        )
+        assert SLOW_STARTED.wait(PATIENCE)
+        sock.sendall(body)
+        answers = b""
+        while not answers.endswith(b"\r\n\r\n200000"):
+            chunk = sock.recv(4096)
+            assert chunk, f"closed early after {answers!r}"
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200 OK") == 2 and b"408" not in answers
 
 
 def test_connections_beyond_the_cap_are_refused(running: Running) -> None:
