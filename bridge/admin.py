@@ -128,7 +128,7 @@ def parse_limit(text: str | None) -> int:
 
 
 class ReplayRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     lead_id: str | None = Field(None, min_length=1, max_length=255)
     destination: str | None = Field(None, min_length=1)
@@ -274,8 +274,11 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
           - {name: destination, in: query, schema: {type: string}}
           - name: since
             in: query
-            description: changed within a duration (30m, 2h, 1d) or since an ISO 8601 time
-            schema: {type: string}
+            description: changed within a duration (30m, 2h, 1d) or since a date-time with offset
+            schema:
+              anyOf:
+                - {type: string, pattern: '^ *[0-9]+([.][0-9]+)? *(ms|s|m|h|d)? *$'}
+                - {type: string, format: date-time}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 100}}
         responses:
           "200":
@@ -293,11 +296,11 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         unknown = sorted(set(q) - {"status", "destination", "since", "limit"})
         if unknown:
             raise BadRequest("unknown query parameter; use status, destination, since, limit")
-        wanted = q.get("status") or None
+        wanted = q.get("status")
         if wanted is not None and wanted not in STATUSES:
             raise BadRequest(f"status: expected one of {', '.join(STATUSES)}")
         since_text = q.get("since")
-        since = parse_since(since_text, time.time()) if since_text else None
+        since = parse_since(since_text, time.time()) if since_text is not None else None
         rows = await store.list_deliveries(
             status=wanted,
             destination=q.get("destination") or None,
@@ -401,9 +404,15 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
     from bridge.admin_privacy import SCHEMAS, erase_routes
 
     routes += erase_routes(state, protected)
-    document = SchemaGenerator(with_schemas(OPENAPI_BASE, SCHEMAS)).get_schema(
-        [Mount("/admin", routes=routes)]
-    )
+    document = SchemaGenerator(
+        with_schemas(
+            OPENAPI_BASE,
+            {
+                **SCHEMAS,
+                "ReplayRequest": replay_request_schema([d.name for d in state.runtime.active]),
+            },
+        )
+    ).get_schema([Mount("/admin", routes=routes)])
     body = json.dumps(document, indent=2).encode()
 
     async def openapi(request: Request) -> Response:
@@ -411,6 +420,29 @@ def admin_routes(state: AppState) -> list[BaseRoute]:
         return Response(body, media_type="application/json")
 
     return [*routes, Route("/openapi.json", openapi, methods=["GET"])]
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def replay_request_schema(destinations: list[str]) -> dict[str, Any]:
+    """ReplayRequest as the handler checks it: a lead_id or dead: true, and a
+    destination among the configured ones (so the description is exact)."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "lead_id": _nullable({"type": "string", "minLength": 1, "maxLength": 255}),
+            "destination": _nullable({"enum": destinations} if destinations else {"not": {}}),
+            "dead": {"type": "boolean", "default": False},
+            "force": {"type": "boolean", "default": False},
+        },
+        "anyOf": [
+            {"required": ["lead_id"], "properties": {"lead_id": {"type": "string"}}},
+            {"required": ["dead"], "properties": {"dead": {"const": True}}},
+        ],
+    }
 
 
 def with_schemas(base: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
@@ -562,7 +594,6 @@ OPENAPI_BASE: dict[str, Any] = {
                 },
             },
             **OPERATOR_SCHEMAS,
-            "ReplayRequest": ReplayRequest.model_json_schema(),
             "ReplayResult": {
                 "type": "object",
                 "properties": {

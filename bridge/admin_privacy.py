@@ -32,7 +32,7 @@ M = TypeVar("M", bound="EraseTarget")
 
 
 class EraseTarget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     email: str | None = Field(None, min_length=3, max_length=320)
     lead_id: str | None = Field(None, min_length=1, max_length=255)
@@ -130,9 +130,41 @@ def erase_routes(state: AppState, protected: Callable[[Handler], Handler]) -> li
 
 _COUNT = {"type": "integer", "minimum": 0}
 
+_TARGET: dict[str, Any] = {
+    "email": {
+        "anyOf": [
+            {"type": "string", "minLength": 3, "maxLength": 320, "pattern": "@"},
+            {"type": "null"},
+        ]
+    },
+    "lead_id": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}]},
+}
+# Exactly one of email and lead_id, as the handler checks it.
+_ONE_OF = [
+    {"required": ["email"], "properties": {"email": {"type": "string"}}},
+    {"required": ["lead_id"], "properties": {"lead_id": {"type": "string"}}},
+]
+
 SCHEMAS: dict[str, Any] = {
-    "EraseTarget": EraseTarget.model_json_schema(),
-    "EraseRequest": EraseRequest.model_json_schema(),
+    "EraseTarget": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": _TARGET,
+        "oneOf": _ONE_OF,
+    },
+    "EraseRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["confirm"],
+        "properties": {
+            **_TARGET,
+            "confirm": {
+                "const": True,
+                "description": "must be true: an erasure cannot be undone (preview first)",
+            },
+        },
+        "oneOf": _ONE_OF,
+    },
     "EraseReport": {
         "type": "object",
         "required": [

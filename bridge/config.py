@@ -16,6 +16,7 @@ Connector settings, mappings and filters are checked by
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -386,12 +387,19 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("destinations", 0, "name")`` -> ``destinations[0].name``. A key that
+    could not be read back from a dotted path (empty, or holding ``.``, ``[``,
+    ``]``, quotes or surrounding space) is written quoted: ``mapping["a.b"]``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+            continue
+        key = str(part)
+        if not key or key != key.strip() or any(c in key for c in '.[]"') or not key.isprintable():
+            out += f"[{json.dumps(key, ensure_ascii=False)}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{key}" if out else key
     return out
 
 
@@ -582,13 +590,42 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); save it as UTF-8"
+        ) from None
     try:
-        return yaml.safe_load(text)
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    check_shape(tree, path)
+    return tree
+
+
+MAX_DEPTH = 40
+
+
+def check_shape(tree: Any, path: Path) -> None:
+    """Refuse what the loader cannot walk: an alias that contains itself
+    (``a: &x [*x]``) or nesting deeper than any real configuration."""
+    stack: list[tuple[Any, tuple[Any, ...], frozenset[int]]] = [(tree, (), frozenset())]
+    while stack:
+        node, loc, ancestors = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        where = format_path(loc) or "the document"
+        if id(node) in ancestors:
+            raise ConfigError(f"{path}: {where}: a YAML alias refers to itself")
+        if len(loc) > MAX_DEPTH:
+            raise ConfigError(f"{path}: {where}: nested deeper than {MAX_DEPTH} levels")
+        inner = ancestors | {id(node)}
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend((value, (*loc, key), inner) for key, value in items)
 
 
 def resolve_config_path(path: str | Path | None) -> Path:

@@ -313,3 +313,13 @@ async def test_store_failure_is_503(admin: AppHarness) -> None:
     response = await admin.client.get("/admin/status", headers=AUTH)
     assert response.status_code == 503
     assert response.json()["error"] == "store_unavailable"
+
+
+@pytest.mark.parametrize("query", ["status=", "since="])
+async def test_empty_filters_are_refused_as_the_description_says(
+    admin: AppHarness, query: str
+) -> None:
+    # found by tests/fuzz/test_admin_api.py: the schema says an enum or a
+    # duration/date-time, and "" was silently taken as "no filter"
+    response = await admin.client.get(f"/admin/deliveries?{query}", headers=AUTH)
+    assert response.status_code == 400

@@ -293,3 +293,35 @@ def test_quickstart_console_follows_its_environment_variable() -> None:
     on, _ = load_config(quickstart, env={"LEAD_BRIDGE_ADMIN_TOKEN": "console-token-123"})
     assert off.admin.tokens == []
     assert [t.get_secret_value() for t in on.admin.tokens] == ["console-token-123"]
+
+
+# Found by tests/fuzz/test_config_loader.py: each was a traceback or an anonymous message.
+
+
+def test_odd_keys_are_quoted_in_key_paths() -> None:
+    found = problems({"": 1, "server": {"a.b": 1}})
+    assert any(p == '[""]' for p, _ in found), found
+    assert any(p == 'server["a.b"]' for p, _ in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: &x [*x]", r"a\[0\]: a YAML alias refers to itself"),
+        ("server: " + "[" * 60 + "]" * 60, "nested deeper than 40 levels"),
+    ],
+)
+def test_documents_the_loader_cannot_walk_are_refused(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(path, env={})
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"server:\n  host: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path, env={})
