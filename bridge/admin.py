@@ -122,7 +122,7 @@ def parse_since(text: str, now: float) -> float:
 def parse_limit(text: str | None) -> int:
     if text is None:
         return 100
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise BadRequest(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
     return int(text)
 

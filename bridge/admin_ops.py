@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -56,7 +56,9 @@ def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
     unknown = sorted(set(q) - set(allowed))
     if unknown:
         raise BadQuery(f"unknown query parameter; use {', '.join(allowed)}")
-    return {k: v for k, v in q.items() if v != ""}
+    # An empty value is a value (and usually a 400), as the description says:
+    # machine clients leave a filter out to mean "none".
+    return dict(q.items())
 
 
 def _time(text: str | None, name: str) -> float | None:
@@ -70,11 +72,12 @@ def _time(text: str | None, name: str) -> float | None:
         raise BadQuery(str(exc).replace("since:", f"{name}:", 1)) from None
 
 
-def _int(text: str | None, name: str, default: int) -> int:
+def _int(text: str | None, name: str, default: int, maximum: int = 2**62) -> int:
     if text is None:
         return default
-    if not text.isdigit():
-        raise BadQuery(f"{name}: expected a whole number")
+    # isascii: "²".isdigit() is true, but int() refuses it
+    if not (text.isascii() and text.isdigit()) or int(text) > maximum:
+        raise BadQuery(f"{name}: expected a whole number from 0 to {maximum}")
     return int(text)
 
 
@@ -123,18 +126,47 @@ def drift_json(k: DriftKey) -> dict[str, Any]:
     }
 
 
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 3 and 3.0 are the same integer, "3" and true are not.
+    if isinstance(value, str | bool):
+        raise ValueError("expected a whole number")
+    return value
+
+
+# A delivery id: constraints before the validator, so the schema says minimum/maximum.
+DeliveryId = Annotated[int, Field(ge=1, le=2**62, strict=False), BeforeValidator(_whole_number)]
+
+# A time filter as the handlers parse it (bridge.admin.parse_since), described
+# exactly so that the OpenAPI document and the handler agree.
+TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": "^ *[0-9]+([.][0-9]+)? *(ms|s|m|h|d)? *$"},
+        {"type": "string", "format": "date-time"},
+        {"type": "null"},
+    ]
+}
+
+
 class DeadLetterSelection(BaseModel):
     """Which dead letters: the filter, optionally narrowed to chosen delivery ids."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     destination: str | None = Field(None, min_length=1)
-    error_class: str | None = Field(None, description=f"one of {', '.join(ERROR_CLASSES)}")
-    since: str | None = Field(None, description="died within a duration (2h) or since a time")
-    until: str | None = Field(None, description="died before a duration ago or a time")
-    ids: list[Annotated[int, Field(ge=1, le=2**62)]] | None = Field(
-        None, min_length=1, max_length=10_000
+    error_class: str | None = Field(
+        None,
+        description=f"one of {', '.join(ERROR_CLASSES)}",
+        json_schema_extra={"enum": [*ERROR_CLASSES, None]},
     )
+    since: str | None = Field(
+        None,
+        description="died within a duration (2h) or since a time",
+        json_schema_extra=TIME_SCHEMA,
+    )
+    until: str | None = Field(
+        None, description="died before a duration ago or a time", json_schema_extra=TIME_SCHEMA
+    )
+    ids: list[DeliveryId] | None = Field(None, min_length=1, max_length=10_000)
 
 
 class BulkReplayRequest(DeadLetterSelection):
@@ -144,7 +176,19 @@ class BulkReplayRequest(DeadLetterSelection):
 
 
 class MapRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # As the handler reads it: a non-empty leads array or a non-empty lead object.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["leads"], "properties": {"leads": {"type": "array", "minItems": 1}}},
+                {
+                    "required": ["lead"],
+                    "properties": {"lead": {"type": "object", "minProperties": 1}},
+                },
+            ]
+        },
+    )
 
     lead: dict[str, Any] | None = None
     leads: list[dict[str, Any]] | None = Field(None, max_length=100)
@@ -164,21 +208,21 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
     store, runtime = state.store, state.runtime
 
     async def search(request: Request) -> Response:
-        """Search leads by id, email, phone, received time, delivery status, destination.
+        r"""Search leads by id, email, phone, received time, delivery status, destination.
         ---
         summary: Search leads
         operationId: searchLeads
         security: [{adminToken: []}]
         parameters:
           - {name: lead_id, in: query, schema: {type: string}}
-          - {name: email, in: query, description: exact address (case-insensitive), schema: {type: string}}
-          - {name: phone, in: query, description: digits are compared, schema: {type: string}}
-          - {name: from, in: query, description: received since (30m, 2h, 1d or ISO 8601), schema: {type: string}}
-          - {name: to, in: query, description: received before (duration ago or ISO 8601), schema: {type: string}}
+          - {name: email, in: query, description: exact address (case-insensitive), schema: {type: string, pattern: '\S'}}
+          - {name: phone, in: query, description: digits are compared, schema: {type: string, pattern: '[0-9]'}}
+          - {name: from, in: query, description: received since (30m, 2h, 1d or ISO 8601), schema: {anyOf: [{type: string, pattern: '^ *[0-9]+([.][0-9]+)? *(ms|s|m|h|d)? *$'}, {type: string, format: date-time}]}}
+          - {name: to, in: query, description: received before (duration ago or ISO 8601), schema: {anyOf: [{type: string, pattern: '^ *[0-9]+([.][0-9]+)? *(ms|s|m|h|d)? *$'}, {type: string, format: date-time}]}}
           - {name: status, in: query, schema: {type: string, enum: [pending, retrying, delivered, dead, skipped]}}
           - {name: destination, in: query, schema: {type: string}}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
-          - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
+          - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string, pattern: '^[A-Za-z0-9_-]+$'}}
         responses:
           "200":
             description: A page of leads, newest first
@@ -232,10 +276,10 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
         parameters:
           - {name: destination, in: query, schema: {type: string}}
           - {name: error_class, in: query, schema: {type: string, enum: [auth, mapping, rate_limited, http_4xx, http_5xx, timeout, connection, payload_gone, other]}}
-          - {name: since, in: query, description: died within a duration or since an ISO 8601 time, schema: {type: string}}
-          - {name: until, in: query, description: died before, schema: {type: string}}
+          - {name: since, in: query, description: died within a duration or since an ISO 8601 time, schema: {anyOf: [{type: string, pattern: '^ *[0-9]+([.][0-9]+)? *(ms|s|m|h|d)? *$'}, {type: string, format: date-time}]}}
+          - {name: until, in: query, description: died before, schema: {anyOf: [{type: string, pattern: '^ *[0-9]+([.][0-9]+)? *(ms|s|m|h|d)? *$'}, {type: string, format: date-time}]}}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
-          - {name: cursor, in: query, schema: {type: string}}
+          - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string, pattern: '^[A-Za-z0-9_-]+$'}}
         responses:
           "200":
             description: A page of dead letters and the total matching
@@ -384,7 +428,7 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
           "401": {$ref: "#/components/responses/Unauthorized"}
         """
         body = _body(MapRequest, await request.body())
-        leads = body.leads if body.leads is not None else [body.lead] if body.lead else None
+        leads = body.leads or ([body.lead] if body.lead else None)
         if not leads:
             raise BadQuery("give lead (an object) or leads (an array of objects)")
         return json_response(200, evaluate(runtime, leads))
@@ -447,7 +491,7 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
         security: [{adminToken: []}]
         parameters:
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 100}}
-          - {name: before_id, in: query, schema: {type: integer}}
+          - {name: before_id, in: query, schema: {type: integer, minimum: 0, maximum: 4611686018427387904}}
           - {name: action, in: query, schema: {type: string}}
         responses:
           "200":

@@ -323,3 +323,16 @@ async def test_empty_filters_are_refused_as_the_description_says(
     # duration/date-time, and "" was silently taken as "no filter"
     response = await admin.client.get(f"/admin/deliveries?{query}", headers=AUTH)
     assert response.status_code == 400
+
+
+async def test_unicode_digits_are_not_a_limit(admin: AppHarness) -> None:
+    # found by tests/fuzz/test_admin_api.py: "²".isdigit() is true, int("²") raised (500)
+    response = await admin.client.get("/admin/deliveries?limit=%C2%B2", headers=AUTH)
+    assert response.status_code == 400
+
+
+async def test_audit_paging_beyond_any_id_is_a_400(admin: AppHarness) -> None:
+    # found by tests/fuzz/test_admin_api.py: 2**63 overflowed SQLite's integer (500)
+    response = await admin.client.get(f"/admin/audit?before_id={2**63}", headers=AUTH)
+    assert response.status_code == 400
+    assert "before_id: expected a whole number" in response.json()["message"]

@@ -17,6 +17,7 @@ from hypothesis import given, note
 from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from bridge.app import create_app
 from bridge.destinations import load_runtime
@@ -91,11 +92,28 @@ def run_operation(operation: Any, headers: dict[str, str], *, authorized: bool) 
         count(label)
         note(label)
         # A negative case may have mangled the Authorization header on purpose:
-        # then it is sent as generated (and must be refused).
+        # then it is sent as generated (and must be refused). Otherwise the
+        # header is set (or removed) in the case itself, so schemathesis judges
+        # the request that is actually sent.
         mangled = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
-        if not (authorized and mangled) and case.headers:
+        if not mangled:
+            case.headers = dict(case.headers or {})
             case.headers.pop("Authorization", None)
-        response = case.call_and_validate(headers=None if mangled else headers)
+            case.headers.update(headers)
+        if (
+            case.query
+            and case.meta is not None
+            and not case.meta.is_negative_at(ParameterLocation.QUERY)
+        ):
+            # An opaque cursor is valid only as the server issued it: a generated
+            # one is rightly refused, so positive cases go without.
+            case.query.pop("cursor", None)
+        options: dict[str, Any] = {}
+        if case.meta is not None and case.meta.is_negative_at(ParameterLocation.QUERY):
+            # A query string has no types: a "negative" 1.2 for a string
+            # parameter arrives as the valid string "1.2". The other checks stay.
+            options["excluded_checks"] = [negative_data_rejection]
+        response = case.call_and_validate(**options)
         if not authorized or mangled:
             assert response.status_code == 401
 
