@@ -6,7 +6,7 @@
 A fresh SQLite store on /var/tmp (real fsyncs, ``synchronous=FULL``) is filled
 with N leads through the store's own intake path, then shaped for the job:
 
-* ``replay``: every delivery dead; `lead-bridge replay --dead` in its own
+* ``replay``: every delivery dead; `lead-bridge replay --dead --yes` in its own
   process, so with its own SQLite writer process competing with the service's
   for the database lock;
 * ``purge``: every delivery delivered and every lead older than
@@ -163,7 +163,11 @@ def summary(latencies: list[float]) -> dict[str, float]:
 def job_command(job: str, config: Path) -> list[str] | None:
     bridge = [sys.executable, "-m", "bridge"]
     if job == "replay":
-        return [*bridge, "replay", "--dead", "--config", str(config)]
+        usage = subprocess.run(
+            [*bridge, "replay", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        confirm = ["--yes"] if "--yes" in usage else []  # asked since replay --dead previews
+        return [*bridge, "replay", "--dead", *confirm, "--config", str(config)]
     if job == "erase":
         return [*bridge, "erase", "--email", ERASE_ADDRESS, "--yes", "--config", str(config)]
     return None  # purge: the service's retention task, at start-up

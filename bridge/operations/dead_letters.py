@@ -4,6 +4,7 @@ chunks so intake never waits behind one long transaction, audited."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,13 @@ from typing import Any
 from bridge.logs import redact
 from bridge.operations.audit import audit_statement
 from bridge.operations.search import BadQuery, check_limit, decode_cursor, encode_cursor
-from bridge.store.base import DELIVERY_COLUMNS, DeliveryRecord, Store, delivery_from_row
+from bridge.store.base import (
+    DELIVERY_COLUMNS,
+    DeliveryRecord,
+    Store,
+    delivery_from_row,
+    pause_after_part,
+)
 
 # Error classes, derived from what the engine stores (last_error, status code):
 # one SQL expression, so filtering and display agree on both backends.
@@ -172,7 +179,9 @@ async def replay_dead_letters(
     current = time.time() if now is None else now
     where, params = _where(query, ids, as_of if as_of is not None else current)
     total = 0
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         (count,) = await store.execute(
             [
                 (
@@ -188,6 +197,9 @@ async def replay_dead_letters(
             progress(count)
         if count < REPLAY_CHUNK:
             break
+        # Lets other writers in between (a service beside this command): see
+        # bridge.store.base.in_bounded_transactions.
+        await pause_after_part(started)
     detail = {
         "requeued": total,
         "destination": query.destination,

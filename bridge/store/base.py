@@ -273,7 +273,15 @@ async def in_bounded_transactions(part: Callable[[Any], Awaitable[tuple[T, Any]]
         results.append(result)
         if cursor is None:
             return results
-        await asyncio.sleep(min(loop.time() - started, PART_PAUSE))
+        await pause_after_part(started)
+
+
+async def pause_after_part(started: float) -> None:
+    """The pause between two parts of a long write (see in_bounded_transactions):
+    as long as the part that began at ``started`` (the loop's time) took, at
+    most PART_PAUSE."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(min(max(0.0, loop.time() - started), PART_PAUSE))
 
 
 def replay_choice(rows: Sequence[tuple[int, str]], force: bool) -> tuple[list[int], ReplayResult]:
