@@ -2,8 +2,9 @@
 
 It loads the config leniently (unset secrets are warnings, and values are never
 printed), so it runs in a user's CI against sample leads. Exit status: 0 when
-every lead maps for every destination it is routed to, 1 when any mapping
-fails, 2 for a bad config or a malformed lead file.
+every lead maps for every destination it is routed to, 1 when any lead would be
+quarantined by intake (its element rules come first) or any mapping fails, 2 for
+a bad config or a malformed lead file.
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "map",
         help="show how sample leads are routed and mapped (a dry run; sends nothing)",
         description="Show, for each destination, whether `when` matches each lead and the "
-        "record it would receive (or the mapping error). Exit status 1 if any lead fails "
-        "any mapping, 2 for a bad config or lead file. Secrets need not be set.",
+        "record it would receive (or the mapping error). A lead intake would quarantine "
+        "(no string id, data not an object, ...) is reported as such. Exit status 1 if any "
+        "lead is quarantined or fails any mapping, 2 for a bad config or lead file. "
+        "Secrets need not be set.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  lead-bridge map --lead tests/fixtures/seed_lead.json\n"
+        "  lead-bridge map --lead webhook-body.json --json\n"
+        "  curl -s https://example.com/sample-leads.json | lead-bridge map --lead -",
     )
     add_config_option(parser)
     parser.add_argument(
@@ -75,6 +83,12 @@ def _print_text(report: dict[str, Any]) -> None:
         print("no leads in the file (an empty webhook array)")
     for lead in report["leads"]:
         print(f"lead {lead['id'] or '#' + str(lead['index'])}")
+        if "quarantined" in lead:
+            print(
+                f"  QUARANTINED by intake: {lead['quarantined']} "
+                "(stored for inspection, sent to no destination)"
+            )
+            continue
         if not lead["destinations"]:
             print("  no destinations configured")
         for result in lead["destinations"]:

@@ -33,13 +33,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json_option(p)
     p.set_defaults(func=cmd_status)
 
-    d = sub.add_parser("deliveries", help="list deliveries, newest first")
+    d = sub.add_parser(
+        "deliveries",
+        help="list deliveries, newest first",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  lead-bridge deliveries --status dead --since 1d\n"
+        "  lead-bridge deliveries --destination crm --limit 200\n"
+        "  lead-bridge deliveries --status pending --page 2\n"
+        "  lead-bridge deliveries --json | jq '.[].lead_id'",
+    )
     add_config_option(d)
     add_json_option(d)
-    d.add_argument("--status", choices=STATUSES)
-    d.add_argument("--destination", metavar="NAME")
-    d.add_argument("--since", type=parse_since, metavar="AGE", help="e.g. 30m, 1h, 2d")
-    d.add_argument("--limit", type=int, default=50)
+    d.add_argument(
+        "--status", choices=STATUSES, help="only deliveries in this status, e.g. --status dead"
+    )
+    d.add_argument("--destination", "-d", metavar="NAME", help="only this destination, e.g. -d crm")
+    d.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="AGE",
+        help="only those updated within AGE: 30m, 1h, 2d",
+    )
+    d.add_argument("--limit", type=int, default=50, metavar="N", help="rows per page (default 50)")
+    d.add_argument(
+        "--page", type=int, default=1, metavar="P", help="which page of --limit rows (default 1)"
+    )
     d.set_defaults(func=cmd_deliveries)
 
     s = sub.add_parser("show", help="a lead, its mapped record per destination, every attempt")
@@ -178,17 +197,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     runtime = _load(args)
-    rows = _with_store(
-        runtime,
-        lambda s: s.list_deliveries(
-            status=args.status, destination=args.destination, since=args.since, limit=args.limit
-        ),
-    )
+    if args.limit < 1 or args.page < 1:
+        print("lead-bridge deliveries: --limit and --page start at 1", file=sys.stderr)
+        return 2
+    skip = (args.page - 1) * args.limit
+
+    async def page(store: Store) -> tuple[list[Any], int]:
+        rows = await store.list_deliveries(
+            status=args.status,
+            destination=args.destination,
+            since=args.since,
+            limit=skip + args.limit,
+        )
+        return rows[skip:], await _count_deliveries(store, args)
+
+    rows, total = _with_store(runtime, page)
     if args.json:
         print_json([asdict(r) for r in rows])
         return 0
     if not rows:
-        print("no deliveries match")
+        print("no deliveries match" if not total else f"page {args.page} is empty: {total} match")
         return 0
     now = time.time()
     print(
@@ -208,7 +236,29 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
             ],
         )
     )
+    if skip + len(rows) < total or skip:
+        more = f", --page {args.page + 1} for the next" if skip + len(rows) < total else ""
+        print(
+            f"\nshowing {skip + 1}-{skip + len(rows)} of {total} (newest first); "
+            f"use --limit N for more per page{more}"
+        )
     return 0
+
+
+async def _count_deliveries(store: Store, args: argparse.Namespace) -> int:
+    where, params = ["1 = 1"], []  # type: tuple[list[str], list[Any]]
+    if args.status:
+        where.append("status = ?")
+        params.append(args.status)
+    if args.destination:
+        where.append("destination = ?")
+        params.append(args.destination)
+    if args.since is not None:
+        where.append("updated_at >= ?")
+        params.append(args.since)
+    sql = f"SELECT count(*) FROM deliveries WHERE {' AND '.join(where)}"  # noqa: S608
+    ((count,),) = await store.fetch(sql, params)
+    return int(count)
 
 
 def _short(text: str | None, width: int = 70) -> str:

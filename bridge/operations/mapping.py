@@ -8,6 +8,7 @@ from typing import Any
 
 from bridge.destinations import Destination, Runtime
 from bridge.errors import MappingError
+from bridge.leads import element_problem, invalid_text
 
 
 def evaluate_destination(dest: Destination, lead: dict[str, Any]) -> dict[str, Any]:
@@ -33,21 +34,31 @@ def evaluate_destination(dest: Destination, lead: dict[str, Any]) -> dict[str, A
 
 def evaluate(runtime: Runtime, leads: list[dict[str, Any]]) -> dict[str, Any]:
     """Every lead through every destination: ``{ok, warnings, leads: [{index, id,
-    unrouted, destinations: [evaluate_destination(...)]}]}``; ``ok`` is False
-    when any mapping failed."""
+    unrouted, destinations: [evaluate_destination(...)]}]}``; a lead intake would
+    quarantine (no id, ``data`` not an object, ...) has ``quarantined`` (the
+    reason) and no destinations. ``ok`` is False when any lead is quarantined
+    or any mapping failed."""
     reports: list[dict[str, Any]] = []
     for index, lead in enumerate(leads):
+        lead_id = lead.get("id") if isinstance(lead, dict) else None
+        report: dict[str, Any] = {
+            "index": index,
+            "id": lead_id if isinstance(lead_id, str) else None,
+        }
+        # Intake's own rules first: a lead it would quarantine reaches no destination.
+        problem = element_problem(lead) or invalid_text(lead)
+        if problem is not None:
+            reports.append(
+                {**report, "quarantined": problem, "unrouted": False, "destinations": []}
+            )
+            continue
         results = [evaluate_destination(dest, lead) for dest in runtime.destinations]
-        lead_id = lead.get("id")
-        reports.append(
-            {
-                "index": index,
-                "id": lead_id if isinstance(lead_id, str) else None,
-                "unrouted": not any(r["matched"] and r["enabled"] for r in results),
-                "destinations": results,
-            }
-        )
-    ok = not any("error" in r for lead in reports for r in lead["destinations"])
+        report["unrouted"] = not any(r["matched"] and r["enabled"] for r in results)
+        report["destinations"] = results
+        reports.append(report)
+    ok = not any(
+        "quarantined" in lead or any("error" in r for r in lead["destinations"]) for lead in reports
+    )
     return {
         "ok": ok,
         "warnings": [{"path": p, "message": m} for p, m in runtime.warnings],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -279,3 +281,53 @@ def test_json_times_are_iso_8601_utc_like_the_admin_api(
     _, out, _ = run(capsys, "status", "--config", str(config), "--json")
     chat = next(d for d in json.loads(out)["destinations"] if d["destination"] == "chat")
     assert chat["oldest_pending_at"].endswith("Z")
+
+
+@pytest.fixture
+def many(write_config: Callable[..., Path]) -> Path:
+    """120 leads, each with a pending delivery to crm and chat."""
+    path = write_config(destinations=DESTS)
+
+    async def fill() -> None:
+        store = SQLiteStore(f"sqlite:///{path.parent / 'lead-bridge.db'}")
+        await store.open()
+        leads = [LeadIn(f"led_{i:03d}", json.dumps(make_lead(f"led_{i:03d}"))) for i in range(120)]
+        await store.ingest(leads, ["crm", "chat"], [], time.time())
+        await store.close()
+
+    asyncio.run(fill())
+    return path
+
+
+def test_deliveries_says_when_it_shows_only_a_page(
+    many: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "deliveries", "--config", str(many))
+    assert code == 0
+    assert len([line for line in out.splitlines() if line.startswith("led_")]) == 50
+    assert out.rstrip().endswith(
+        "showing 1-50 of 240 (newest first); use --limit N for more per page, --page 2 for the next"
+    )
+    _, out, _ = run(capsys, "deliveries", "--config", str(many), "-d", "crm", "--page", "3")
+    assert out.rstrip().endswith(
+        "showing 101-120 of 120 (newest first); use --limit N for more per page"
+    )
+    _, out, _ = run(capsys, "deliveries", "--config", str(many), "--limit", "500")
+    assert "showing" not in out
+    _, out, _ = run(capsys, "deliveries", "--config", str(many), "--page", "9")
+    assert out.strip() == "page 9 is empty: 240 match"
+
+
+def test_a_closed_pipe_ends_the_output_quietly(many: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "deliveries", "--json", "--limit", "240", "-c", str(many)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100)  # like `| head -c 100`: read a little, then go away
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(120) == 141  # 128 + SIGPIPE, as other Unix tools
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -205,3 +205,34 @@ def test_unset_secrets_are_warnings_and_set_ones_are_never_printed(
     )
     assert "chat (slack): matched" in out and "crm (hubspot): matched" in out
     assert "very-secret" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("lead", "reason"),
+    [
+        ({"data": {"email": "a@b.c"}}, "missing 'id'"),
+        ({"id": 7, "data": {}}, "'id' must be a non-empty string, got a number"),
+        ({"id": "led_1", "data": ["x"]}, "'data' must be an object, got an array"),
+        ({"id": "led_1", "data": {"email": "\ud800@b.c"}}, "data.email holds a lone surrogate"),
+    ],
+)
+def test_a_lead_intake_would_quarantine_is_reported_not_mapped(
+    config: Path,
+    tmp_path: Path,
+    seed_lead: dict[str, Any],
+    capsys: Any,
+    lead: dict[str, Any],
+    reason: str,
+) -> None:
+    path = tmp_path / "leads.json"
+    path.write_text(json.dumps([seed_lead, lead]))  # \ud800 stays an escape in the file
+    code, out, _ = run(capsys, "-c", str(config), "--lead", str(path))
+    assert code == 1
+    assert "lead #1\n  QUARANTINED by intake: " in out or "lead led_1\n  QUARANTINED" in out
+    assert reason in out and "(stored for inspection, sent to no destination)" in out
+    code, out, _ = run(capsys, "-c", str(config), "--lead", str(path), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False
+    first, second = report["leads"]
+    assert "quarantined" not in first and first["destinations"]
+    assert reason in second["quarantined"] and second["destinations"] == []
