@@ -6,8 +6,9 @@
   not delivered twice.
 * Quarantine: refused bodies and elements go after ``retention.quarantine_days``,
   and the oldest go first beyond ``quarantine_max_rows`` rows or
-  ``quarantine_max_bytes`` bytes, ``CHUNK`` rows per transaction so intake's
-  commits never wait long behind a large drop.
+  ``quarantine_max_bytes`` bytes, ``CHUNK`` rows per transaction with a pause
+  between them (:func:`~bridge.store.base.in_bounded_transactions`), so
+  intake's commits never wait long behind a large drop.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bridge.config import RetentionConfig
 from bridge.errors import StoreError
 from bridge.logs import event
 from bridge.metrics import Metrics
-from bridge.store.base import Store
+from bridge.store.base import Store, in_bounded_transactions
 
 log = logging.getLogger("lead_bridge.retention")
 
@@ -41,12 +42,11 @@ async def purge_once(store: Store, payload_days: int, *, now: float) -> int:
 async def _drop_chunks(
     store: Store, *, before: float | None = None, upto_id: int | None = None, chunk: int
 ) -> int:
-    dropped = 0
-    while True:
+    async def part(cursor: object) -> tuple[int, bool | None]:
         count = await store.drop_quarantine(before=before, upto_id=upto_id, limit=chunk)
-        dropped += count
-        if count < chunk:
-            return dropped
+        return count, (True if count == chunk else None)  # a full chunk: maybe more
+
+    return sum(await in_bounded_transactions(part))
 
 
 async def trim_quarantine(

@@ -667,16 +667,25 @@ class Store:
     ) -> EraseReport:
         """Remove a person's data everywhere (leads, deliveries, attempts,
         quarantine, errors quoting the address), one bounded transaction per
-        part of the plan. ``progress(done, total)`` is called after each part."""
+        part of the plan, paced by :func:`in_bounded_transactions` so intake's
+        commits go in between. ``progress(done, total)`` follows each part."""
         from bridge.store.erasure import CHUNK
 
         plan = await self.erase_plan(email=email, lead_id=lead_id)
-        report = EraseReport()
+        parts = list(plan.parts(chunk or CHUNK))
         done = 0
-        for part in plan.parts(chunk or CHUNK):
-            report.add(await self.erase_part(part, time.time()))
-            done += part.size
+
+        async def one(index: int | None) -> tuple[EraseReport, int | None]:
+            nonlocal done
+            i = index or 0
+            removed = await self.erase_part(parts[i], time.time())
+            done += parts[i].size
             if progress is not None:
                 progress(done, plan.size)
+            return removed, (i + 1 if i + 1 < len(parts) else None)
+
+        report = EraseReport()
+        for removed in await in_bounded_transactions(one) if parts else []:
+            report.add(removed)
         await self.erase_finished()
         return report
