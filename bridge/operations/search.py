@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.errors import StoreError
 from bridge.store.base import Store
+from bridge.store.search import INDEXED_ROWID
 
 # A lead's delivery status as the console shows it: "retrying" is a pending
 # delivery that has failed at least once.
@@ -77,9 +78,34 @@ def _delivery_condition(
     return " AND ".join(conds), params
 
 
-def _where(store: Store, q: LeadQuery, *, page: bool = False) -> tuple[str, list[Any]]:
+def _hash_condition(store: Store, column: str, hashed: bytes, mark: int) -> tuple[str, list[Any]]:
+    """Leads whose ``column`` (email_hash / phone_hash) is ``hashed``, through the
+    index: PostgreSQL's on the column; SQLite's lead_search up to the batches'
+    watermark, and the rows above it read directly (bridge/store/search.py)."""
+    if store.dialect == "sqlite":
+        return (
+            f"(l.id IN (SELECT s.lead_id FROM lead_search s WHERE s.hash = ?) "  # noqa: S608
+            f"OR (l.rowid > ? AND l.{column} = ?))",
+            [hashed, mark, hashed],
+        )
+    return f"l.{column} = ?", [hashed]
+
+
+async def _watermark(store: Store, q: LeadQuery) -> int:
+    if store.dialect != "sqlite" or (q.email is None and q.phone is None):
+        return 0
+    rows = await store.fetch(
+        "SELECT CAST(value AS INTEGER) FROM settings WHERE name = ?", [INDEXED_ROWID]
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def _where(
+    store: Store, q: LeadQuery, *, page: bool = False, mark: int = 0
+) -> tuple[str, list[Any]]:
     """The WHERE clause over ``leads l``. ``page``: for the newest-first page
-    rather than the count (see the status condition)."""
+    rather than the count (see the status condition); ``mark``: SQLite's search
+    index watermark."""
     if q.status is not None and q.status not in SEARCH_STATUSES:
         raise BadQuery(f"status: expected one of {', '.join(SEARCH_STATUSES)}")
     conds: list[str] = []
@@ -98,8 +124,9 @@ def _where(store: Store, q: LeadQuery, *, page: bool = False) -> tuple[str, list
                 continue
             if hashed is None:
                 raise BadQuery(f"{column.split('_')[0]}: nothing to search for in the value given")
-            conds.append(f"l.{column} = ?")
-            params.append(hashed)
+            cond, more = _hash_condition(store, column, hashed, mark)
+            conds.append(cond)
+            params += more
     if q.received_from is not None:
         conds.append("l.received_at >= ?")
         params.append(q.received_from)
@@ -173,8 +200,9 @@ async def search_leads(
     last lead shown: stable while new leads arrive. Raises :class:`BadQuery`.
     """
     check_limit(limit)
-    where, params = _where(store, query)
-    page_where, page_params = _where(store, query, page=True)
+    mark = await _watermark(store, query)
+    where, params = _where(store, query, mark=mark)
+    page_where, page_params = _where(store, query, page=True, mark=mark)
     if cursor:
         at, lid = decode_cursor(cursor)
         page_where += " AND (l.received_at < ? OR (l.received_at = ? AND l.id < ?))"

@@ -46,10 +46,17 @@ from bridge.store.erasure import ErasePart, ErasePlan, PlanBuilder
 from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan
 from bridge.store.sqlite_schema import connect, migrate
 from bridge.store.sqlite_writer import WriterProcess
-from bridge.store.sqlite_writes import lead_rows, reindex_search
+from bridge.store.sqlite_writes import (
+    index_search,
+    lead_rows,
+    reindex_search,
+    reset_search_watermark,
+)
 
 # Leads re-hashed per transaction when the search index is rebuilt.
 REINDEX_CHUNK = 5000
+# Leads whose hashes one writer transaction copies into lead_search.
+INDEX_BATCH = 2000
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -82,6 +89,7 @@ def sqlite_path(url: str) -> Path:
 
 class SQLiteStore(Store):
     checkpoint_interval = 1.0
+    index_interval = 1.0  # seconds between search-index batches
     dialect = "sqlite"
 
     def __init__(
@@ -91,6 +99,7 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self.search_key = search_key
         self._search_key: bytes = b""
+        self._indexer: asyncio.Task[None] | None = None
         self._writer: WriterProcess | None = None
         self._restart_lock = asyncio.Lock()
         self._checkpointer: threading.Thread | None = None
@@ -109,6 +118,7 @@ class SQLiteStore(Store):
         await asyncio.to_thread(self._migrate)
         await asyncio.to_thread(self._prepare_search_index)
         self._writer = await self._spawn_writer()
+        self._indexer = asyncio.create_task(self._run_indexer(), name="sqlite-search-indexer")
         self._closed = False
         self._checkpoint_stop.clear()
         self._checkpointer = threading.Thread(
@@ -144,12 +154,26 @@ class SQLiteStore(Store):
                     except BaseException:
                         conn.execute("ROLLBACK")
                         raise
+                conn.execute("BEGIN IMMEDIATE")
+                reset_search_watermark(conn)
                 conn.execute(
                     "INSERT INTO settings (name, value) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     (INDEXED_SETTING, hasher.fingerprint),
                 )
+                conn.execute("COMMIT")
                 log.info("event=search_index_rebuilt backend=sqlite")
+            # Whatever intake stored since the last batch (or all of it after a rebuild).
+            while True:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    done = index_search(conn, REINDEX_CHUNK)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                if done < REINDEX_CHUNK:
+                    break
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot prepare the search index: {exc}") from exc
         finally:
@@ -178,9 +202,25 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
+    async def _run_indexer(self) -> None:
+        """Move new leads' hashes into lead_search every INDEX_INTERVAL, through
+        the writer (bridge/store/search.py); searches read the rest directly."""
+        while True:
+            await asyncio.sleep(self.index_interval)
+            try:
+                while await self._write("index_search", INDEX_BATCH) == INDEX_BATCH:
+                    pass
+            except StoreError as exc:
+                log.warning("event=search_index_failed backend=sqlite error=%s", exc)
+
     async def close(self) -> None:
         if self._closed:
             return
+        if self._indexer is not None:
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexer
+            self._indexer = None
         self._closed = True
         writer, self._writer = self._writer, None
         if writer is not None:

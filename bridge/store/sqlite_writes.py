@@ -30,7 +30,7 @@ from bridge.store.base import (
     replay_choice,
 )
 from bridge.store.erasure import ERASED_ERROR
-from bridge.store.search import PayloadHashes, SearchHasher
+from bridge.store.search import INDEXED_ROWID, PayloadHashes, SearchHasher
 
 # Values per lead in an Ingest's flat ``rows``, in the order of the leads
 # table's INSERT: id, received_at, created, url, payload.
@@ -514,6 +514,43 @@ def reindex_search(conn: sqlite3.Connection, key: bytes, after: int, limit: int)
     return int(rows[-1][0]) if len(rows) == limit else None
 
 
+def index_search(conn: sqlite3.Connection, limit: int) -> int:
+    """Copy the search hashes of up to ``limit`` leads above the watermark into
+    ``lead_search`` (sorted by hash: each index page is written once per batch)
+    and move the watermark; returns the leads covered (0: nothing new)."""
+    (mark,) = conn.execute(
+        "SELECT CAST(value AS INTEGER) FROM settings WHERE name = ?", (INDEXED_ROWID,)
+    ).fetchone() or (0,)
+    (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
+    upto = min(int(top), int(mark) + limit)
+    if upto <= mark:
+        return 0
+    conn.execute(
+        "INSERT OR IGNORE INTO lead_search (hash, lead_id) SELECT h, id FROM ("
+        "SELECT email_hash AS h, id FROM leads WHERE rowid > ?1 AND rowid <= ?2 "
+        "AND email_hash IS NOT NULL UNION ALL "
+        "SELECT phone_hash, id FROM leads WHERE rowid > ?1 AND rowid <= ?2 "
+        "AND phone_hash IS NOT NULL) ORDER BY h",
+        (mark, upto),
+    )
+    conn.execute(
+        "INSERT INTO settings (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (INDEXED_ROWID, str(upto)),
+    )
+    return upto - int(mark)
+
+
+def reset_search_watermark(conn: sqlite3.Connection) -> None:
+    """Index every lead again (after the hashes were recomputed with a new key)."""
+    conn.execute("DELETE FROM lead_search")
+    conn.execute(
+        "INSERT INTO settings (name, value) VALUES (?, '0') "
+        "ON CONFLICT (name) DO UPDATE SET value = '0'",
+        (INDEXED_ROWID,),
+    )
+
+
 def clear_search_index(conn: sqlite3.Connection, lead_ids: Sequence[str]) -> int:
     """Drop the search hashes of these leads (their row stays)."""
     count = 0
@@ -576,5 +613,6 @@ OPS: dict[str, Callable[..., Any]] = {
     "set_search_key": set_search_key,
     "reindex_search": reindex_search,
     "clear_search_index": clear_search_index,
+    "index_search": index_search,
     "execute": execute,
 }

@@ -114,10 +114,20 @@ async def test_key_change_rebuilds_the_index(tmp_path: Path) -> None:
         assert configured.search.fingerprint != generated.fingerprint
         assert await ids(configured, email="k@example.com") == ["led_k"]
         assert await ids(configured, phone="1 2 3") == ["led_k"]
-        stored = await configured.fetch("SELECT name FROM settings ORDER BY name")
-        assert stored == [("search_index_key_id",)]  # the generated key is gone
+        stored = await configured.fetch("SELECT name FROM settings WHERE name = 'search_key'")
+        assert stored == []  # the generated key is gone
     finally:
         await configured.close()
+
+
+def test_hasher_is_keyed_blake2b() -> None:
+    import hashlib
+
+    for key in (b"k" * 32, b"x" * 100):
+        mac_key = hashlib.blake2b(key, digest_size=64).digest()
+        expected = hashlib.blake2b(b"email:a@b.c", key=mac_key, digest_size=16).digest()
+        assert SearchHasher(key).email("A@B.c") == expected
+        assert SearchHasher(key + b"!").email("a@b.c") != expected
 
 
 def test_hasher_normalises_and_separates_kinds() -> None:
@@ -148,5 +158,40 @@ async def test_a_restarted_sqlite_writer_still_indexes(tmp_path: Path) -> None:
         assert store._writer is not old
         assert await ids(store, email="two@example.com") == ["led_2"]
         assert await ids(store, email="one@example.com") == ["led_1"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_index_batches_are_covered_by_erase_retention_and_clear(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'i.db'}")
+    store.index_interval = 3600.0  # batches only when this test says
+    await store.open()
+    try:
+        await add_leads(
+            store,
+            [
+                lead(f"led_{c}", email=f"{c}@example.com", phone=f"4930{i}")
+                for i, c in enumerate("abcd")
+            ],
+            ["crm"],
+        )
+        assert await ids(store, email="a@example.com") == ["led_a"]  # above the watermark
+        assert await store._write("index_search", 1000) == 4
+        rows = await store.fetch("SELECT count(*) FROM lead_search")
+        assert rows == [(8,)]
+        assert await ids(store, email="a@example.com") == ["led_a"]  # through lead_search
+        assert await ids(store, phone="49301") == ["led_b"]
+
+        await store.erase(lead_id="led_a")
+        await finish_all(store, "crm", only=["led_b"])
+        assert await store.purge_payloads(before=T0 + 1) == 1
+        assert await store.clear_search_index(["led_c"]) == 1
+        left = await store.fetch("SELECT lead_id FROM lead_search ORDER BY lead_id")
+        assert left == [("led_d",), ("led_d",)]  # erase, retention and clear took theirs
+        for gone in ("a", "b", "c"):
+            assert await ids(store, email=f"{gone}@example.com") == []
+        assert await ids(store, email="d@example.com") == ["led_d"]
     finally:
         await store.close()
