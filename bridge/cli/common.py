@@ -16,12 +16,14 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         "-c",
         metavar="PATH",
         default=None,
-        help="configuration file (default: $LEAD_BRIDGE_CONFIG)",
+        help="configuration file, e.g. /etc/lead-bridge/config.yaml (default: $LEAD_BRIDGE_CONFIG)",
     )
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--json", action="store_true", help="machine-readable output (times in ISO 8601 UTC)"
+    )
 
 
 def print_json(value: Any) -> None:

@@ -17,6 +17,8 @@ def register(subparsers: Any) -> None:
         "'lead_bridge.connectors' entry-point group), their package, and whether "
         "the SDK each one needs is installed. A file in plugins.paths is used as "
         "type: 'module:ClassName' and is not listed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lead-bridge connectors\n  lead-bridge connectors --json",
     )
     add_json_option(parser)
     parser.set_defaults(func=run)

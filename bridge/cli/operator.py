@@ -60,9 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_option(s)
     add_json_option(s)
-    s.add_argument("--lead-id", metavar="ID")
-    s.add_argument("--email", metavar="ADDRESS")
-    s.add_argument("--phone", metavar="NUMBER")
+    s.add_argument("--lead-id", metavar="ID", help="exactly this lead id")
+    s.add_argument("--email", metavar="ADDRESS", help="leads with this e-mail (exact, any case)")
+    s.add_argument("--phone", metavar="NUMBER", help="leads with this phone (digits compared)")
     s.add_argument(
         "--from",
         dest="received_from",
@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_option(d)
     add_json_option(d)
-    d.add_argument("--destination", metavar="NAME")
-    d.add_argument("--error-class", choices=ERROR_CLASSES)
+    d.add_argument("--destination", metavar="NAME", help="only this destination")
+    d.add_argument("--error-class", choices=ERROR_CLASSES, help="only this kind of failure")
     d.add_argument("--since", type=_time, metavar="WHEN", help="died since: 2h, 1d, ISO time")
     d.add_argument("--until", type=_time, metavar="WHEN", help="died before")
     d.add_argument(
@@ -105,17 +105,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DELIVERY_ID",
         help="only these deliveries (repeat); with --replay",
     )
-    d.add_argument("--limit", type=int, default=50)
+    d.add_argument("--limit", type=int, default=50, help="rows listed (default 50)")
     d.add_argument("--replay", action="store_true", help="requeue the matching dead letters")
     d.add_argument("--yes", action="store_true", help="with --replay: do not ask")
     d.set_defaults(func=cmd_dead_letters)
 
-    o = sub.add_parser("overview", help="per-destination health, unrouted leads, schema drift")
+    o = sub.add_parser(
+        "overview",
+        help="per-destination health, unrouted leads, schema drift",
+        formatter_class=_EPILOG,
+        epilog="examples:\n  lead-bridge overview\n  lead-bridge overview --json",
+    )
     add_config_option(o)
     add_json_option(o)
     o.set_defaults(func=cmd_overview)
 
-    dr = sub.add_parser("drift", help="provider data keys that no destination's mapping reads")
+    dr = sub.add_parser(
+        "drift",
+        help="provider data keys that no destination's mapping reads",
+        formatter_class=_EPILOG,
+        epilog="examples:\n  lead-bridge drift\n  lead-bridge drift --json",
+    )
     add_config_option(dr)
     add_json_option(dr)
     dr.set_defaults(func=cmd_drift)
@@ -129,7 +139,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_option(c)
     add_json_option(c)
-    c.add_argument("names", nargs="*", metavar="DESTINATION")
+    c.add_argument(
+        "names", nargs="*", metavar="DESTINATION", help="only these destinations (default: all)"
+    )
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser(
@@ -141,13 +153,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_option(t)
     add_json_option(t)
-    t.add_argument("name", metavar="DESTINATION")
+    t.add_argument("name", metavar="DESTINATION", help="the destination to send the test lead to")
     t.set_defaults(func=cmd_test_send)
 
-    a = sub.add_parser("audit", help="who replayed, erased or test-sent what, and when")
+    a = sub.add_parser(
+        "audit",
+        help="who replayed, erased or test-sent what, and when",
+        formatter_class=_EPILOG,
+        epilog="examples:\n  lead-bridge audit --limit 20\n  lead-bridge audit --action erase --json",
+    )
     add_config_option(a)
     add_json_option(a)
-    a.add_argument("--limit", type=int, default=50)
+    a.add_argument(
+        "--limit", type=int, default=50, help="entries listed, newest first (default 50)"
+    )
     a.add_argument("--action", help="only this action (replay, bulk_replay, erase, test_send)")
     a.set_defaults(func=cmd_audit)
 

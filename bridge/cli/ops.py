@@ -28,7 +28,13 @@ T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("status", help="deliveries per destination and status, oldest pending, dead")
+    p = sub.add_parser(
+        "status",
+        help="deliveries per destination and status, oldest pending, dead",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lead-bridge status --config /etc/lead-bridge/config.yaml\n"
+        "  lead-bridge status --json | jq '.destinations[] | {destination, counts}'",
+    )
     add_config_option(p)
     add_json_option(p)
     p.set_defaults(func=cmd_status)
@@ -61,10 +67,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     d.set_defaults(func=cmd_deliveries)
 
-    s = sub.add_parser("show", help="a lead, its mapped record per destination, every attempt")
+    s = sub.add_parser(
+        "show",
+        help="a lead, its mapped record per destination, every attempt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  lead-bridge show led_slp3mt0qxvIXYUIK\n"
+        "  lead-bridge show led_slp3mt0qxvIXYUIK --json",
+    )
     add_config_option(s)
     add_json_option(s)
-    s.add_argument("lead_id", metavar="LEAD_ID")
+    s.add_argument("lead_id", metavar="LEAD_ID", help="the lead's id, as the provider sent it")
     s.set_defaults(func=cmd_show)
 
     r = sub.add_parser(

@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "records, quarantined bodies and stored errors; erased ids are kept as "
         "tombstones so a re-send is a duplicate. Shows what it will remove and asks "
         "first. Data already delivered to destinations must be erased there.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  lead-bridge erase --email john@example.com --dry-run   # only count\n"
+        "  lead-bridge erase --email john@example.com             # shows, then asks\n"
+        "  lead-bridge erase --lead led_slp3mt0qxvIXYUIK --yes",
     )
     parser.add_argument("--email", metavar="ADDRESS", help="erase every lead with this e-mail")
     parser.add_argument("--lead", metavar="ID", help="erase the lead with this id")

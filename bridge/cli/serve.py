@@ -27,12 +27,32 @@ log = logging.getLogger("lead_bridge.cli")
 
 
 def _add_log_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=["text", "json"], default=None)
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="key=value lines or JSON lines (default: logging.format, text)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=None,
+        help="the least severe level written (default: logging.level, INFO)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the HTTPS webhook receiver and the delivery workers")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTPS webhook receiver and the delivery workers",
+        description="Check the configuration (as check-config does), bind the port, then "
+        "receive webhooks and deliver leads until SIGTERM or Ctrl-C.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  lead-bridge serve --config /etc/lead-bridge/config.yaml\n"
+        "  lead-bridge serve -c config.yaml --port 9443 --log-format json\n"
+        "  lead-bridge serve -c config.yaml --no-workers   # and `lead-bridge worker` elsewhere",
+    )
     add_config_option(p)
     _add_log_options(p)
     p.add_argument("--host", default=None, help="override server.host")
@@ -42,14 +62,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(func=cmd_serve)
 
-    w = sub.add_parser("worker", help="run the delivery workers without the HTTP receiver")
+    w = sub.add_parser(
+        "worker",
+        help="run the delivery workers without the HTTP receiver",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  lead-bridge worker --config /etc/lead-bridge/config.yaml "
+        "--log-level WARNING",
+    )
     add_config_option(w)
     _add_log_options(w)
     w.set_defaults(func=cmd_worker)
 
-    c = sub.add_parser("dev-cert", help="create a self-signed certificate for local HTTPS")
-    c.add_argument("--cert", type=Path, default=Path("data/tls/cert.pem"))
-    c.add_argument("--key", type=Path, default=Path("data/tls/key.pem"))
+    c = sub.add_parser(
+        "dev-cert",
+        help="create a self-signed certificate for local HTTPS",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  lead-bridge dev-cert                       # data/tls/cert.pem + key.pem\n"
+        "  lead-bridge dev-cert --hostname leads.local --cert tls/c.pem --key tls/k.pem",
+    )
+    c.add_argument(
+        "--cert",
+        type=Path,
+        default=Path("data/tls/cert.pem"),
+        metavar="PATH",
+        help="where to write the certificate (default: data/tls/cert.pem)",
+    )
+    c.add_argument(
+        "--key",
+        type=Path,
+        default=Path("data/tls/key.pem"),
+        metavar="PATH",
+        help="where to write the private key, mode 0600 (default: data/tls/key.pem)",
+    )
     c.add_argument("--hostname", action="append", default=None, help="DNS name (repeatable)")
     c.add_argument("--force", action="store_true", help="overwrite existing files")
     c.set_defaults(func=cmd_dev_cert)
