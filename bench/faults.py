@@ -27,8 +27,9 @@ Then it waits until no delivery is pending (or nothing has moved for
 and prints: leads acknowledged, delivered, lost, dead (with reasons), stuck
 pending, delivered more than once by raw count and by distinct idempotency key.
 It exits 1 when a lead was lost, is stuck, was never acknowledged, went dead for
-any other reason than the sink's 422, or reached a destination under more than
-one idempotency key; 0 otherwise. ``--json PATH`` writes the same figures.
+any other reason than the sink's 422, reached a destination under more than one
+idempotency key, or was quoted in one of the service's own notices (``alerts.url``
+points at the sink's fault-free ``/alerts``); 0 otherwise. ``--json PATH`` writes the same figures.
 """
 
 from __future__ import annotations
@@ -189,6 +190,13 @@ def write_config(work: Path, storage_url: str, sink_url: str, port: int, opts: O
         "storage": {"url": storage_url},
         "worker": {"poll_interval": "50ms", "lease": "5s", "shutdown_timeout": "5s"},
         "logging": {"level": "WARNING"},
+        # The built-in notifier posts to the sink's fault-free /alerts path.
+        "alerts": {
+            "url": f"{sink_url}/alerts",
+            "format": "webhook",
+            "check_interval": "1s",
+            "allow_private": True,
+        },
         "destinations": [
             {
                 "name": name,
@@ -397,11 +405,27 @@ def verdict(
             if len(set(seen)) > 1:
                 keys_twice.add((dest, lead))
     unacknowledged = len(ids) + len(provider.poison) - len(provider.acknowledged)
+    notices = [json.loads(body) for body in sink.record.notices]
+    # A notice holds names, counts and reason classes: never a lead id or lead data.
+    leaky = sum(
+        1
+        for body in sink.record.notices
+        if b"led_fault_" in body or b"@example.com" in body or b"First" in body
+    )
+    noticed: Counter[str] = Counter()
+    for notice in notices:
+        for item in notice.get("destinations", []):
+            if item.get("new_dead_letters"):
+                noticed["dead letters"] += 1
+            if item.get("stalled_seconds") is not None:
+                noticed["stalled"] += 1
+            if item.get("worker_down"):
+                noticed["delivery loop down"] += 1
     poison = {
         lead: [status.get((d, lead), ("quarantined",))[0] for d in DESTINATIONS]
         for lead in provider.poison
     }
-    ok = not (lost or stuck or keys_twice or unexpected_dead or unacknowledged)
+    ok = not (lost or stuck or keys_twice or unexpected_dead or unacknowledged or leaky)
     return {
         "ok": ok,
         "leads": len(ids) + len(provider.poison),
@@ -424,6 +448,9 @@ def verdict(
         "settle_waited_s": round(stuck_wait, 1),
         "delivered_more_than_once_raw": raw_twice,
         "more_than_one_idempotency_key": len(keys_twice),
+        "notices": len(notices),
+        "notices_by_kind": dict(noticed),
+        "notices_with_lead_data": leaky,
         "provider_answers": dict(provider.answers),
         "sink_requests": sink.record.requests,
         "sink_answers": dict(sink.record.answers),
@@ -554,6 +581,8 @@ def report(r: dict[str, Any]) -> str:
         f"{' '.join(r['stuck_ids'])}",
         f"delivered > once     {r['delivered_more_than_once_raw']} by raw count, "
         f"{r['more_than_one_idempotency_key']} under more than one idempotency key",
+        f"notices (alerts.url) {r['notices']} {r['notices_by_kind']}, "
+        f"with lead data: {r['notices_with_lead_data']}",
         f"provider answers     {r['provider_answers']}",
         f"sink                 {r['sink_requests']} requests {r['sink_answers']}",
         f"verdict              {'OK' if r['ok'] else 'FAILED'}",

@@ -16,6 +16,9 @@ Per POST, drawn from a seeded random generator:
 * otherwise 200, and the lead id and the ``webhook-id`` header (the sender's
   idempotency key) are recorded per path (one path per destination).
 
+``POST /alerts`` is exempt from faults: it records the service's own notices
+(``alerts.url``), so the benchmark can show what an operator would have been told.
+
 It runs on the caller's event loop (``await sink.start()``), so the benchmark
 reads its record directly.
 """
@@ -65,6 +68,7 @@ class Record:
         default_factory=lambda: defaultdict(list)
     )
     answers: Counter[str] = field(default_factory=Counter)  # by kind: 200, 5xx, reset, ...
+    notices: list[bytes] = field(default_factory=list)  # bodies posted to /alerts
     requests: int = 0
 
 
@@ -163,6 +167,9 @@ class FaultySink:
     def decide(self, path: str, body: bytes, webhook_id: str) -> tuple[str, bytes]:
         """What to do with one request: (kind, the bytes to answer)."""
         rec, f = self.record, self.faults
+        if path == "/alerts":
+            rec.notices.append(body)
+            return "200", _response(200, "OK")
         rec.requests += 1
         try:
             lead_id = str(json.loads(body)["id"])

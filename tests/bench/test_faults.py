@@ -58,6 +58,7 @@ def test_short_fault_run_loses_nothing_and_leaves_nothing_stuck(tmp_path: Path) 
     assert r["acknowledged"] == r["leads"] and r["unacknowledged"] == 0, output
     assert r["lost"] == 0, output
     assert r["more_than_one_idempotency_key"] == 0, output
+    assert r["notices_with_lead_data"] == 0, output  # the notifier's posts (alerts.url)
     # Every fault really happened.
     assert r["service_kills"] == 2 and r["writer_kills"] == 1, output
     answers = r["sink_answers"]
