@@ -427,6 +427,8 @@ def _http_session(settings: Settings) -> requests.Session:
             # simple-salesforce passes neither: requests would wait forever
             kwargs.setdefault("timeout", timeout)
             kwargs.setdefault("verify", verify)
+            # A 3xx is an answer, not a hop (as for every outbound request).
+            kwargs["allow_redirects"] = False
             return super().request(*args, **kwargs)
 
     session = _DefaultsSession()

@@ -524,3 +524,21 @@ async def test_instance_on_a_private_address_is_refused(fake: FakeSalesforce) ->
     finally:
         await conn.close()
     assert fake.requests == []
+
+
+def test_the_requests_session_never_follows_redirects() -> None:
+    from connectors.salesforce import _http_session
+    from tests.connectors.fake_http import Answer, FakeHTTP
+
+    with FakeHTTP() as target, FakeHTTP() as redirecting:
+        redirecting.queue(Answer(302, b"", {"Location": target.url + "/inside"}))
+        settings = Settings.model_validate(
+            {"auth": {"mode": "token", "access_token": "t"}, "instance_url": "https://x.test"}
+        )
+        session = _http_session(settings)
+        try:
+            response = session.get(redirecting.url + "/services/data")
+        finally:
+            session.close()
+        assert response.status_code == 302
+        assert target.requests == []
