@@ -242,7 +242,7 @@ class WebhookConnector(Connector):
             async with self._session.head(
                 self.settings.url, headers=self.settings.headers, allow_redirects=False
             ) as response:
-                status, reason = response.status, response.reason or ""
+                status, reason = response.status, _http.reason(response.status)
         except _http.TRANSPORT_ERRORS as exc:
             raise _http.classify_transport_error(exc, "webhook") from exc
         answer = f"HTTP {status} {reason}".strip()
