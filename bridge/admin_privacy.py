@@ -57,7 +57,9 @@ def _parse(model: type[M], body: bytes) -> M:
 
 
 def _answer(report: EraseReport, *, dry_run: bool) -> Response:
-    return json_response(200, {**report.as_dict(), "dry_run": dry_run})
+    return json_response(
+        200, {**report.as_dict(), "dry_run": dry_run, "files_clean": report.files_clean}
+    )
 
 
 def erase_routes(state: AppState, protected: Callable[[Handler], Handler]) -> list[BaseRoute]:
@@ -175,6 +177,7 @@ SCHEMAS: dict[str, Any] = {
             "errors_scrubbed",
             "lead_ids",
             "dry_run",
+            "files_clean",
         ],
         "properties": {
             "leads": _COUNT,
@@ -187,6 +190,11 @@ SCHEMAS: dict[str, Any] = {
             },
             "lead_ids": {"type": "array", "items": {"type": "string"}},
             "dry_run": {"type": "boolean"},
+            "files_clean": {
+                "type": "boolean",
+                "description": "false: erased, but the old bytes may remain in SQLite's WAL "
+                "until the next checkpoint (erase again to retry it)",
+            },
         },
     },
 }

@@ -43,6 +43,7 @@ async def test_preview_counts_and_changes_nothing(admin: AppHarness) -> None:
         "errors_scrubbed": 0,
         "lead_ids": ["led_ann"],
         "dry_run": True,
+        "files_clean": True,
     }
     assert await admin.store.get_lead("led_ann") is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -121,6 +122,7 @@ async def test_erase_by_email_removes_everything_and_the_bytes(
         "errors_scrubbed": 1,
         "lead_ids": ["led_canary", "led_canary_2"],
         "dry_run": False,
+        "files_clean": True,
     }
     assert await server.get_lead("led_canary") is None
     assert await server.get_lead("led_canary_2") is None
@@ -273,3 +275,32 @@ async def test_progress_bar_on_a_terminal(
     assert code == 0
     assert "erasing" in terminal.getvalue() and "5/5" in terminal.getvalue()
     assert await server.get_lead("led_canary") is None
+
+
+async def test_a_blocked_checkpoint_is_reported_and_a_rerun_finishes_it(
+    server: SQLiteStore,
+    config: Path,
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bridge.store.sqlite.CHECKPOINT_TRIES", 2)
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM leads").fetchone()  # pins the WAL snapshot
+
+    code = await cli("erase", "--email", CANARY_EMAIL, "--config", str(config), "--yes")
+
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("erased 2 lead(s)")
+    assert "the data was erased, but the WAL checkpoint stayed blocked" in captured.err
+    assert await server.get_lead("led_canary") is None
+    reader.execute("COMMIT")
+    reader.close()
+
+    code = await cli("erase", "--email", CANARY_EMAIL, "--config", str(config), "--yes")
+
+    assert code == 0
+    assert "nothing to erase" in capsys.readouterr().out
+    assert canary_hits(db) == []

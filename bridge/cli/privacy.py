@@ -177,7 +177,12 @@ async def erase(
     store = await _open_store(config_path)
     try:
         preview = await store.erase_preview(email=email, lead_id=lead_id)
-        if is_empty(preview) or not approve(preview):
+        if is_empty(preview):
+            # Nothing (more) to erase: a run after one whose WAL checkpoint was
+            # blocked still empties the WAL.
+            preview.files_clean = await store.erase_finished()
+            return preview, False
+        if not approve(preview):
             return preview, False
         report = await store.erase(email=email, lead_id=lead_id, progress=progress)
         from bridge.cli.operator import cli_actor
@@ -225,7 +230,16 @@ def run_erase(args: argparse.Namespace) -> int:
         print(f"lead-bridge erase: {refused[0]}", file=sys.stderr)
         return 1
     if args.json:
-        print_json({**report.as_dict(), "dry_run": not erased and bool(args.dry_run)})
+        dry_run = not erased and bool(args.dry_run)
+        print_json({**report.as_dict(), "dry_run": dry_run, "files_clean": report.files_clean})
     else:
         print(describe(report, preview=not erased and not is_empty(report)))
+    if not report.files_clean:
+        print(
+            "lead-bridge erase: the data was erased, but the WAL checkpoint stayed blocked "
+            "(a long read?); the old bytes may remain in the -wal file until the next "
+            "checkpoint: run the erase again",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -191,6 +191,9 @@ class EraseReport:
     quarantine: int = 0
     errors_scrubbed: int = 0  # other leads' delivery errors that quoted the address
     lead_ids: list[str] = field(default_factory=list)
+    # False: erased, but the old bytes may still be in a file (SQLite's WAL) until
+    # the next checkpoint; running the erasure again retries it.
+    files_clean: bool = True
 
     def add(self, other: EraseReport) -> None:
         self.leads += other.leads
@@ -648,8 +651,10 @@ class Store:
         id removed (``erased_leads``) so that a re-send of it is a duplicate."""
         raise NotImplementedError
 
-    async def erase_finished(self) -> None:
-        """After the last part: make the freed bytes leave the files, if the backend can."""
+    async def erase_finished(self) -> bool:
+        """After the last part: make the freed bytes leave the files, if the
+        backend can; False when that could not be done now (run it again)."""
+        return True
 
     async def erase_preview(
         self, *, email: str | None = None, lead_id: str | None = None
@@ -687,5 +692,5 @@ class Store:
         report = EraseReport()
         for removed in await in_bounded_transactions(one) if parts else []:
             report.add(removed)
-        await self.erase_finished()
+        report.files_clean = await self.erase_finished()
         return report

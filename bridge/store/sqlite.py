@@ -53,6 +53,9 @@ from bridge.store.sqlite_writes import (
     reset_search_watermark,
 )
 
+# Erasure's WAL checkpoint: tries, and seconds between them, while it is busy.
+CHECKPOINT_TRIES = 50
+CHECKPOINT_WAIT = 0.1
 # Leads re-hashed per transaction when the search index is rebuilt.
 REINDEX_CHUNK = 5000
 # Leads whose hashes one writer transaction copies into lead_search.
@@ -515,10 +518,10 @@ class SQLiteStore(Store):
         )
         return report
 
-    async def erase_finished(self) -> None:
+    async def erase_finished(self) -> bool:
         # secure_delete zeroed the freed pages; the checkpoint moves them out of the WAL.
         await self._write("noop")
-        await asyncio.to_thread(self._checkpoint)
+        return await asyncio.to_thread(self._checkpoint)
 
     async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
         if not lead_ids:
@@ -537,16 +540,19 @@ class SQLiteStore(Store):
         )
         return counts
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
+        """Empty the WAL (which may still hold erased bytes). busy=1 means a
+        reader pinned an old snapshot or another checkpoint ran at that moment
+        (the background one, each second): both pass, so try for a few seconds
+        before saying it did not work. Runs in a thread."""
         conn = self._connect()
         try:
-            # busy=1 means a reader pinned an old snapshot and the WAL (which may
-            # still hold erased bytes) was not emptied: say so instead of claiming success.
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            for _ in range(CHECKPOINT_TRIES):
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                time.sleep(CHECKPOINT_WAIT)
         finally:
             conn.close()
-        if busy:
-            raise StoreError(
-                "the data was erased but the WAL checkpoint was blocked by a reader; "
-                "run the erase again to remove the old bytes from the -wal file"
-            )
+        log.warning("event=erase_checkpoint_blocked backend=sqlite tries=%d", CHECKPOINT_TRIES)
+        return False

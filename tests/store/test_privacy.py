@@ -275,3 +275,16 @@ async def test_quarantine_without_limits_is_kept(store: Store) -> None:
     await quarantine_rows(store, 3, T0)
     assert await trim_quarantine(store, retention(), now=T0 + 1000 * DAY) == {"age": 0, "cap": 0}
     assert len(await store.list_quarantine()) == 3
+
+
+async def test_erase_clears_the_search_index(store: Store) -> None:
+    from bridge.operations.search import LeadQuery, search_leads
+
+    await store.ingest([lead("a", "ann@x.io"), lead("b", "bob@x.io")], ["crm"], [], T0)
+    found = await search_leads(store, LeadQuery(email="ANN@x.io"))
+    assert [s.id for s in found.leads] == ["a"]
+
+    await store.erase(email="ann@x.io")
+
+    assert (await search_leads(store, LeadQuery(email="ann@x.io"))).leads == []
+    assert [s.id for s in (await search_leads(store, LeadQuery(email="bob@x.io"))).leads] == ["b"]
