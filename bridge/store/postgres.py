@@ -7,10 +7,9 @@ Same tables, columns and behaviour as the SQLite store. What changes:
 * Duplicate lead ids sent to different replicas are settled by the primary key
   (``ON CONFLICT DO NOTHING``): the second insert waits for the first transaction
   and then sees a duplicate.
-* Intake is group-committed: concurrent ``ingest`` calls queue up and one writer
-  task inserts whatever has queued since its previous commit in one transaction,
-  so one WAL flush serves many requests. Leads are inserted sorted by id so two
-  replicas inserting overlapping batches lock in the same order (no deadlock).
+* Intake is group-committed: one writer task writes whatever ``ingest`` calls
+  have queued since its previous commit in one statement
+  (bridge/store/postgres_intake.py).
 * Migrations run under a transaction-level advisory lock, so replicas starting at
   once apply them exactly once.
 * Every psycopg error is translated in :func:`_translate`: connection problems,
@@ -26,14 +25,12 @@ if missing. Tests use a random schema per run so runs do not collide.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -67,125 +64,11 @@ from bridge.store.base import (
     versions_to_apply,
 )
 from bridge.store.erasure import ERASED_ERROR, ErasePart, ErasePlan, PlanBuilder
+from bridge.store.postgres_intake import GroupWriter
+from bridge.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
 from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan_async
 
 log = logging.getLogger("lead_bridge.store")
-
-# First key of pg_advisory_xact_lock(int, int); the second is hashtext(schema), so
-# migrations of different schemas in one database do not wait on each other.
-MIGRATION_LOCK = 0x1EAD_B1D
-
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE leads (
-            id text PRIMARY KEY,
-            received_at double precision NOT NULL,
-            created text,
-            url text,
-            payload text,
-            purged_at double precision
-        )""",
-        "CREATE INDEX leads_received ON leads (received_at)",
-        """CREATE TABLE deliveries (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            lead_id text NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
-            destination text NOT NULL,
-            status text NOT NULL,
-            attempts integer NOT NULL DEFAULT 0,
-            created_at double precision NOT NULL,
-            next_attempt_at double precision,
-            lease_token text,
-            last_error text,
-            last_status_code integer,
-            remote_id text,
-            delivered_at double precision,
-            updated_at double precision NOT NULL,
-            UNIQUE (lead_id, destination)
-        )""",
-        # Partial index: a claim reads only due rows of one destination, so its cost
-        # does not grow with the number of delivered rows.
-        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
-            WHERE status = 'pending'""",
-        "CREATE INDEX deliveries_updated ON deliveries (updated_at)",
-        """CREATE TABLE attempts (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            delivery_id bigint NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-            lead_id text NOT NULL,
-            destination text NOT NULL,
-            number integer NOT NULL,
-            started_at double precision NOT NULL,
-            duration double precision NOT NULL,
-            outcome text NOT NULL,
-            error text,
-            status_code integer,
-            remote_id text
-        )""",
-        "CREATE INDEX attempts_lead ON attempts (lead_id)",
-        "CREATE INDEX attempts_delivery ON attempts (delivery_id)",
-        """CREATE TABLE quarantine (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            received_at double precision NOT NULL,
-            reason text NOT NULL,
-            lead_id text,
-            item_index integer,
-            raw text NOT NULL
-        )""",
-    ],
-    # 2: the operator console, as SQLite's migration 2 (see sqlite_schema.py).
-    [
-        "ALTER TABLE leads ADD COLUMN email_hash bytea",
-        "ALTER TABLE leads ADD COLUMN phone_hash bytea",
-        "CREATE INDEX leads_email_hash ON leads (email_hash) WHERE email_hash IS NOT NULL",
-        "CREATE INDEX leads_phone_hash ON leads (phone_hash) WHERE phone_hash IS NOT NULL",
-        "CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL)",
-        """CREATE TABLE audit_log (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            at double precision NOT NULL,
-            actor text NOT NULL,
-            action text NOT NULL,
-            target text,
-            detail text
-        )""",
-        """CREATE TABLE unmapped_keys (
-            destination text NOT NULL,
-            key text NOT NULL,
-            first_seen double precision NOT NULL,
-            last_seen double precision NOT NULL,
-            count bigint NOT NULL,
-            PRIMARY KEY (destination, key)
-        )""",
-        """CREATE INDEX deliveries_dead ON deliveries (destination, updated_at)
-            WHERE status = 'dead'""",
-        """CREATE INDEX deliveries_delivered ON deliveries (destination, delivered_at)
-            WHERE status = 'delivered'""",
-    ],
-    # 3: tombstones of erased leads (see the SQLite schema).
-    [
-        """CREATE TABLE erased_leads (
-            id text PRIMARY KEY,
-            erased_at double precision NOT NULL
-        )""",
-    ],
-    # 4: leases expire on the database's clock (PostgreSQL only: replicas on
-    # several hosts share the queue; SQLite has one host and one clock).
-    ["ALTER TABLE deliveries ADD COLUMN lease_expires_at double precision"],
-    # 5: console queries at 100k leads / 300k deliveries (bench/console.py; SQLite's 4):
-    # the dead and delivered indexes carry the lead id (search by status reads
-    # the index alone) and skipped rows get one (counts, unrouted leads). Each
-    # also holds `status`, so SQLite reads a count or a lead id from the index
-    # only (it does not count a partial index's WHERE column as covered). All
-    # are written when a delivery finishes, never on intake's path.
-    [
-        "DROP INDEX deliveries_dead",
-        """CREATE INDEX deliveries_dead ON deliveries (destination, updated_at, lead_id, status)
-            WHERE status = 'dead'""",
-        "DROP INDEX deliveries_delivered",
-        """CREATE INDEX deliveries_delivered
-            ON deliveries (destination, delivered_at, lead_id, status) WHERE status = 'delivered'""",
-        """CREATE INDEX deliveries_skipped ON deliveries (destination, lead_id, status)
-            WHERE status = 'skipped'""",
-    ],
-]
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SEARCH_PATH_RE = re.compile(r"-c\s*search_path=([^\s,]+)")
@@ -228,28 +111,6 @@ def _schema_from(url: str, schema: str | None) -> tuple[str, str | None]:
     return make_conninfo(make_conninfo("", **params), **extra), schema
 
 
-def _fail(future: asyncio.Future[IngestResult], exc: BaseException) -> None:
-    if not future.done():
-        error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
-        future.set_exception(error)
-
-
-def _strip_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; quarantine keeps what it can show instead of
-    # failing the whole request (and losing the other items) over one byte.
-    return value.replace("\x00", "\\u0000")
-
-
-@dataclass
-class _IngestOp:
-    leads: Sequence[LeadIn]
-    destinations: Sequence[str]
-    quarantine: Sequence[QuarantineIn]
-    now: float
-    future: asyncio.Future[IngestResult]
-    result: IngestResult = field(default_factory=IngestResult)
-
-
 class PostgresStore(Store):
     """PostgreSQL backend (psycopg 3 with an async connection pool).
 
@@ -277,9 +138,8 @@ class PostgresStore(Store):
         self.timeout = timeout
         self.max_batch = max_batch
         self._pool: AsyncConnectionPool | None = None
-        self._queue: asyncio.Queue[_IngestOp | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
+        self.search: SearchHasher | None = None
+        self._writer = GroupWriter(self._connection, lambda: self.search, max_batch)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -310,9 +170,7 @@ class PostgresStore(Store):
             self._pool = None
             await pool.close()
             raise
-        self._queue = asyncio.Queue()
-        self._closing = False
-        self._writer = asyncio.create_task(self._run_writer(), name="postgres-writer")
+        self._writer.start()
 
     @asynccontextmanager
     async def _connection(self, wait: float | None = None) -> AsyncIterator[Any]:
@@ -373,18 +231,13 @@ class PostgresStore(Store):
         self.search = hasher
 
     async def close(self) -> None:
-        self._closing = True
-        if self._writer is not None:
-            # The writer commits what is already queued before it stops.
-            self._queue.put_nowait(None)
-            await self._writer
-            self._writer = None
+        await self._writer.stop()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
 
     async def ping(self) -> None:
-        if self._writer is None or self._writer.done():
+        if not self._writer.running:
             raise StoreUnavailable("the PostgreSQL writer is not running")
         async with self._connection(wait=min(self.timeout, 2.0)) as conn:
             await conn.execute("SELECT 1")
@@ -398,112 +251,7 @@ class PostgresStore(Store):
         quarantine: Sequence[QuarantineIn],
         now: float,
     ) -> IngestResult:
-        if self._closing or self._writer is None or self._writer.done():
-            raise StoreUnavailable("the store is closed")
-        for lead in leads:
-            if "\x00" in f"{lead.id}{lead.payload}{lead.created or ''}{lead.url or ''}":
-                raise StoreError(f"lead {lead.id!r} contains a NUL character")
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_IngestOp(leads, destinations, quarantine, now, future))
-        return await future
-
-    async def _run_writer(self) -> None:
-        while True:
-            op = await self._queue.get()
-            if op is None:
-                return
-            batch = [op]
-            stop = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            await self._commit_batch(batch)
-            if stop:
-                return
-
-    async def _commit_batch(self, batch: list[_IngestOp]) -> None:
-        try:
-            await self._insert(batch)
-        except StoreUnavailable as exc:
-            event(log, "commit_failed", logging.ERROR, backend="postgres", size=len(batch))
-            for op in batch:
-                _fail(op.future, exc)
-        except Exception as exc:
-            if len(batch) > 1:
-                # One bad request must not fail its neighbours: commit them one by one.
-                for op in batch:
-                    await self._commit_batch([op])
-            else:
-                _fail(batch[0].future, exc)
-        else:
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_result(op.result)
-
-    async def _insert(self, batch: list[_IngestOp]) -> None:
-        first: dict[str, tuple[_IngestOp, LeadIn]] = {}
-        for op in batch:
-            op.result = IngestResult()
-            for lead in op.leads:
-                first.setdefault(lead.id, (op, lead))
-        ids = sorted(first)
-        rows = [first[i] for i in ids]
-        deliveries = [
-            (lid, d, op.now)
-            for lid, (op, _) in zip(ids, rows, strict=True)
-            for d in op.destinations
-        ]
-        quarantine = [(op.now, q) for op in batch for q in op.quarantine]
-        hasher = self.search
-        hashes = [hasher.payload(lead.payload) if hasher else (None, None) for _, lead in rows]
-        # One statement, so one round trip and one implicit transaction: the leads,
-        # the deliveries of the leads actually inserted (the foreign key is checked
-        # at the end of the statement) and the quarantine rows.
-        async with self._connection() as conn:
-            cur = await conn.execute(
-                # A tombstoned id (an erased lead) is not inserted: a duplicate.
-                "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload, "
-                "email_hash, phone_hash) "
-                "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
-                "%s::text[], %s::bytea[], %s::bytea[]) AS n (id, r, c, u, p, e, h) "
-                "WHERE NOT EXISTS (SELECT 1 FROM erased_leads t WHERE t.id = n.id) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id), "
-                "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
-                "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
-                "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n) "
-                "JOIN l ON l.id = u.l), "
-                "q AS (INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
-                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], "
-                "%s::text[])) "
-                "SELECT id FROM l",
-                (
-                    ids,
-                    [op.now for op, _ in rows],
-                    [lead.created for _, lead in rows],
-                    [lead.url for _, lead in rows],
-                    [lead.payload for _, lead in rows],
-                    [e for e, _ in hashes],
-                    [p for _, p in hashes],
-                    [lid for lid, _, _ in deliveries],
-                    [d for _, d, _ in deliveries],
-                    [n for _, _, n in deliveries],
-                    [n for n, _ in quarantine],
-                    [_strip_nul(q.reason) for _, q in quarantine],
-                    [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
-                    [q.item_index for _, q in quarantine],
-                    [_strip_nul(q.raw) for _, q in quarantine],
-                ),
-            )
-            accepted = {r[0] for r in await cur.fetchall()}
-        for op in batch:
-            for lead in op.leads:
-                if lead.id in accepted and first[lead.id][0] is op and first[lead.id][1] is lead:
-                    op.result.accepted.append(lead.id)
-                else:
-                    op.result.duplicates.append(lead.id)
+        return await self._writer.ingest(leads, destinations, quarantine, now)
 
     # ------------------------------------------------------------------ delivery
 

@@ -14,7 +14,8 @@ from bridge.app import create_app
 from bridge.destinations import Runtime
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
 from bridge.store.base import LeadIn, QuarantineIn
-from bridge.store.postgres import MIGRATIONS, PostgresStore
+from bridge.store.postgres import PostgresStore
+from bridge.store.postgres_schema import MIGRATIONS
 from tests.conftest import make_lead
 from tests.store.conftest import PG_URL
 from tests.store.test_store import T0, lead

@@ -1,0 +1,199 @@
+"""PostgreSQL intake: concurrent ``ingest`` calls committed together.
+
+One writer task takes whatever requests have queued since its previous commit
+(at most ``max_batch``) and writes them in ONE statement, so one round trip and
+one WAL flush serve the whole group, however many leads each request holds
+(docs/scaling.md: why one statement). Each request's future is
+answered only after that commit. Leads are inserted sorted by id so two
+replicas inserting overlapping groups lock in the same order (no deadlock), and
+duplicates are settled by the primary key (``ON CONFLICT DO NOTHING``): the
+second insert of an id waits for the first transaction, then sees a duplicate.
+Tombstoned ids (erased leads) count as duplicates. A group that fails for a
+reason other than the database being unreachable is retried request by
+request, so one bad request does not fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.logs import event
+from bridge.store.base import IngestResult, LeadIn, QuarantineIn
+from bridge.store.search import SearchHasher
+
+log = logging.getLogger("lead_bridge.store")
+
+Connect = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def _fail(future: asyncio.Future[IngestResult], exc: BaseException) -> None:
+    if not future.done():
+        error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
+        future.set_exception(error)
+
+
+def _strip_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; quarantine keeps what it can show instead of
+    # failing the whole request (and losing the other items) over one byte.
+    return value.replace("\x00", "\\u0000")
+
+
+@dataclass
+class _IngestOp:
+    leads: Sequence[LeadIn]
+    destinations: Sequence[str]
+    quarantine: Sequence[QuarantineIn]
+    now: float
+    future: asyncio.Future[IngestResult]
+    result: IngestResult = field(default_factory=IngestResult)
+
+
+class GroupWriter:
+    """The intake writer of one :class:`~bridge.store.postgres.PostgresStore`."""
+
+    def __init__(
+        self, connect: Connect, hasher: Callable[[], SearchHasher | None], max_batch: int
+    ) -> None:
+        self.connect = connect
+        self.hasher = hasher
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_IngestOp | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._closing = False
+        self._task = asyncio.create_task(self._run_writer(), name="postgres-writer")
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            # The writer commits what is already queued before it stops.
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def ingest(
+        self,
+        leads: Sequence[LeadIn],
+        destinations: Sequence[str],
+        quarantine: Sequence[QuarantineIn],
+        now: float,
+    ) -> IngestResult:
+        if not self.running:
+            raise StoreUnavailable("the store is closed")
+        for lead in leads:
+            if "\x00" in f"{lead.id}{lead.payload}{lead.created or ''}{lead.url or ''}":
+                raise StoreError(f"lead {lead.id!r} contains a NUL character")
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_IngestOp(leads, destinations, quarantine, now, future))
+        return await future
+
+    async def _run_writer(self) -> None:
+        while True:
+            op = await self._queue.get()
+            if op is None:
+                return
+            batch = [op]
+            stop = False
+            while len(batch) < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._commit_batch(batch)
+            if stop:
+                return
+
+    async def _commit_batch(self, batch: list[_IngestOp]) -> None:
+        try:
+            await self._insert(batch)
+        except StoreUnavailable as exc:
+            event(log, "commit_failed", logging.ERROR, backend="postgres", size=len(batch))
+            for op in batch:
+                _fail(op.future, exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad request must not fail its neighbours: commit them one by one.
+                for op in batch:
+                    await self._commit_batch([op])
+            else:
+                _fail(batch[0].future, exc)
+        else:
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_result(op.result)
+
+    async def _insert(self, batch: list[_IngestOp]) -> None:
+        first: dict[str, tuple[_IngestOp, LeadIn]] = {}
+        for op in batch:
+            op.result = IngestResult()
+            for lead in op.leads:
+                first.setdefault(lead.id, (op, lead))
+        ids = sorted(first)
+        rows = [first[i] for i in ids]
+        deliveries = [
+            (lid, d, op.now)
+            for lid, (op, _) in zip(ids, rows, strict=True)
+            for d in op.destinations
+        ]
+        quarantine = [(op.now, q) for op in batch for q in op.quarantine]
+        hasher = self.hasher()
+        hashes = [hasher.payload(lead.payload) if hasher else (None, None) for _, lead in rows]
+        # One statement, so one round trip and one implicit transaction: the leads,
+        # the deliveries of the leads actually inserted (the foreign key is checked
+        # at the end of the statement) and the quarantine rows.
+        async with self.connect() as conn:
+            cur = await conn.execute(
+                # A tombstoned id (an erased lead) is not inserted: a duplicate.
+                "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload, "
+                "email_hash, phone_hash) "
+                "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
+                "%s::text[], %s::bytea[], %s::bytea[]) AS n (id, r, c, u, p, e, h) "
+                "WHERE NOT EXISTS (SELECT 1 FROM erased_leads t WHERE t.id = n.id) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id), "
+                "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
+                "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n) "
+                "JOIN l ON l.id = u.l), "
+                "q AS (INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], "
+                "%s::text[])) "
+                "SELECT id FROM l",
+                (
+                    ids,
+                    [op.now for op, _ in rows],
+                    [lead.created for _, lead in rows],
+                    [lead.url for _, lead in rows],
+                    [lead.payload for _, lead in rows],
+                    [e for e, _ in hashes],
+                    [p for _, p in hashes],
+                    [lid for lid, _, _ in deliveries],
+                    [d for _, d, _ in deliveries],
+                    [n for _, _, n in deliveries],
+                    [n for n, _ in quarantine],
+                    [_strip_nul(q.reason) for _, q in quarantine],
+                    [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
+                    [q.item_index for _, q in quarantine],
+                    [_strip_nul(q.raw) for _, q in quarantine],
+                ),
+            )
+            accepted = {r[0] for r in await cur.fetchall()}
+        for op in batch:
+            for lead in op.leads:
+                if lead.id in accepted and first[lead.id][0] is op and first[lead.id][1] is lead:
+                    op.result.accepted.append(lead.id)
+                else:
+                    op.result.duplicates.append(lead.id)
