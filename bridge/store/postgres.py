@@ -603,23 +603,30 @@ class PostgresStore(Store):
         """Delete the rows. PostgreSQL frees the space at the next (auto)vacuum;
         ``VACUUM FULL`` rewrites the tables when the old bytes must go at once."""
         report = EraseReport()
+        ids = list(part.lead_ids)
+        if ids:
+            # Tombstones first, committed on their own: an intake statement of
+            # another replica that starts from now on skips these ids, and one
+            # already running finds the lead row still there (a duplicate). In
+            # one transaction with the delete, a re-send arriving meanwhile would
+            # wait for the deleted row and then insert the lead again.
+            async with self._connection() as conn:
+                await conn.execute(
+                    "INSERT INTO erased_leads (id, erased_at) SELECT id, %s FROM leads "
+                    "WHERE id = ANY(%s) ON CONFLICT (id) DO NOTHING",
+                    (now, ids),
+                )
         async with self._connection() as conn, conn.transaction():
 
             async def run(query: str, *params: Any) -> int:
                 return int((await conn.execute(query, params)).rowcount)  # type: ignore[arg-type]
 
-            ids = list(part.lead_ids)
             report.attempts = await run("DELETE FROM attempts WHERE lead_id = ANY(%s)", ids)
             report.attempts += await run(
                 "DELETE FROM attempts WHERE id = ANY(%s)", list(part.attempt_ids)
             )
             report.deliveries = await run("DELETE FROM deliveries WHERE lead_id = ANY(%s)", ids)
-            cur = await conn.execute(
-                "WITH g AS (DELETE FROM leads WHERE id = ANY(%s) RETURNING id), "
-                "t AS (INSERT INTO erased_leads (id, erased_at) SELECT id, %s FROM g "
-                "ON CONFLICT (id) DO NOTHING) SELECT id FROM g",
-                (ids, now),
-            )
+            cur = await conn.execute("DELETE FROM leads WHERE id = ANY(%s) RETURNING id", (ids,))
             report.lead_ids = sorted(r[0] for r in await cur.fetchall())
             report.leads = len(report.lead_ids)
             report.quarantine = await run(
