@@ -195,11 +195,37 @@ class RetryConfig(Model):
     max_retry_after: Duration = Field(3600.0, gt=0)
 
 
+class ApiBudgetConfig(Model):
+    """The API budget guard: the share of the CRM's API allowance (as it reports
+    it) above which the destination slows down, and above which it pauses."""
+
+    soft_share: float = Field(0.8, gt=0, le=1)
+    hard_share: float = Field(0.95, gt=0, le=1)
+    # Above soft_share: at most one API call per slow_interval.
+    slow_interval: Duration = Field(2.0, gt=0)
+    # Above hard_share: paused this long, then one call looks whether the window freed.
+    recheck: Duration = Field(900.0, gt=0)
+
+    @field_validator("hard_share")
+    @classmethod
+    def _above_soft(cls, value: float, info: ValidationInfo) -> float:
+        soft = info.data.get("soft_share")
+        if soft is not None and value <= soft:
+            raise ValueError(f"expected a share above soft_share ({soft:g}), at most 1")
+        return value
+
+
 class FlowConfig(Model):
     # None: the connector type's default.
     concurrency: int | None = Field(None, ge=1, le=1000)
     rate_per_second: float | None = Field(None, gt=0)
     burst: int | None = Field(None, ge=1)
+    # Leads per API call for connectors that batch (HubSpot, Salesforce); None: the
+    # connector's maximum, 1: one lead per call.
+    batch_size: int | None = Field(None, ge=1, le=1000)
+    # How long a batch may wait to fill up before it is sent; 0: send at once.
+    batch_wait: Duration = Field(0.0, ge=0, le=60)
+    api_budget: ApiBudgetConfig = ApiBudgetConfig()
 
 
 class CollectInto(Model):

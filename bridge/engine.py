@@ -19,6 +19,19 @@ lease back without sending. Being rate limited is not the lead's failure: such a
 attempt is recorded (``rate_limited``) but uses neither a backoff step nor the
 attempt count. Each worker's loop is supervised: a crash is logged, counted and
 the loop restarted with backoff (``lead_bridge_worker_up`` shows it meanwhile).
+
+Batches: a connector with ``send_batch`` (HubSpot, Salesforce) gets up to its
+batch size of claimed deliveries per API call. A call starts as soon as a slot is
+free (a lone lead is not delayed; ``flow.batch_wait`` may hold it to fill up), so
+batches grow only while a backlog waits for slots or rate tokens. A batch is a
+transport detail: each lead is mapped, filtered and finished on its own, with its
+own attempt row, backoff and dead letter; a failure of the whole call counts for
+each lead as if its own send had failed. One rate token per API call.
+
+API budget guard: after each call the connector may report the CRM's API usage
+(``Connector.api_usage``); above ``flow.api_budget.soft_share`` the destination
+makes at most one call per ``slow_interval``, above ``hard_share`` it pauses for
+``recheck`` (then one call sees whether the window freed).
 """
 
 from __future__ import annotations
@@ -32,8 +45,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -54,7 +67,9 @@ from bridge.logs import event
 from bridge.metrics import Metrics
 from bridge.retry import Clock, IntakeFirst, Sleep, TokenBucket, human_duration, plan_retry
 from bridge.store.base import Claim, Outcome, Store
-from connectors.base import Connector, DeliveryContext, DeliveryResult
+from connectors.base import ApiUsage, Connector, DeliveryContext, DeliveryResult
+
+T = TypeVar("T")
 
 log = logging.getLogger("lead_bridge.engine")
 
@@ -112,6 +127,21 @@ class DestinationWorker:
         # attempt is still running, i.e. holds one of the destination's slots.
         self.inflight: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self.sending: set[int] = set()
+        # Running API calls (one slot each), by key (the first delivery id) -> their ids.
+        self.calls: dict[int, list[int]] = {}
+        # Leads per API call; known once the connector is created (1: no batching).
+        self.batch = 1
+        self.batch_wait = destination.config.flow.batch_wait
+        self._batch_timer: asyncio.TimerHandle | None = None
+        # When each queued claim was claimed (the event loop's clock: batch_wait is
+        # real time, also under an injected engine clock).
+        self.claimed_at: dict[int, float] = {}
+        # The API budget guard.
+        self.api_budget = destination.config.flow.api_budget
+        self.budget_state = "ok"  # ok | slow | paused
+        self.budget_usage: ApiUsage | None = None
+        self.pause_reason: str | None = None
+        self._next_call_at = 0.0  # engine.monotonic: the earliest next call while slow
         self.queued: collections.deque[Claim] = collections.deque()  # claimed, not started
         self.capacity = destination.concurrency
         self.bucket = (
@@ -162,7 +192,7 @@ class DestinationWorker:
                     continue
                 self._start_queued()
                 room = self._room()
-                if room <= 0 or len(self.queued) >= self.capacity:
+                if room <= 0 or len(self.queued) >= self.capacity * self.batch:
                     self.slot_free.clear()
                     await self._wait(self.slot_free, engine.worker.poll_interval)
                     continue
@@ -170,7 +200,7 @@ class DestinationWorker:
                 deadline = engine.monotonic() + self.budget
                 claims = await engine.store.claim(
                     destination=self.name,
-                    limit=min(room, engine.worker.batch_size),
+                    limit=min(room, max(engine.worker.batch_size, self.batch)),
                     lease_seconds=self.lease,
                     now=engine.clock(),
                 )
@@ -185,8 +215,10 @@ class DestinationWorker:
                 else:
                     await self._idle(engine.worker.poll_interval)
                 continue
+            at = asyncio.get_running_loop().time()
             for claim in claims:
                 self.deadlines[claim.delivery_id] = deadline
+                self.claimed_at[claim.delivery_id] = at
             self.queued.extend(claims)
             self._start_queued()
 
@@ -199,37 +231,70 @@ class DestinationWorker:
         engine is paced (see :class:`bridge.retry.IntakeFirst`).
         """
         held = len(self.inflight) + len(self.queued)
-        bound = 2 * self.capacity
+        calls = 2 * self.capacity
         if self.dest.rate_per_second:
             # Do not hold leases on more than we can send well within the lease.
-            bound = min(bound, max(1, int(self.dest.rate_per_second * self.lease / 4)))
-        return bound - held
+            calls = min(calls, max(1, int(self.dest.rate_per_second * self.lease / 4)))
+        return calls * self.batch - held
 
     def _start_queued(self) -> None:
         # A slot is free again once its request is answered: waiting for the
         # outcome's group commit (an fsync) must not idle the destination.
         if self.paused_until > self.engine.clock():
             return
-        free = self.capacity - len(self.sending)
+        free = self.capacity - len(self.calls)
         share = self.engine.share
-        while free > 0 and self.queued and not self.engine.stopping and share.take():
-            claim = self.queued.popleft()
-            task = asyncio.create_task(self._deliver(claim))
-            self.inflight[claim.delivery_id] = (claim, task)
-            self.sending.add(claim.delivery_id)
-            task.add_done_callback(functools.partial(self._done, claim.delivery_id))
+        while (
+            free > 0
+            and self.queued
+            and not self.engine.stopping
+            and self._batch_ready()
+            and share.take()
+        ):
+            claims = [self.queued.popleft() for _ in range(min(self.batch, len(self.queued)))]
+            key = claims[0].delivery_id
+            ids = [claim.delivery_id for claim in claims]
+            task = asyncio.create_task(
+                self._deliver(claims[0]) if len(claims) == 1 else self._deliver_batch(key, claims)
+            )
+            self.calls[key] = ids
+            for claim in claims:
+                self.inflight[claim.delivery_id] = (claim, task)
+            self.sending.update(ids)
+            task.add_done_callback(functools.partial(self._done, key, ids))
             free -= 1
 
-    def _sent(self, delivery_id: int) -> None:
-        if delivery_id in self.sending:
-            self.sending.discard(delivery_id)
+    def _batch_ready(self) -> bool:
+        """May the next call leave with what is queued (``flow.batch_wait``)?"""
+        if self.batch <= 1 or self.batch_wait <= 0 or len(self.queued) >= self.batch:
+            return True
+        loop = asyncio.get_running_loop()
+        oldest = self.claimed_at.get(self.queued[0].delivery_id)
+        waited = loop.time() - oldest if oldest is not None else self.batch_wait
+        if waited >= self.batch_wait:
+            return True
+        if self._batch_timer is None:
+
+            def fire() -> None:
+                self._batch_timer = None
+                self._start_queued()
+
+            self._batch_timer = loop.call_later(self.batch_wait - waited, fire)
+        return False
+
+    def _sent(self, key: int) -> None:
+        ids = self.calls.pop(key, None)
+        if ids is not None:
+            self.sending.difference_update(ids)
             self._start_queued()
         self.slot_free.set()
 
-    def _done(self, delivery_id: int, _task: object = None) -> None:
-        self.inflight.pop(delivery_id, None)
-        self.deadlines.pop(delivery_id, None)
-        self._sent(delivery_id)
+    def _done(self, key: int, ids: list[int], _task: object = None) -> None:
+        for delivery_id in ids:
+            self.inflight.pop(delivery_id, None)
+            self.deadlines.pop(delivery_id, None)
+            self.claimed_at.pop(delivery_id, None)
+        self._sent(key)
 
     async def _wait(self, ev: asyncio.Event, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -256,12 +321,14 @@ class DestinationWorker:
             if self.started:
                 return
             now = self.engine.clock()
+            # (batch size is set below, as soon as the connector exists)
             if self._start_error is not None and now - self._start_failed_at < STARTUP_RETRY:
                 raise self._start_error
             limit = self.retry.timeout if timeout is None else max(0.0, timeout)
             try:
                 if self.connector is None:
                     self.connector = self.dest.create_connector()
+                    self.batch = self._batch_size(self.connector)
                 async with asyncio.timeout(limit):
                     await self.connector.startup()
             except Exception as exc:
@@ -277,6 +344,11 @@ class DestinationWorker:
                 raise error from exc
             self.started = True
             self._start_error = None
+
+    def _batch_size(self, connector: Connector) -> int:
+        limit = max(1, connector.batch_limit())
+        wanted = self.dest.config.flow.batch_size
+        return min(limit, wanted) if wanted is not None else limit
 
     # ------------------------------------------------------------------ one delivery
 
@@ -294,6 +366,11 @@ class DestinationWorker:
             return
         finally:
             self._sent(claim.delivery_id)
+        await self._finish(claim, outcome)
+
+    async def _finish(self, claim: Claim, outcome: Outcome) -> None:
+        """Commit one lead's outcome (fenced by its lease), count and log it."""
+        engine = self.engine
         try:
             applied = await engine.finisher.finish(outcome)
         except StoreError as exc:
@@ -351,6 +428,108 @@ class DestinationWorker:
         )
 
     async def _attempt(self, claim: Claim, started: float, t0: float) -> Outcome:
+        prepared = self._prepare(claim, started, t0)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return await self._attempt_one(claim, *prepared, started, t0)
+
+    async def _attempt_one(
+        self,
+        claim: Claim,
+        record: Mapping[str, Any],
+        context: DeliveryContext,
+        started: float,
+        t0: float,
+    ) -> Outcome:
+        try:
+            result = await self._send(record, context, self._deadline(claim))
+        except _Deferred:
+            raise
+        except Exception as exc:
+            return self._failed(claim, started, t0, exc)
+        return self._delivered(claim, started, t0, result)
+
+    def _deadline(self, claim: Claim) -> float:
+        return self.deadlines.get(claim.delivery_id, self.engine.monotonic() + self.budget)
+
+    async def _deliver_batch(self, key: int, claims: list[Claim]) -> None:
+        """Several claimed deliveries, one API call: each lead its own outcome."""
+        engine = self.engine
+        started = engine.clock()
+        t0 = time.perf_counter()
+        outcomes: list[tuple[Claim, Outcome]] = []
+        ready: list[tuple[Claim, Mapping[str, Any], DeliveryContext]] = []
+        try:
+            for claim in claims:
+                prepared = self._prepare(claim, started, t0)
+                if isinstance(prepared, Outcome):  # skipped, or dead (mapping, payload)
+                    outcomes.append((claim, prepared))
+                else:
+                    ready.append((claim, *prepared))
+            if len(ready) == 1:
+                claim = ready[0][0]
+                outcomes.append((claim, await self._attempt_one(*ready[0], started, t0)))
+            elif ready:
+                outcomes.extend(await self._attempt_batch(ready, started, t0))
+        except _Deferred as deferred:
+            # Nothing was sent (paused, or too little time left): leases back.
+            self._release_later(
+                [(claim.delivery_id, claim.lease_token) for claim, _, _ in ready], deferred.due
+            )
+        finally:
+            self._sent(key)
+        if outcomes:
+            await asyncio.gather(*(self._finish(claim, outcome) for claim, outcome in outcomes))
+
+    async def _attempt_batch(
+        self,
+        ready: list[tuple[Claim, Mapping[str, Any], DeliveryContext]],
+        started: float,
+        t0: float,
+    ) -> list[tuple[Claim, Outcome]]:
+        deadline = min(self._deadline(claim) for claim, _, _ in ready)
+        items = [(record, context) for _, record, context in ready]
+
+        async def call(connector: Connector) -> list[DeliveryResult | DeliveryError]:
+            results = await connector.send_batch(items)
+            if len(results) != len(items):
+                raise RetryableError(
+                    f"the connector answered {len(results)} results for {len(items)} leads"
+                )
+            return results
+
+        try:
+            results = await self._call(call, deadline)
+        except _Deferred:
+            raise
+        except Exception as exc:
+            # The whole call failed: for each lead as if its own send had failed.
+            return [(claim, self._failed(claim, started, t0, exc)) for claim, _, _ in ready]
+        out = []
+        for (claim, _, _), result in zip(ready, results, strict=True):
+            if isinstance(result, DeliveryResult):
+                out.append((claim, self._delivered(claim, started, t0, result)))
+            else:
+                out.append((claim, self._failed(claim, started, t0, result)))
+        return out
+
+    def _delivered(
+        self, claim: Claim, started: float, t0: float, result: DeliveryResult
+    ) -> Outcome:
+        return self._outcome(
+            claim,
+            started,
+            t0,
+            status="delivered",
+            attempt_outcome="delivered",
+            remote_id=result.remote_id,
+            status_code=result.status_code,
+        )
+
+    def _prepare(
+        self, claim: Claim, started: float, t0: float
+    ) -> Outcome | tuple[dict[str, Any], DeliveryContext]:
+        """Payload, ``when:`` and mapping: the record to send, or the lead's outcome."""
         if claim.payload is None:
             return self._dead(
                 claim, started, t0, "the lead's payload is no longer stored (purged or erased)"
@@ -383,12 +562,11 @@ class DestinationWorker:
             lead=lead,
             received_at=claim.received_at,
         )
-        deadline = self.deadlines.get(claim.delivery_id, self.engine.monotonic() + self.budget)
-        try:
-            result = await self._send(mapped.record, context, deadline)
-        except _Deferred:
-            raise
-        except AuthError as exc:
+        return mapped.record, context
+
+    def _failed(self, claim: Claim, started: float, t0: float, exc: BaseException) -> Outcome:
+        """The outcome of a lead whose send raised ``exc`` (or whose batch entry is it)."""
+        if isinstance(exc, AuthError):
             return self._dead(
                 claim,
                 started,
@@ -396,11 +574,11 @@ class DestinationWorker:
                 f"check the credentials of destination {self.name}: {exc.message}",
                 exc,
             )
-        except PermanentError as exc:
+        if isinstance(exc, PermanentError):
             return self._dead(claim, started, t0, exc.message, exc)
-        except RetryableError as exc:
+        if isinstance(exc, RetryableError):
             return self._retry(claim, started, t0, exc.message, exc)
-        except TimeoutError:
+        if isinstance(exc, TimeoutError):
             return self._retry(
                 claim,
                 started,
@@ -408,30 +586,20 @@ class DestinationWorker:
                 f"the attempt timed out after {time.perf_counter() - t0:.1f}s "
                 f"(retry.timeout {self.retry.timeout:g}s per call)",
             )
-        except DeliveryError as exc:  # a subclass we do not know: treat as permanent
+        if isinstance(exc, DeliveryError):  # a subclass we do not know: treat as permanent
             return self._dead(claim, started, t0, exc.message, exc)
-        except Exception as exc:
-            permanent = classify_unexpected(exc)
-            if permanent is not None:
-                return self._dead(claim, started, t0, permanent.message, permanent)
-            # Nothing classified this: retry, and keep the traceback for the operator.
-            log.error(
-                "event=unclassified_error lead_id=%s destination=%s error=%s",
-                claim.lead_id,
-                self.name,
-                type(exc).__name__,
-                exc_info=True,
-            )
-            return self._retry(claim, started, t0, f"unexpected error: {_safe_error(exc)}")
-        return self._outcome(
-            claim,
-            started,
-            t0,
-            status="delivered",
-            attempt_outcome="delivered",
-            remote_id=result.remote_id,
-            status_code=result.status_code,
+        permanent = classify_unexpected(exc)
+        if permanent is not None:
+            return self._dead(claim, started, t0, permanent.message, permanent)
+        # Nothing classified this: retry, and keep the traceback for the operator.
+        log.error(
+            "event=unclassified_error lead_id=%s destination=%s error=%s",
+            claim.lead_id,
+            self.name,
+            type(exc).__name__,
+            exc_info=(type(exc), exc, exc.__traceback__),
         )
+        return self._retry(claim, started, t0, f"unexpected error: {_safe_error(exc)}")
 
     def _dead(
         self,
@@ -530,9 +698,12 @@ class DestinationWorker:
             count_attempt=False,
         )
 
-    def pause(self, now: float, seconds: float) -> None:
+    def pause(self, now: float, seconds: float, reason: str = "rate_limited") -> None:
         """Slow the whole destination, not only one lead: nothing is sent until then."""
-        self.rate_limited_at = now
+        if reason == "rate_limited":
+            self.rate_limited_at = now
+        if now + seconds > self.paused_until:
+            self.pause_reason = reason
         self.paused_until = max(self.paused_until, now + seconds)
         self.engine.metrics.paused(self.name, self.paused_until)
         self._defer_queued()
@@ -549,8 +720,13 @@ class DestinationWorker:
             raise _Deferred(now)
 
     async def _send(
-        self, record: dict[str, Any], context: DeliveryContext, deadline: float
+        self, record: Mapping[str, Any], context: DeliveryContext, deadline: float
     ) -> DeliveryResult:
+        return await self._call(lambda connector: connector.send(record, context), deadline)
+
+    async def _call(self, op: Callable[[Connector], Awaitable[T]], deadline: float) -> T:
+        """One API call (a send or a batch): gates, rate token, timeout, connection
+        retries and one re-authentication; then the API budget guard looks at it."""
         engine = self.engine
         timeout = self.retry.timeout
 
@@ -568,15 +744,17 @@ class DestinationWorker:
                 raise _Deferred(engine.clock() + self.bucket.ready_in())
             # A 429 may have paused the destination while this attempt waited.
             self._gate(deadline, need=timeout)
+        await self._budget_pace(deadline, timeout)
 
         retries = self.retry.connect_retries
         pace = self.retry.connect_retry_wait
 
-        async def once() -> DeliveryResult:
+        async def once() -> T:
             self._gate(deadline, need=0.0)
             try:
-                return await connector.send(record, context)
+                return await op(connector)
             except Exception as exc:
+                self._observe_budget(connector)
                 if retries == 0 or not _is_connection_error(exc):
                     raise
             # The request never reached the remote application: a few quick retries.
@@ -593,14 +771,16 @@ class DestinationWorker:
             ):
                 with attempt:
                     self._gate(deadline, need=0.0)
-                    return await connector.send(record, context)
+                    return await op(connector)
             raise AssertionError("unreachable")  # pragma: no cover
 
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps each call
             # in one more task.
             async with asyncio.timeout(limit()):
-                return await once()
+                result = await once()
+            self._observe_budget(connector)
+            return result
         except AuthError as first:
             if not self.started:
                 raise  # the connector's own startup (its authentication) was refused
@@ -615,7 +795,58 @@ class DestinationWorker:
             except Exception as exc:
                 raise AuthError(f"re-authentication failed: {_safe_error(exc)}") from exc
             async with asyncio.timeout(limit()):
-                return await once()
+                result = await once()
+            self._observe_budget(connector)
+            return result
+
+    # ------------------------------------------------------------------ API budget guard
+
+    async def _budget_pace(self, deadline: float, timeout: float) -> None:
+        """Above the soft share of the API budget: one call per slow_interval."""
+        if self.budget_state != "slow":
+            return
+        engine = self.engine
+        now = engine.monotonic()
+        at = max(now, self._next_call_at)
+        if deadline - at < timeout:
+            raise _Deferred(engine.clock() + (at - now))
+        self._next_call_at = at + self.api_budget.slow_interval
+        if at > now:
+            await engine.sleep(at - now)
+            self._gate(deadline, need=timeout)
+
+    def _observe_budget(self, connector: Connector) -> None:
+        """Compare the API usage the CRM reported with the budget; slow down or pause."""
+        usage = connector.api_usage()
+        if usage is None or usage.limit <= 0:
+            return
+        self.budget_usage = usage
+        share = usage.share
+        if share >= self.api_budget.hard_share:
+            state = "paused"
+        elif share >= self.api_budget.soft_share:
+            state = "slow"
+        else:
+            state = "ok"
+        self.engine.metrics.api_budget(self.name, share, state)
+        if state != self.budget_state:
+            self.budget_state = state
+            event(
+                log,
+                "api_budget",
+                logging.INFO if state == "ok" else logging.WARNING,
+                destination=self.name,
+                state=state,
+                used=usage.used,
+                limit=usage.limit,
+                window=usage.window,
+                share=round(share, 4),
+                soft_share=self.api_budget.soft_share,
+                hard_share=self.api_budget.hard_share,
+                recheck_in=self.api_budget.recheck if state == "paused" else None,
+            )
+        if state == "paused":
+            self.pause(self.engine.clock(), self.api_budget.recheck, reason="api_budget")
 
     def _defer_queued(self) -> None:
         """Give the leases of claimed-but-unsent deliveries back, due when the pause ends."""
@@ -624,6 +855,7 @@ class DestinationWorker:
         leases = [(c.delivery_id, c.lease_token) for c in self.queued]
         for claim in self.queued:
             self.deadlines.pop(claim.delivery_id, None)
+            self.claimed_at.pop(claim.delivery_id, None)
         self.queued.clear()
         self._release_later(leases, self.paused_until)
 
@@ -643,6 +875,9 @@ class DestinationWorker:
     async def stop(self, timeout: float) -> None:
         self.wakeup.set()
         self.slot_free.set()
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.task, timeout)
@@ -839,8 +1074,21 @@ class Engine:
                 "rate_limited_at": w.rate_limited_at,
                 "worker_running": w.running,
                 "worker_restarts": w.restarts,
+                "pause_reason": w.pause_reason if paused else None,
                 "in_flight": len(w.sending),
                 "claimed": len(w.inflight) + len(w.queued),
+                "batch_size": w.batch,
+                "api_budget": (
+                    {
+                        "state": w.budget_state,
+                        "used": w.budget_usage.used,
+                        "limit": w.budget_usage.limit,
+                        "window": w.budget_usage.window,
+                        "share": round(w.budget_usage.share, 4),
+                    }
+                    if w.budget_usage is not None
+                    else None
+                ),
             }
         return states
 

@@ -152,6 +152,18 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.api_budget_share = Gauge(
+            "lead_bridge_api_budget_used_ratio",
+            "Share of the CRM's API allowance used, as the CRM last reported it",
+            ["destination"],
+            registry=r,
+        )
+        self.api_budget_state = Gauge(
+            "lead_bridge_api_budget_state",
+            "1 for the destination's API budget state (ok, slow, paused), 0 for the others",
+            ["destination", "state"],
+            registry=r,
+        )
         self.quarantine_dropped_total = Counter(
             "lead_bridge_quarantine_dropped_total",
             "Quarantined bodies and elements dropped by retention: reason age "
@@ -206,6 +218,12 @@ class Metrics:
     def paused(self, destination: str, until: float) -> None:
         """The destination sends nothing until ``until`` (wall clock), e.g. after a 429."""
         self.pauses.until[destination] = until
+
+    def api_budget(self, destination: str, share: float, state: str) -> None:
+        """The API budget guard's view: used share and state (ok, slow, paused)."""
+        self.api_budget_share.labels(destination).set(share)
+        for name in ("ok", "slow", "paused"):
+            self.api_budget_state.labels(destination, name).set(1 if name == state else 0)
 
     def worker_running(self, destination: str, up: bool) -> None:
         self.worker_up.labels(destination).set(1 if up else 0)

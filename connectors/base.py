@@ -13,7 +13,7 @@ group of your own package, or name it in YAML as ``type: "my_module:MyConnector"
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ from bridge.errors import (
 )
 
 __all__ = [
+    "ApiUsage",
     "AuthError",
     "CheckResult",
     "Connector",
@@ -84,6 +85,24 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True)
+class ApiUsage:
+    """How much of its API allowance the remote service reports as used.
+
+    ``used`` of ``limit`` requests in the service's window (Salesforce: the org's
+    rolling 24 hours, ``Sforce-Limit-Info``; HubSpot: the day, its daily-limit
+    headers). The engine's API budget guard reads it after every call.
+    """
+
+    used: int
+    limit: int
+    window: str = "daily"
+
+    @property
+    def share(self) -> float:
+        return self.used / self.limit if self.limit > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """The answer of :meth:`Connector.check`, shown to the operator as is.
 
@@ -129,6 +148,32 @@ class Connector:
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         raise NotImplementedError
+
+    # Leads one API call may carry when the connector implements send_batch();
+    # 1: no batching. An instance may lower it (batch_limit()).
+    max_batch_size: ClassVar[int] = 1
+
+    def batch_limit(self) -> int:
+        """How many leads this instance's send_batch() takes per call (1: none)."""
+        return self.max_batch_size
+
+    async def send_batch(
+        self, items: Sequence[tuple[Mapping[str, Any], DeliveryContext]]
+    ) -> list[DeliveryResult | DeliveryError]:
+        """Deliver several leads in one API call (the engine calls it with 2 to
+        batch_limit() items of one destination).
+
+        Return one entry per item, in order: a :class:`DeliveryResult`, or the
+        classified :class:`DeliveryError` that send() would have raised for that
+        lead alone. Raise only for what fails the whole call (connection error,
+        429, 5xx, refused credentials): the engine then treats every lead of the
+        batch as if its own send() had raised it.
+        """
+        raise NotImplementedError
+
+    def api_usage(self) -> ApiUsage | None:
+        """The API usage the remote reported with its last answer, if it reports any."""
+        return None
 
     async def check(self) -> CheckResult:
         """Check the credentials and reachability without delivering a lead.

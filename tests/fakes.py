@@ -8,12 +8,13 @@ the test registers ``SCRIPTS[NAME] = Script([...])`` with one action per call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import AuthError, DeliveryError
 from connectors.base import (
+    ApiUsage,
     Connector,
     ConnectorSettings,
     DeliveryContext,
@@ -47,6 +48,11 @@ class Script:
     # Exceptions raised by successive startup() calls; afterwards startup succeeds.
     startup_errors: list[Exception] = field(default_factory=list)
     startups: int = 0
+    # Batching connector: one entry per send_batch call (its lead ids), the remote's
+    # records by upsert key (the lead id), and the API usage it reports.
+    batches: list[list[str]] = field(default_factory=list)
+    remote: dict[str, dict[str, Any]] = field(default_factory=dict)
+    usage: ApiUsage | None = None
 
     def next_action(self) -> Any:
         return self.actions.pop(0) if self.actions else "ok"
@@ -97,6 +103,60 @@ class ScriptedConnector(Connector):
         script.reauths += 1
         if script.reauth_error is not None:
             raise script.reauth_error
+
+
+class BatchingSettings(ScriptedSettings):
+    batch: int = 3
+
+
+class BatchingConnector(ScriptedConnector):
+    """The scripted connector with send_batch: an upsert by lead id, per batch one
+    action from the script: ``"ok"``, an exception (the whole call fails),
+    ``"block"`` (applied, then wait for ``release``: a call the CRM saw whose answer
+    never came), or a dict lead id -> exception (those leads fail, the others not)."""
+
+    type_name = "batching"
+    Settings = BatchingSettings
+    max_batch_size = 50
+
+    def batch_limit(self) -> int:
+        assert isinstance(self.settings, BatchingSettings)
+        return self.settings.batch
+
+    async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
+        result = await super().send(record, context)
+        self.script.remote[context.lead_id] = dict(record)
+        return result
+
+    async def send_batch(
+        self, items: Sequence[tuple[Mapping[str, Any], DeliveryContext]]
+    ) -> list[DeliveryResult | DeliveryError]:
+        script = self.script
+        at = script.clock.time() if script.clock else 0.0
+        script.batches.append([context.lead_id for _, context in items])
+        for record, context in items:
+            script.calls.append(
+                Call(context.lead_id, context.attempt, dict(record), context.idempotency_key, at)
+            )
+        action = script.next_action()
+        if isinstance(action, BaseException):
+            raise action
+        failures: dict[str, DeliveryError] = action if isinstance(action, dict) else {}
+        for record, context in items:
+            if context.lead_id not in failures:
+                script.remote[context.lead_id] = dict(record)
+        if action == "block":
+            assert script.release is not None
+            await script.release.wait()
+        return [
+            failures.get(
+                context.lead_id, DeliveryResult(remote_id=f"rec-{context.lead_id}", status_code=200)
+            )
+            for _, context in items
+        ]
+
+    def api_usage(self) -> ApiUsage | None:
+        return self.script.usage
 
 
 class NoReauthConnector(ScriptedConnector):
