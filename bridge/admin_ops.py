@@ -513,8 +513,14 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
         )
         return json_response(200, {"entries": [{**asdict(e), "at": iso(e.at)} for e in entries]})
 
+    async def empty_lead_id(request: Request) -> Response:
+        # GET /admin/leads/ is the lead lookup with an empty id: answered as such
+        # (401 without the token, else 404), not redirected to the search.
+        return error(404, "not_found", "no lead with this id")
+
     return [
         Route("/leads", protected(search), methods=["GET"]),
+        Route("/leads/", protected(empty_lead_id), methods=["GET"], include_in_schema=False),
         Route("/dead-letters", protected(dead_letters), methods=["GET"]),
         Route("/dead-letters/preview", protected(preview), methods=["POST"]),
         Route("/dead-letters/replay", protected(bulk_replay), methods=["POST"]),

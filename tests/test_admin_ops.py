@@ -189,3 +189,9 @@ async def test_endpoints_need_the_token(admin: AppHarness) -> None:
     ):
         r = await admin.client.request(method, path)
         assert r.status_code == 401, path
+
+
+async def test_empty_lead_id_is_not_redirected_to_the_search(admin: AppHarness) -> None:
+    assert (await admin.client.get("/admin/leads/")).status_code == 401
+    r = await admin.client.get("/admin/leads/", headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
