@@ -634,6 +634,7 @@ SCHEMAS: dict[str, Any] = {
                         "rate_per_second": {"type": ["number", "null"]},
                         "paused_until": _TIME,
                         "worker_running": {"type": ["boolean", "null"]},
+                        "pause_reason": {"type": ["string", "null"]},
                     },
                 },
             },

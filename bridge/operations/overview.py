@@ -33,18 +33,28 @@ class EngineView(Protocol):
 
 
 class LocalEngineView:
-    """The engine of this process (``state.engine``) and its metrics' pause table;
-    with no engine here (``worker.enabled: false``), states are unknown (None)."""
+    """The engine of this process (``state.engine``): its
+    :meth:`~bridge.engine.Engine.destination_states`. With no engine here
+    (``worker.enabled: false``, workers in ``lead-bridge worker``), the pause
+    comes from this process's metrics if any and the worker state is unknown."""
 
     def __init__(self, engine: Engine | None, metrics: Metrics | None) -> None:
         self.engine = engine
         self.metrics = metrics
+        self._states = engine.destination_states() if engine is not None else {}
 
     def paused_until(self, destination: str) -> float | None:
+        state = self._states.get(destination)
+        if state is not None:
+            until = state.get("paused_until")
+            return float(until) if until is not None else None
         if self.metrics is not None:
-            until = self.metrics.pauses.until.get(destination)
-            return until or None
+            return self.metrics.pauses.until.get(destination) or None
         return None
+
+    def pause_reason(self, destination: str) -> str | None:
+        reason = (self._states.get(destination) or {}).get("pause_reason")
+        return str(reason) if reason is not None else None
 
     def worker_running(self, destination: str) -> bool | None:
         if self.engine is None:
@@ -70,8 +80,9 @@ class DestinationOverview:
     last_error_at: float | None
     per_hour: list[int]  # deliveries in each of the last 24 hours, oldest first
     rate_per_second: float | None  # configured rate limit
-    paused_until: float | None  # rate-limited (429) until then
+    paused_until: float | None  # rate-limited (429) or over the API budget until then
     worker_running: bool | None
+    pause_reason: str | None = None  # the engine's reason while paused
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,11 @@ async def _destination(
         rate_per_second=dest.rate_per_second if dest else None,
         paused_until=paused if paused is not None and paused > now else None,
         worker_running=engine.worker_running(name) if dest and dest.config.enabled else None,
+        pause_reason=(
+            engine.pause_reason(name)
+            if isinstance(engine, LocalEngineView) and paused is not None and paused > now
+            else None
+        ),
     )
 
 

@@ -120,3 +120,26 @@ async def test_undelivered_counted_only_when_some_lead_lacks_every_delivery(
     view = await overview(store, runtime, now=T0)
     assert (view.leads, view.undelivered) == (3, 1)
     assert [d.name for d in view.destinations] == ["chat", "crm"]
+
+
+async def test_engine_state_read_from_the_engine(
+    store: Store, make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    import time
+
+    from bridge.engine import Engine
+    from bridge.operations.overview import LocalEngineView
+
+    runtime = runtime_with(make_runtime, tmp_path)
+    metrics = Metrics()
+    engine = Engine(store, runtime.active, metrics, runtime.config.worker)
+    crm = next(w for w in engine.workers if w.name == "crm")
+    now = time.time()
+    crm.paused_until = now + 600
+    crm.pause_reason = "rate limited (HTTP 429)"
+    view = await overview(store, runtime, LocalEngineView(engine, metrics), now=now)
+    by_name = {d.name: d for d in view.destinations}
+    assert by_name["crm"].paused_until == now + 600
+    assert by_name["crm"].pause_reason == "rate limited (HTTP 429)"
+    assert by_name["chat"].paused_until is None and by_name["chat"].pause_reason is None
+    assert by_name["crm"].worker_running is False  # the engine was not started
