@@ -32,6 +32,28 @@ log = logging.getLogger("lead_bridge.store")
 Connect = Callable[[], AbstractAsyncContextManager[Any]]
 
 
+# Parameters go in binary (%b): psycopg quotes text arrays in Python, with a
+# regular expression per element, which cost the event loop ~5x more than the
+# binary form for ten-lead payloads (bench/pg_intake_forms.py, docs/scaling.md).
+# A tombstoned id (an erased lead) is not inserted: it counts as a duplicate.
+INSERT_GROUP = (
+    "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload, "
+    "email_hash, phone_hash) "
+    "SELECT * FROM unnest(%b::text[], %b::float8[], %b::text[], %b::text[], "
+    "%b::text[], %b::bytea[], %b::bytea[]) AS n (id, r, c, u, p, e, h) "
+    "WHERE NOT EXISTS (SELECT 1 FROM erased_leads t WHERE t.id = n.id) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id), "
+    "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
+    "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
+    "FROM unnest(%b::text[], %b::text[], %b::float8[]) AS u (l, d, n) "
+    "JOIN l ON l.id = u.l), "
+    "q AS (INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+    "SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[], %b::int8[], "
+    "%b::text[])) "
+    "SELECT id FROM l"
+)
+
+
 def _fail(future: asyncio.Future[IngestResult], exc: BaseException) -> None:
     if not future.done():
         error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
@@ -157,21 +179,7 @@ class GroupWriter:
         # at the end of the statement) and the quarantine rows.
         async with self.connect() as conn:
             cur = await conn.execute(
-                # A tombstoned id (an erased lead) is not inserted: a duplicate.
-                "WITH l AS (INSERT INTO leads (id, received_at, created, url, payload, "
-                "email_hash, phone_hash) "
-                "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], "
-                "%s::text[], %s::bytea[], %s::bytea[]) AS n (id, r, c, u, p, e, h) "
-                "WHERE NOT EXISTS (SELECT 1 FROM erased_leads t WHERE t.id = n.id) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id), "
-                "d AS (INSERT INTO deliveries (lead_id, destination, status, created_at, "
-                "next_attempt_at, updated_at) SELECT u.l, u.d, 'pending', u.n, u.n, u.n "
-                "FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u (l, d, n) "
-                "JOIN l ON l.id = u.l), "
-                "q AS (INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
-                "SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[], %s::int[], "
-                "%s::text[])) "
-                "SELECT id FROM l",
+                INSERT_GROUP,
                 (
                     ids,
                     [op.now for op, _ in rows],
