@@ -1,7 +1,10 @@
 """HubSpot: create or update one contact per lead (hubspot-api-client).
 
-Every delivery is a batch upsert of one input, so a retried delivery updates the
-contact the first attempt created instead of making a duplicate. The contact is
+Every delivery is a batch upsert, so a retried delivery updates the contact the
+first attempt created instead of making a duplicate. A lone lead is an upsert of
+one input; when the engine has a backlog it sends up to 100 leads per call
+(:meth:`HubSpotConnector.send_batch`) and splits the answer (200, or 207 with
+per-input errors) back to each lead. The contact is
 found by ``id_property``: ``email`` (the default) or a unique custom property
 that holds the lead id (set automatically unless the mapping fills it).
 
@@ -17,7 +20,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +42,7 @@ from bridge.logs import redact, register_secret
 from connectors import _http
 from connectors._blocking import BlockingConnector
 from connectors.base import (
+    ApiUsage,
     CheckResult,
     ConnectorSettings,
     DeliveryContext,
@@ -70,6 +74,8 @@ _NAMING_CONTEXT = frozenset(
 )
 _INSTALL_HINT = "pip install 'lead-bridge[hubspot]'"
 _POOL_SIZE = 32
+# HubSpot's batch upsert takes at most 100 inputs.
+MAX_BATCH = 100
 
 
 class HubSpotSettings(ConnectorSettings):
@@ -128,12 +134,19 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         concurrency=10, rate_per_second=9, burst=5, documented_limit=(100, 10.0)
     )
 
+    max_batch_size = MAX_BATCH
+
     settings: HubSpotSettings
 
     def __init__(self, name: str, settings: ConnectorSettings) -> None:
         assert isinstance(settings, HubSpotSettings)
         super().__init__(name, settings)
         self._sdk_errors: tuple[type[Exception], ...] = ()
+        self._usage: ApiUsage | None = None
+
+    def api_usage(self) -> ApiUsage | None:
+        """The daily allowance as HubSpot's X-HubSpot-RateLimit-Daily* headers last said."""
+        return self._usage
 
     @classmethod
     def check_fields(cls, settings: ConnectorSettings, fields: list[str]) -> list[tuple[str, str]]:
@@ -279,22 +292,96 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
                 )
             ]
         )
-        timeout = self.settings.timeout
-        sdk_errors = self._sdk_errors
-
-        def upsert(api: BatchApi) -> tuple[int, bytes]:
-            # On the pool's thread, reading the body included (it blocks too).
-            try:
-                # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
-                response = api.upsert_with_http_info(
-                    batch, _request_timeout=timeout, _preload_content=False
-                )
-                return response.status, _read(response)
-            except sdk_errors as exc:
-                raise classify(exc) from exc
-
-        status, data = await self.call(upsert)
+        status, data = await self.call(lambda api: self._upsert(api, batch))
         return _result(status, data)
+
+    def _upsert(self, api: BatchApi, batch: Any) -> tuple[int, bytes]:
+        """One batch upsert call, on the pool's thread (reading the body blocks too)."""
+        try:
+            # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
+            response = api.upsert_with_http_info(
+                batch, _request_timeout=self.settings.timeout, _preload_content=False
+            )
+        except self._sdk_errors as exc:
+            self._note_usage(getattr(exc, "headers", None))
+            raise classify(exc) from exc
+        self._note_usage(response.headers)
+        return response.status, _read(response)
+
+    def _note_usage(self, headers: Mapping[str, str] | None) -> None:
+        usage = daily_usage(headers or {})
+        if usage is not None:
+            self._usage = usage
+
+    async def send_batch(
+        self, items: Sequence[tuple[Mapping[str, Any], DeliveryContext]]
+    ) -> list[DeliveryResult | DeliveryError]:
+        """Up to 100 leads in one batch upsert; the answer split back per lead.
+
+        HubSpot refuses a batch that names one contact twice, so leads for the
+        same contact go in consecutive calls (the later lead's values win, as they
+        would one by one). A lead HubSpot's answer does not account for is sent
+        once more on its own: an upsert, so that is harmless.
+        """
+        if self._creds is None:
+            raise RuntimeError(f"HubSpot destination {self.name!r} was not started")
+        from hubspot.crm.contacts import (
+            BatchInputSimplePublicObjectBatchInputUpsert,
+            SimplePublicObjectBatchInputUpsert,
+        )
+
+        id_property = self.settings.id_property
+        results: list[DeliveryResult | DeliveryError | None] = [None] * len(items)
+        rounds: list[dict[str, tuple[int, str, dict[str, str]]]] = []
+        for index, (record, context) in enumerate(items):
+            try:
+                properties = contact_properties(record)
+                id_value = self._id_value(properties, context)
+                key = _contact_key(id_property, id_value)
+            except PermanentError as exc:
+                results[index] = exc
+                continue
+            target = next((r for r in rounds if key not in r), None)
+            if target is None:
+                target = {}
+                rounds.append(target)
+            target[key] = (index, id_value, properties)
+
+        def upsert_all(api: BatchApi) -> None:
+            for inputs in rounds:
+                batch = BatchInputSimplePublicObjectBatchInputUpsert(
+                    inputs=[
+                        SimplePublicObjectBatchInputUpsert(
+                            id_property=id_property, id=id_value, properties=props
+                        )
+                        for _, id_value, props in inputs.values()
+                    ]
+                )
+                status, data = self._upsert(api, batch)
+                for key, answer in split_batch(status, data, id_property, list(inputs)).items():
+                    results[inputs[key][0]] = answer
+            for index, result in enumerate(results):
+                if result is None:  # not in HubSpot's answer: once more, alone
+                    record, context = items[index]
+                    properties = contact_properties(record)
+                    id_value = self._id_value(properties, context)
+                    single = BatchInputSimplePublicObjectBatchInputUpsert(
+                        inputs=[
+                            SimplePublicObjectBatchInputUpsert(
+                                id_property=id_property, id=id_value, properties=properties
+                            )
+                        ]
+                    )
+                    try:
+                        results[index] = _result(*self._upsert(api, single))
+                    except DeliveryError as exc:
+                        results[index] = exc
+
+        await self.call(upsert_all)
+        return [
+            r if r is not None else RetryableError("HubSpot did not answer for this contact")
+            for r in results
+        ]
 
     def _id_value(self, properties: dict[str, str], context: DeliveryContext) -> str:
         id_property = self.settings.id_property
@@ -309,6 +396,66 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         if not properties.get(id_property):
             properties[id_property] = context.lead_id
         return properties[id_property]
+
+
+def _contact_key(id_property: str, value: str) -> str:
+    # HubSpot matches emails case-insensitively.
+    return value.strip().lower() if id_property == "email" else value
+
+
+def daily_usage(headers: Mapping[str, str]) -> ApiUsage | None:
+    """The daily allowance from ``X-HubSpot-RateLimit-Daily`` and ``...-Daily-Remaining``
+    (HubSpot sends them to private apps on some tiers; None when absent)."""
+    limit = _header(headers, "X-HubSpot-RateLimit-Daily")
+    remaining = _header(headers, "X-HubSpot-RateLimit-Daily-Remaining")
+    try:
+        total, left = int(limit or ""), int(remaining or "")
+    except ValueError:
+        return None
+    if total <= 0 or left < 0:
+        return None
+    return ApiUsage(used=max(0, total - left), limit=total, window="daily")
+
+
+def split_batch(
+    status: int, data: bytes, id_property: str, keys: list[str]
+) -> dict[str, DeliveryResult | DeliveryError]:
+    """A batch upsert's answer (200/201, or 207 with ``errors``) per contact key.
+
+    Results are matched by the id property's value they carry; an error by the
+    ids in its ``context``. A key missing from the answer is left out (the
+    caller resends it alone); an error naming no id fails no lead by itself.
+    """
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
+    wanted = set(keys)
+    out: dict[str, DeliveryResult | DeliveryError] = {}
+    results = [r for r in body.get("results") or [] if isinstance(r, dict) and r.get("id")]
+    for item in results:
+        props = item.get("properties")
+        value = props.get(id_property) if isinstance(props, dict) else None
+        key = _contact_key(id_property, str(value)) if value is not None else None
+        if key in wanted:
+            detail = "created" if item.get("new") else "updated"
+            out[key] = DeliveryResult(remote_id=str(item["id"]), status_code=status, detail=detail)
+    if len(keys) == 1 and not out and len(results) == 1:  # an answer without properties
+        first = results[0]
+        detail = "created" if first.get("new") else "updated"
+        out[keys[0]] = DeliveryResult(remote_id=str(first["id"]), status_code=status, detail=detail)
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        context = error.get("context")
+        ids = context.get("ids") if isinstance(context, dict) else None
+        for value in ids if isinstance(ids, list) else []:
+            key = _contact_key(id_property, str(value))
+            if key in wanted and key not in out:
+                out[key] = _from_body(207, error, {})
+    return out
 
 
 def contact_properties(record: Mapping[str, Any]) -> dict[str, str]:

@@ -22,6 +22,15 @@ Usage::
   ``contacts`` holds the stored contacts keyed by ``(idProperty, id)``.
 * A queued ``FakeResponse(delay=...)`` holds the answer back (for timeout tests);
   ``stop()`` releases held answers at once.
+* Batches as HubSpot takes them: at most 100 inputs, no id twice (400
+  VALIDATION_ERROR otherwise); ``reject_input(id, ...)`` makes that input fail
+  while the others go through (207 with ``errors[]`` naming it in
+  ``context.ids``).
+* ``limit_per_10s=N``: a rolling 10-second request limit on the upsert path
+  (429 TEN_SECONDLY_ROLLING beyond it) with ``X-HubSpot-RateLimit-Max/-Remaining/
+  -Interval-Milliseconds`` headers; ``daily_limit=N`` adds
+  ``X-HubSpot-RateLimit-Daily/-Daily-Remaining`` (``daily_used`` counts).
+  ``upsert_calls`` counts upsert requests that were answered.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import itertools
 import json
 import ssl
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -216,9 +226,21 @@ def created(contact_id: str = "901", properties: dict[str, str] | None = None) -
 
 class FakeHubSpot:
     def __init__(
-        self, access_token: str | None = None, ssl_context: ssl.SSLContext | None = None
+        self,
+        access_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        limit_per_10s: int | None = None,
+        daily_limit: int | None = None,
     ) -> None:
         self.access_token = access_token
+        self.limit_per_10s = limit_per_10s
+        self.daily_limit = daily_limit
+        self.daily_used = 0
+        self.upsert_calls = 0
+        self.rate_limited = 0  # 429s sent by the 10-second limit
+        self._window: deque[float] = deque()
+        self._rejects: dict[str, tuple[str, str, str]] = {}
         # What token-info reports for the access token.
         self.scopes: tuple[str, ...] = ("crm.objects.contacts.read", "crm.objects.contacts.write")
         self.requests: list[RecordedRequest] = []
@@ -236,6 +258,17 @@ class FakeHubSpot:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
+
+    def reject_input(
+        self,
+        id_value: str,
+        category: str = "VALIDATION_ERROR",
+        code: str = "INVALID_EMAIL",
+        name: str = "email",
+    ) -> None:
+        """Inputs with this id fail inside a batch; the batch's others do not."""
+        with self._lock:
+            self._rejects[id_value] = (category, code, name)
 
     def queue(self, *responses: FakeResponse) -> None:
         with self._lock:
@@ -283,7 +316,42 @@ class FakeHubSpot:
                     "category": "VALIDATION_ERROR",
                 },
             )
-        return self._upsert(request.body["inputs"])
+        limited = self._limit()
+        if limited is not None:
+            return limited
+        answer = self._upsert(request.body["inputs"])
+        answer.headers.update(self._limit_headers())
+        return answer
+
+    def _limit(self) -> FakeResponse | None:
+        with self._lock:
+            now = time.monotonic()
+            while self._window and self._window[0] <= now - 10:
+                self._window.popleft()
+            if self.limit_per_10s is not None and len(self._window) >= self.limit_per_10s:
+                self.rate_limited += 1
+                answer = rate_limited("TEN_SECONDLY_ROLLING")
+                answer.headers.update(self._limit_headers(locked=True))
+                return answer
+            self._window.append(now)
+            self.upsert_calls += 1
+            self.daily_used += 1
+        return None
+
+    def _limit_headers(self, locked: bool = False) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.limit_per_10s is not None:
+            headers["X-HubSpot-RateLimit-Max"] = str(self.limit_per_10s)
+            headers["X-HubSpot-RateLimit-Remaining"] = str(
+                max(0, self.limit_per_10s - len(self._window))
+            )
+            headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = "10000"
+        if self.daily_limit is not None:
+            headers["X-HubSpot-RateLimit-Daily"] = str(self.daily_limit)
+            headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(
+                max(0, self.daily_limit - self.daily_used)
+            )
+        return headers
 
     def _token_info(self, body: Any) -> FakeResponse:
         # HubSpot answers an unknown token with 400 and an error body.
@@ -305,8 +373,38 @@ class FakeHubSpot:
     def _upsert(self, inputs: list[dict[str, Any]]) -> FakeResponse:
         now = _now()
         results = []
+        errors = []
+        ids = [str(item.get("id")).lower() for item in inputs]
+        if len(inputs) > 100 or len(set(ids)) != len(ids):
+            message = (
+                "Duplicate IDs found in batch input"
+                if len(inputs) <= 100
+                else "Batch input limit exceeded: at most 100 inputs"
+            )
+            return FakeResponse(
+                400,
+                {
+                    "status": "error",
+                    "message": message,
+                    "correlationId": _correlation(),
+                    "category": "VALIDATION_ERROR",
+                },
+            )
         with self._lock:
             for item in inputs:
+                reject = self._rejects.get(str(item.get("id")))
+                if reject is not None:
+                    category, code, name = reject
+                    errors.append(
+                        {
+                            "status": "error",
+                            "category": category,
+                            "subCategory": code,
+                            "message": f"Property values were not valid for {item.get('id')}",
+                            "context": {"ids": [str(item.get("id"))], "propertyName": [name]},
+                        }
+                    )
+                    continue
                 key = (str(item.get("idProperty", "hs_object_id")), str(item.get("id")))
                 contact = self.contacts.get(key)
                 new = contact is None
@@ -325,7 +423,16 @@ class FakeHubSpot:
                         "new": new,
                     }
                 )
-        body = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now,
+            "completedAt": now,
+        }
+        if errors:
+            body["numErrors"] = len(errors)
+            body["errors"] = errors
+            return FakeResponse(207, body)
         return FakeResponse(200, body)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
