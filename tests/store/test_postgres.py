@@ -251,3 +251,41 @@ def test_schema_from_url_options_and_bad_names() -> None:
     assert PostgresStore(PG_URL).schema is None
     with pytest.raises(ConfigError, match="schema name"):
         PostgresStore(PG_URL, schema="x; DROP TABLE leads")
+
+
+async def test_claim_reads_the_due_index_not_the_table(make_pg: MakePG) -> None:
+    """The claim's plan: a range scan of deliveries_due that stops at LIMIT, at
+    any table size (bench/pg_claims.py measures the cost at 1k and 1M pending)."""
+    store = make_pg()
+    await store.open()
+    await store.execute(
+        [
+            (
+                "INSERT INTO leads (id, received_at, payload) "
+                "SELECT 'l' || i, 0, '{}' FROM generate_series(1, 20000) AS i",
+                [],
+            ),
+            # Most rows are history (delivered), some are pending for two destinations.
+            (
+                "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+                "next_attempt_at, updated_at) SELECT 'l' || i, "
+                "CASE WHEN i % 2 = 0 THEN 'crm' ELSE 'slack' END, "
+                "CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'delivered' END, 0, i, 0 "
+                "FROM generate_series(1, 20000) AS i",
+                [],
+            ),
+            ("ANALYZE deliveries", []),
+            ("ANALYZE leads", []),
+        ]
+    )
+    from bridge.store.postgres import CLAIM
+
+    async with store._connection() as conn:
+        cur = await conn.execute(f"EXPLAIN {CLAIM}", (T0 + 30, "t", 30, "crm", T0, 50))
+        plan = "\n".join(row[0] for row in await cur.fetchall())
+    assert "Index Scan using deliveries_due on deliveries" in plan, plan
+    assert "Seq Scan on deliveries" not in plan, plan
+    # In index order: no sort of all the due rows before LIMIT.
+    assert "Sort" not in plan.split("Limit")[1], plan
+    claims = await store.claim(destination="crm", limit=50, lease_seconds=30, now=T0 + 1e6)
+    assert len(claims) == 50
