@@ -8,6 +8,13 @@ Flow of one delivery::
       -> DeliveryResult(remote_id=<record id>, status_code=201|200|204)
       or classify(exc) -> PermanentError | RetryableError | RateLimited | AuthError
 
+Batches (with an external-ID field): ``send_batch`` sends up to 200 leads as one sObject
+Collections upsert (``PATCH .../composite/sobjects/<sobject>/<field>``, ``allOrNone:
+false``); each record's ``success/created/errors`` becomes that lead's result, its
+error codes classified as a refused single upsert's (``record_error``). Every answer's
+``Sforce-Limit-Info`` (``api-usage=used/limit``) is the org's API usage
+(``api_usage()``), which the engine's API budget guard reads.
+
 Authentication. Tokens are fetched here with httpx from ``{login_url}/services/oauth2/token``
 (client credentials, JWT bearer or the OAuth username-password grant) because
 simple-salesforce hard-codes ``https://{domain}.salesforce.com`` for logins and so cannot
@@ -28,11 +35,12 @@ asyncio pool has only ``cpu_count + 4`` threads, shared with everything else), o
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import ssl
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -62,6 +70,7 @@ from bridge.logs import event, redact, register_secret
 from connectors import _http
 from connectors._blocking import BlockingConnector
 from connectors.base import (
+    ApiUsage,
     CheckResult,
     ConnectorSettings,
     DeliveryContext,
@@ -89,6 +98,8 @@ RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
 # ("TotalRequests Limit exceeded"), which frees up slowly, or too many concurrent
 # long-running requests, which clears within a minute.
 DAILY_LIMIT_BACKOFF = 3600.0
+# sObject Collections take at most 200 records per call.
+MAX_BATCH = 200
 CONCURRENCY_LIMIT_BACKOFF = 60.0
 # Threads for blocking calls; also the HTTP connection pool size, so that concurrent
 # sends do not churn connections.
@@ -336,22 +347,7 @@ def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
             status_code=300,
         )
     if isinstance(exc, SalesforceError):
-        codes, text = _describe(exc.content)
-        status = exc.status
-        message = f"Salesforce HTTP {status}: {text}"
-        if "REQUEST_LIMIT_EXCEEDED" in codes:
-            daily = any(_daily_limit(e) for e in _api_errors(exc.content))
-            wait = DAILY_LIMIT_BACKOFF if daily else CONCURRENCY_LIMIT_BACKOFF
-            return RateLimited(message, status_code=status, retry_after=wait)
-        if "INVALID_SESSION_ID" in codes or status == 401:
-            return AuthError(message, status_code=status)
-        if codes & RETRYABLE_CODES:
-            return RetryableError(message, status_code=status)
-        # 400/404/405 permanent, 403 auth, 429 rate limit, 5xx retryable
-        error = error_for_status(status, "")
-        if error is None:  # a 2xx cannot raise; keep the request, try again
-            return RetryableError(message, status_code=status)
-        return type(error)(message, status_code=status)
+        return _classify_answer(exc.status, exc.content, f"Salesforce HTTP {exc.status}")
     if isinstance(exc, _http.TRANSPORT_ERRORS) and not isinstance(exc, requests.RequestException):
         # The token and limits requests (httpx over the guarded aiohttp transport).
         return _http.classify_transport_error(exc, "Salesforce")
@@ -365,6 +361,53 @@ def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
     if isinstance(exc, requests.RequestException | httpx.HTTPError | OSError):
         return RetryableError(f"Salesforce connection failed ({detail})")
     raise TypeError(f"not a Salesforce error: {type(exc).__name__}") from exc
+
+
+def _classify_answer(status: int, content: Any, prefix: str) -> DeliveryError:
+    """Error codes (and the HTTP status) to a Lead Bridge error: one rule for a
+    refused single upsert and for one record of a collection upsert."""
+    codes, text = _describe(content)
+    message = f"{prefix}: {text}"
+    if "REQUEST_LIMIT_EXCEEDED" in codes:
+        daily = any(_daily_limit(e) for e in _api_errors(content))
+        wait = DAILY_LIMIT_BACKOFF if daily else CONCURRENCY_LIMIT_BACKOFF
+        return RateLimited(message, status_code=status, retry_after=wait)
+    if "INVALID_SESSION_ID" in codes or status == 401:
+        return AuthError(message, status_code=status)
+    if codes & RETRYABLE_CODES:
+        return RetryableError(message, status_code=status)
+    # 400/404/405 permanent, 403 auth, 429 rate limit, 5xx retryable
+    error = error_for_status(status, "")
+    if error is None:  # a 2xx cannot raise; keep the request, try again
+        return RetryableError(message, status_code=status)
+    return type(error)(message, status_code=status)
+
+
+def record_error(errors: Any) -> DeliveryError:
+    """One failed record of a collection upsert (``errors: [{statusCode, message,
+    fields}]``), classified as a single upsert refused with those codes (HTTP 400)."""
+    content = [
+        {"errorCode": e.get("statusCode"), "message": e.get("message"), "fields": e.get("fields")}
+        for e in (errors if isinstance(errors, list) else [])
+        if isinstance(e, dict)
+    ]
+    return _classify_answer(400, content, "Salesforce refused the record")
+
+
+def parse_limit_info(value: str | None) -> ApiUsage | None:
+    """``Sforce-Limit-Info: api-usage=18/15000``: the org's API requests in its
+    rolling 24 hours, used of allowed."""
+    if not value:
+        return None
+    for part in value.split(","):
+        name, _, usage = part.strip().partition("=")
+        if name.strip() == "api-usage":
+            used, _, limit = usage.partition("/")
+            try:
+                return ApiUsage(int(used), int(limit), window="rolling 24 h")
+            except ValueError:
+                return None
+    return None
 
 
 def token_error(status: int, body: Any) -> DeliveryError:
@@ -448,6 +491,8 @@ class SalesforceConnector(BlockingConnector[_Session]):
     # No request-rate limit to honour: the API allowance is per rolling 24 h and
     # org-wide, and 25 long-running (> 20 s) requests at once is the other limit.
     flow_defaults = FlowDefaults(concurrency=25)
+    # sObject Collections upsert takes at most 200 records.
+    max_batch_size = MAX_BATCH
 
     def __init__(self, name: str, settings: ConnectorSettings) -> None:
         super().__init__(name, settings)
@@ -455,6 +500,7 @@ class SalesforceConnector(BlockingConnector[_Session]):
         self.config: Settings = settings
         self._http: httpx.AsyncClient | None = None
         self._requests: requests.Session | None = None
+        self._usage: ApiUsage | None = None
         auth = settings.auth
         for secret in (auth.client_secret, auth.password, auth.security_token, auth.access_token):
             if secret is not None:
@@ -529,6 +575,33 @@ class SalesforceConnector(BlockingConnector[_Session]):
         lead_id = context.lead_id
         return await self.call(lambda session: self._deliver(session, body, lead_id))
 
+    def batch_limit(self) -> int:
+        # Collections upsert by the external id; plain creates are not batched (a
+        # retried create collection would duplicate every record in it).
+        return MAX_BATCH if self.config.external_id_field is not None else 1
+
+    def api_usage(self) -> ApiUsage | None:
+        """The org's API usage from the last answer's Sforce-Limit-Info header."""
+        return self._usage
+
+    async def send_batch(
+        self, items: Sequence[tuple[Mapping[str, Any], DeliveryContext]]
+    ) -> list[DeliveryResult | DeliveryError]:
+        """sObject Collections upsert on the external id (allOrNone false): each
+        record's success, created or errors become that lead's result."""
+        if self._creds is None:
+            raise RuntimeError("SalesforceConnector.startup() was not awaited")
+        field = self.config.external_id_field
+        assert field is not None, "batch_limit() is 1 without an external_id_field"
+        skip = field.lower()
+        records = [
+            {"attributes": {"type": self.config.sobject}}
+            | {k: v for k, v in record.items() if k.lower() != skip}
+            | {field: context.lead_id}
+            for record, context in items
+        ]
+        return await self.call(lambda session: self._upsert_collection(session, records))
+
     async def check(self) -> CheckResult:
         """Get a token (as startup does), then read the org's API limits with
         it: proves the credentials, the instance URL and the API version."""
@@ -574,6 +647,54 @@ class SalesforceConnector(BlockingConnector[_Session]):
 
     # ---------------------------------------------------------------- worker thread
 
+    def _upsert_collection(
+        self, session: _Session, records: list[dict[str, Any]]
+    ) -> list[DeliveryResult | DeliveryError]:
+        import requests
+        from simple_salesforce.exceptions import SalesforceError
+
+        field = self.config.external_id_field
+        url = (
+            f"{session.instance_url}/services/data/v{self.config.api_version}"
+            f"/composite/sobjects/{self.config.sobject}/{field}"
+        )
+        payload = {"allOrNone": False, "records": records}
+        try:
+            # Through simple-salesforce's request path (session, headers, its errors).
+            response = session.sobject._call_salesforce("PATCH", url, data=json.dumps(payload))
+        except (SalesforceError, requests.RequestException) as exc:
+            raise classify(exc, hide=_values(records)) from exc
+        self._note_usage(response)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, list) or len(answer) != len(records):
+            # The upserts may have happened; upserting again is harmless.
+            raise RetryableError(
+                f"Salesforce answered {response.status_code} without one result per record",
+                status_code=response.status_code,
+            )
+        out: list[DeliveryResult | DeliveryError] = []
+        for item in answer:
+            if isinstance(item, dict) and item.get("success"):
+                created = bool(item.get("created"))
+                out.append(
+                    DeliveryResult(
+                        remote_id=_record_id(item),
+                        status_code=201 if created else 200,
+                        detail="created" if created else "updated",
+                    )
+                )
+            else:
+                out.append(record_error(item.get("errors") if isinstance(item, dict) else None))
+        return out
+
+    def _note_usage(self, response: Any) -> None:
+        usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
+        if usage is not None:
+            self._usage = usage
+
     def _deliver(self, session: _Session, body: dict[str, Any], lead_id: str) -> DeliveryResult:
         import requests
         from simple_salesforce.exceptions import SalesforceError
@@ -590,6 +711,7 @@ class SalesforceConnector(BlockingConnector[_Session]):
             )
         except (SalesforceError, requests.RequestException) as exc:
             raise classify(exc, hide=_values(body)) from exc
+        self._note_usage(response)
         status = response.status_code
         if status == 204:  # API < 46.0 answers an update without a body (and without the id)
             return DeliveryResult(remote_id=None, status_code=204, detail="updated")

@@ -15,6 +15,13 @@ and errors as a JSON list of ``{message, errorCode, fields}``. Usage::
         fake.requests                 # every request: method, path, headers, body
         fake.records["Lead"]          # record id -> fields, as Salesforce holds them
 
+sObject Collections upsert (``PATCH .../composite/sobjects/<sobject>/<field>``,
+at most 200 records, ``allOrNone: false``) answers one ``{id, success, errors,
+created}`` per record, in order; ``fail_record(external_id, code, ...)`` makes
+that record fail inside the collection. Every API answer carries
+``Sforce-Limit-Info: api-usage=<used>/<limit>`` (``api_used`` counts the API
+requests, ``api_limit`` is the org's allocation); ``api_calls(kind)`` lists them.
+
 ``target="token"`` makes ``fail_next``/``drop_next``/``delay_next`` hit the token
 endpoint instead of the sObject calls. The fake checks a Lead like Salesforce does:
 ``LastName`` and ``Company`` are required and ``Email`` must look like an address.
@@ -89,6 +96,9 @@ class FakeSalesforce:
         self.ca_bundle = Path(self._dir.name) / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_bundle))
         self._jwt_public_key: bytes | None = None
+        self.api_limit = 15000
+        self.api_used = 0
+        self._record_failures: dict[str, deque[tuple[str, str, list[str]]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -213,6 +223,27 @@ class FakeSalesforce:
     def delay_next(self, seconds: float, *, times: int = 1, target: Target = "sobjects") -> None:
         self._queue(_Behaviour(target, delay=seconds), times)
 
+    def fail_record(
+        self,
+        external_id: str,
+        error_code: str,
+        message: str = "",
+        *,
+        fields: list[str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """The record with this external id fails the next ``times`` collection upserts."""
+        with self._lock:
+            queue = self._record_failures.setdefault(external_id, deque())
+            queue.extend((error_code, message, fields or []) for _ in range(times))
+
+    def api_calls(self, kind: Literal["collection", "single"] | None = None) -> list[Recorded]:
+        """Upserts and creates: ``collection`` (composite) or ``single`` (sobjects)."""
+        calls = [r for r in self.calls() if "/limits" not in r.path]
+        if kind is None:
+            return calls
+        return [r for r in calls if ("/composite/" in r.path) == (kind == "collection")]
+
     def add_record(self, sobject: str, fields: dict[str, Any]) -> str:
         with self._lock:
             return self._insert(sobject, dict(fields))
@@ -257,7 +288,13 @@ class FakeSalesforce:
                 return _Answer(behaviour.status, behaviour.body, behaviour.headers)
         if target == "token":
             return self._token(path, body)
-        return self._sobjects(method, path, headers, body)
+        answer = self._sobjects(method, path, headers, body)
+        if answer.status != 401:  # an API request the org counts
+            with self._lock:
+                self.api_used += 1
+                used = self.api_used
+            answer.headers["Sforce-Limit-Info"] = f"api-usage={used}/{self.api_limit}"
+        return answer
 
     def _token(self, path: str, form: dict[str, str]) -> _Answer:
         if path != "/services/oauth2/token":
@@ -321,6 +358,10 @@ class FakeSalesforce:
         parts = [unquote(p) for p in urlsplit(path).path.split("/")]
         if method == "GET" and [p for p in parts[4:] if p] == ["limits"]:
             return _Answer(200, {"DailyApiRequests": {"Max": 15000, "Remaining": 14990}})
+        if len(parts) >= 8 and parts[4:6] == ["composite", "sobjects"]:
+            if method != "PATCH":
+                return _error(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed")
+            return self._collection_upsert(parts[3], parts[6], parts[7], body)
         # ["", "services", "data", "v62.0", "sobjects", <sobject>, (<field>, <value>)]
         if len(parts) < 6 or parts[1:3] != ["services", "data"] or parts[4] != "sobjects":
             return _error(404, "NOT_FOUND", "The requested resource does not exist")
@@ -377,6 +418,57 @@ class FakeSalesforce:
             record_id = self._insert(sobject, record)
         return _Answer(201, {"id": record_id, "success": True, "errors": [], "created": True})
 
+    def _collection_upsert(self, version: str, sobject: str, field: str, body: Any) -> _Answer:
+        if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+            return _error(400, "JSON_PARSER_ERROR", "Expected an object with a records list")
+        records = body["records"]
+        if len(records) > 200:
+            return _error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more")
+        if body.get("allOrNone"):
+            return _error(400, "INVALID_INPUT", "the fake supports allOrNone false only")
+        results = []
+        for record in records:
+            if not isinstance(record, dict):
+                return _error(400, "JSON_PARSER_ERROR", "Each record must be a JSON object")
+            attributes = record.get("attributes") or {}
+            if attributes.get("type") != sobject:
+                return _error(400, "INVALID_TYPE", "attributes.type must name the sObject")
+            fields = {k: v for k, v in record.items() if k != "attributes"}
+            value = fields.pop(field, None)
+            if not value:
+                results.append(_failure("MISSING_ARGUMENT", f"{field} not specified", [field]))
+                continue
+            with self._lock:
+                queued = self._record_failures.get(str(value))
+                failure = queued.popleft() if queued else None
+            if failure is not None:
+                results.append(_failure(*failure))
+                continue
+            answer = self._upsert(version, sobject, field, str(value), fields)
+            if answer.status >= 300:
+                errors = answer.body if isinstance(answer.body, list) else []
+                if answer.status == 300:
+                    errors = [{"errorCode": "DUPLICATE_EXTERNAL_ID", "message": "", "fields": []}]
+                first = errors[0] if errors else {"errorCode": "UNKNOWN_EXCEPTION"}
+                results.append(
+                    _failure(
+                        str(first.get("errorCode")),
+                        str(first.get("message") or ""),
+                        list(first.get("fields") or []),
+                    )
+                )
+                continue
+            ok = answer.body if isinstance(answer.body, dict) else {}
+            with self._lock:
+                table = self.records.get(sobject, {})
+                record_id = ok.get("id") or next(
+                    (rid for rid, rec in table.items() if rec.get(field) == value), None
+                )
+            results.append(
+                {"id": record_id, "success": True, "errors": [], "created": answer.status == 201}
+            )
+        return _Answer(200, results)
+
     def _insert(self, sobject: str, fields: dict[str, Any]) -> str:
         table = self.records.setdefault(sobject, {})
         record_id = f"{_PREFIX.get(sobject, 'a00')}5g{len(table) + 1:010d}AAA"
@@ -402,6 +494,14 @@ def _check(sobject: str, record: dict[str, Any]) -> _Answer | None:
             400, "INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {email}", ["Email"]
         )
     return None
+
+
+def _failure(code: str, message: str, fields: list[str]) -> dict[str, Any]:
+    """One record's failure in a collection answer (``statusCode``, not ``errorCode``)."""
+    return {
+        "success": False,
+        "errors": [{"statusCode": code, "message": message, "fields": fields}],
+    }
 
 
 def _error(status: int, code: str, message: str, fields: list[str] | None = None) -> _Answer:
