@@ -154,6 +154,9 @@ class StorageConfig(Model):
     synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
     # PostgreSQL only.
     pool_size: int = Field(10, ge=1, le=200)
+    # PostgreSQL only: connecting through PgBouncer in transaction mode (no
+    # server-side prepared statements, no schema in the URL; docs/scaling.md).
+    pgbouncer: bool = False
     # Webhook bodies received and not yet committed, in bytes at most; beyond it
     # intake answers 503 with Retry-After at once (a stalled store holds bounded memory).
     max_inflight_bytes: int = Field(32 << 20, ge=1 << 16)

@@ -113,7 +113,7 @@ def test_unknown_key_without_a_near_one_lists_the_valid_ones() -> None:
     assert path == "storage.zzz"
     assert (
         message
-        == "unknown key; expected one of: url, synchronous, pool_size, max_inflight_bytes, search_key"
+        == "unknown key; expected one of: url, synchronous, pool_size, pgbouncer, max_inflight_bytes, search_key"
     )
 
 

@@ -19,7 +19,9 @@ def create_store(config: StorageConfig) -> Store:
         return SQLiteStore(config.url, synchronous=config.synchronous, search_key=key)
     from bridge.store.postgres import PostgresStore
 
-    return PostgresStore(config.url, pool_size=config.pool_size, search_key=key)
+    return PostgresStore(
+        config.url, pool_size=config.pool_size, search_key=key, pgbouncer=config.pgbouncer
+    )
 
 
 __all__ = ["Store", "create_store"]

@@ -142,7 +142,8 @@ class PostgresStore(Store):
     ``schema``: the PostgreSQL schema holding the tables (see the module docstring);
     ``pool_size``: at most this many connections; ``timeout``: seconds to wait for
     a pooled connection before raising ``StoreUnavailable``; ``max_batch``: most
-    ingest calls committed together.
+    ingest calls committed together; ``pgbouncer``: the URL points at PgBouncer in
+    transaction mode (no server-side prepared statements, no schema in the URL).
     """
 
     dialect = "postgresql"
@@ -156,8 +157,18 @@ class PostgresStore(Store):
         timeout: float = 5.0,
         max_batch: int = 500,
         search_key: str | None = None,
+        pgbouncer: bool = False,
     ) -> None:
         self.conninfo, self.schema = _schema_from(url, schema)
+        if pgbouncer and self.schema:
+            # A startup option is session state: PgBouncer in transaction mode
+            # neither forwards it nor keeps it per client.
+            raise ConfigError(
+                f"a schema ({self.schema!r}) cannot be chosen in the URL behind PgBouncer: "
+                "use the database's default (public) or ALTER ROLE ... SET search_path",
+                path="storage.url",
+            )
+        self.pgbouncer = pgbouncer
         self.search_key = search_key
         self.pool_size = max(2, pool_size)
         self.timeout = timeout
@@ -171,7 +182,11 @@ class PostgresStore(Store):
     async def open(self) -> None:
         pool = AsyncConnectionPool(
             self.conninfo,
-            kwargs={"autocommit": True},
+            # Behind PgBouncer (transaction mode) consecutive transactions of one
+            # client connection run on different server connections: psycopg's
+            # server-side prepared statements (after 5 uses) would be missing or
+            # clash there, so they are turned off.
+            kwargs={"autocommit": True, "prepare_threshold": None if self.pgbouncer else 5},
             min_size=2,
             max_size=self.pool_size,
             timeout=self.timeout,
