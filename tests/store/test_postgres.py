@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Callable
 
 import httpx
@@ -12,11 +14,14 @@ import pytest
 
 from bridge.app import create_app
 from bridge.destinations import Runtime
+from bridge.engine import Engine
 from bridge.errors import ConfigError, StoreError, StoreUnavailable
+from bridge.metrics import Metrics
 from bridge.store.base import LeadIn, QuarantineIn
 from bridge.store.postgres import PostgresStore
 from bridge.store.postgres_schema import MIGRATIONS
 from tests.conftest import make_lead
+from tests.fakes import SCRIPTS, Script
 from tests.store.conftest import PG_URL
 from tests.store.test_store import T0, lead
 from tests.waiting import eventually
@@ -242,6 +247,58 @@ async def test_intake_answers_503_and_readiness_fails_while_the_database_is_down
         assert (response.status_code, response.json()["accepted"]) == (200, 1)
     await store.close()
     await proxy.down()
+
+
+async def test_workers_back_off_while_the_database_is_down_and_resume_without_restart(
+    make_pg: MakePG, make_runtime: Callable[..., Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    """During the outage the claim loop logs claim_failed and waits (it is not a
+    crash: no restart, readiness does not list it as down); when the database
+    is back the same engine delivers what is stored after it, no restart."""
+    proxy = TcpProxy()
+    await proxy.up()
+    store = make_pg(f"postgresql://postgres@127.0.0.1:{proxy.port}/test", pool_size=3, timeout=1.0)
+    await store.open()
+    script = SCRIPTS["pg-outage"] = Script()
+    runtime = make_runtime(
+        destinations=[
+            {
+                "name": "crm",
+                "type": "tests.fakes:ScriptedConnector",
+                "settings": {"script": "pg-outage"},
+            }
+        ],
+        worker={"poll_interval": "20ms"},
+    )
+    engine = Engine(store, runtime.active, Metrics(), runtime.config.worker)
+    await engine.start()
+    try:
+        await store.ingest([lead("before")], ["crm"], [], time.time())
+        await eventually(lambda: [c.lead_id for c in script.calls] == ["before"], "delivery")
+        with caplog.at_level(logging.WARNING, logger="lead_bridge.engine"):
+            await proxy.down()
+            await eventually(lambda: "event=claim_failed" in caplog.text, "a failed claim")
+            assert engine.workers_down() == [] and engine.workers[0].restarts == 0
+            await proxy.up()
+
+            async def stored() -> bool:
+                try:
+                    await store.ingest([lead("after")], ["crm"], [], time.time())
+                except StoreUnavailable:
+                    return False
+                return True
+
+            await eventually(stored, "intake to recover", interval=0.1)
+            engine.wake()
+            await eventually(
+                lambda: [c.lead_id for c in script.calls] == ["before", "after"], "delivery"
+            )
+        assert engine.workers[0].restarts == 0
+        assert (await store.get_deliveries("after"))[0].status == "delivered"
+    finally:
+        await engine.stop(timeout=10)
+        await store.close()
+        await proxy.down()
 
 
 def test_schema_from_url_options_and_bad_names() -> None:
