@@ -17,7 +17,7 @@ def _destination(console: Console, call: Call) -> Destination:
     name = call.request.path_params["name"]
     dest = console.state.runtime.destination(name)
     if dest is None:
-        raise Refused(404, f"No destination named {name!r}.")
+        raise Refused(404, "No destination with this name.")
     return dest
 
 

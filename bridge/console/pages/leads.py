@@ -30,7 +30,10 @@ def _time(text: str, name: str) -> float | None:
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise Refused(400, f"{name}: expected a date and time, got {text!r}") from None
+        # The value is not quoted back: an error page never echoes what was sent.
+        raise Refused(
+            400, f"{name}: expected a date and time (2024-05-01T12:00 or ISO 8601 with offset)"
+        ) from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
@@ -79,7 +82,7 @@ async def timeline(console: Console, call: Call) -> Response:
     lead_id = call.request.path_params["lead_id"]
     found = await lead_timeline(state.store, state.runtime, lead_id)
     if found is None:
-        raise Refused(404, f"No lead with id {lead_id!r}.")
+        raise Refused(404, "No lead with this id.")
     by_destination: dict[str, list[Any]] = defaultdict(list)
     for a in found.attempts:
         by_destination[a.destination].append(a)
@@ -103,7 +106,7 @@ async def replay(console: Console, call: Call) -> Response:
     force = call.form.flag("force")
     names = [d.name for d in state.runtime.active]
     if destination is not None and destination not in names:
-        raise Refused(400, f"Unknown or disabled destination {destination!r}.")
+        raise Refused(400, "destination: expected one of the enabled destinations.")
     result = await state.store.requeue(
         now=time.time(),
         configured=names,

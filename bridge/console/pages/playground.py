@@ -87,7 +87,7 @@ async def playground(console: Console, call: Call) -> Response:
         if stored_id:
             record = await console.state.store.get_lead(stored_id)
             if record is None:
-                problems.append(("stored lead", f"no lead with id {stored_id!r}"))
+                problems.append(("stored lead", "no lead with this id"))
             elif record.payload is None:
                 problems.append(("stored lead", "its payload was purged or erased"))
             else:
