@@ -15,23 +15,9 @@ import jinja2
 from markupsafe import Markup
 
 from bridge.logs import redact
+from bridge.personal import is_personal
 
 TEMPLATES = Path(__file__).parent / "templates"
-
-# Keys whose values identify a person (the last path segment, lower-cased, "-" as "_").
-_PERSONAL_KEY = re.compile(
-    r"e_?mail|phone|mobile|^tel|fax|address|street|postcode|zip|birth|^dob$|ssn|^ip$|"
-    r"^(first|last|middle|full|given|family|sur|contact|display)?_?name$"
-)
-_NOT_PERSONAL = ("organization", "organisation", "company", "org_", "account", "form", "file")
-
-
-def is_personal(key: str, value: Any) -> bool:
-    k = key.lower().replace("-", "_")
-    if _PERSONAL_KEY.search(k) and not k.startswith(_NOT_PERSONAL):
-        return True
-    # An email address or phone number under any other key (a note, a description).
-    return isinstance(value, str) and redact(value) != value
 
 
 def mask(value: Any) -> str:

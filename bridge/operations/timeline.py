@@ -9,13 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.destinations import Runtime
-from bridge.logs import mask_email, mask_phone, redact
 from bridge.operations.mapping import evaluate_destination
 from bridge.operations.search import TEST_PREFIX
 from bridge.store.base import AttemptRecord, DeliveryRecord, LeadRecord, Store
-
-# data keys shown masked until the operator reveals them.
-PERSONAL_KEYS = frozenset({"first_name", "middle_name", "last_name", "name", "email", "phone"})
 
 
 @dataclass(frozen=True)
@@ -26,29 +22,6 @@ class Timeline:
     deliveries: list[DeliveryRecord]
     attempts: list[AttemptRecord]  # oldest first
     mapped: list[dict[str, Any]]  # per destination, as evaluate_destination()
-
-
-def mask_lead(payload: Any) -> Any:
-    """A copy of a lead with its personal fields masked (``j***@example.com``,
-    ``***67``, ``J***``) and any other email-looking text masked too."""
-
-    def walk(node: Any, key: str | None) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v, str(k)) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v, key) for v in node]
-        if not isinstance(node, str | int) or isinstance(node, bool):
-            return node
-        text = str(node)
-        if key == "email":
-            return mask_email(text)
-        if key == "phone":
-            return mask_phone(text)
-        if key in PERSONAL_KEYS:
-            return f"{text[:1]}***" if text else text
-        return redact(text) if isinstance(node, str) else node
-
-    return walk(payload, None)
 
 
 async def lead_timeline(store: Store, runtime: Runtime, lead_id: str) -> Timeline | None:

@@ -10,7 +10,7 @@ from bridge.destinations import Runtime
 from bridge.operations.audit import list_audit
 from bridge.operations.search import LeadQuery, search_leads
 from bridge.operations.testsend import send_test_lead
-from bridge.operations.timeline import lead_timeline, mask_lead
+from bridge.operations.timeline import lead_timeline
 from bridge.store.base import Store
 from tests.connectors.fake_http import Answer, FakeHTTP
 from tests.operations.helpers import T0, add_leads, finish_all, lead
@@ -42,28 +42,6 @@ async def test_timeline_has_mapped_records_and_attempts(
     (crm,) = timeline.mapped
     assert crm["matched"] and crm["error"]["field"] == "Budget"
     assert await lead_timeline(store, runtime, "led_none") is None
-
-
-def test_mask_lead() -> None:
-    masked = mask_lead(
-        {
-            "id": "x",
-            "data": {
-                "email": "john@example.com",
-                "phone": "+1 555 0167",
-                "first_name": "John",
-                "note": "mail me at john@example.com",
-                "organization_size": "11-50",
-            },
-        }
-    )
-    assert masked["data"] == {
-        "email": "j***@example.com",
-        "phone": "***67",
-        "first_name": "J***",
-        "note": "mail me at j***@example.com",
-        "organization_size": "11-50",
-    }
 
 
 async def test_send_test_lead_is_marked_sent_once_and_not_stored(
