@@ -4,6 +4,7 @@ while everything around the service misbehaves and the service itself is killed?
     python bench/faults.py                                # long: 5,000 leads, 20 kills
     python bench/faults.py --leads 300 --kills 3          # short (tests/bench/test_faults.py)
     python bench/faults.py --storage-url postgresql://postgres@127.0.0.1:5432/test
+    python bench/faults.py --storage-url postgresql://postgres@127.0.0.1:5432/test --replicas 3
 
 What runs, all on 127.0.0.1:
 
@@ -21,6 +22,9 @@ What runs, all on 127.0.0.1:
   leaves it out);
 * ``--kills`` SIGKILLs spread over the posting phase, then a restart; on SQLite
   every third one kills only the writer child (the service must start another).
+  ``--replicas 3`` (PostgreSQL) runs three services on one database: the provider
+  posts round robin (a retry goes to the next one, as behind a load balancer) and
+  each kill hits one replica at random while the others keep taking leads.
 
 Then it waits until no delivery is pending (or nothing has moved for
 ``--settle`` seconds), stops the service, reads the store and the sink's record
@@ -81,6 +85,9 @@ class Options:
     max_retry_after: float = 2.0
     burst_every: int = 400  # sink requests between two bursts of absurd 429s; 0: none
     surrogate: bool = True  # also post one lead holding a lone surrogate ("\ud800")
+    # Services sharing the PostgreSQL database (replicas behind a load balancer):
+    # the provider spreads its posts over them, each kill hits one at random.
+    replicas: int = 1
 
 
 # ---------------------------------------------------------------------- the service
@@ -172,7 +179,14 @@ class Service:
         return {d["name"]: d["counts"] for d in response.json()["destinations"]}
 
 
-def write_config(work: Path, storage_url: str, sink_url: str, port: int, opts: Options) -> Path:
+def write_config(
+    work: Path,
+    storage_url: str,
+    sink_url: str,
+    port: int,
+    opts: Options,
+    name: str = "config.yaml",
+) -> Path:
     retry = {
         "schedule": ["200ms", "500ms", "1s", "2s"],
         "jitter": 0.2,
@@ -208,7 +222,7 @@ def write_config(work: Path, storage_url: str, sink_url: str, port: int, opts: O
             for name in DESTINATIONS
         ],
     }
-    path = work / "config.yaml"
+    path = work / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -227,7 +241,7 @@ def _has_retry_after_bound() -> bool:
 class Provider:
     """Posts arrays of leads like the provider does: every non-200 is retried."""
 
-    url: str
+    url: str | list[str]  # several: a load balancer's round robin, a retry goes to the next
     ids: list[str]
     rate: float
     resend: float
@@ -238,6 +252,13 @@ class Provider:
     rejected: set[str] = field(default_factory=set)  # answered 200 with "rejected": 1
     resent: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    turn: int = 0
+
+    def next_url(self) -> str:
+        if isinstance(self.url, str):
+            return self.url
+        self.turn += 1
+        return self.url[self.turn % len(self.url)]
 
     async def run(self, concurrency: int = 8) -> None:
         batches: list[list[str]] = []
@@ -288,7 +309,7 @@ class Provider:
         delay = 0.1
         while True:
             try:
-                response = await client.post(self.url, content=body, headers=headers)
+                response = await client.post(self.next_url(), content=body, headers=headers)
                 self.answers[str(response.status_code)] += 1
                 if response.status_code == 200:
                     self.acknowledged.update(batch)
@@ -325,7 +346,7 @@ def _lead(lead_id: str) -> dict[str, Any]:
 
 @dataclass
 class Chaos:
-    service: Service
+    services: list[Service]
     kills: int
     gap: float
     writer_kills: bool
@@ -336,12 +357,13 @@ class Chaos:
     async def run(self) -> None:
         for n in range(self.kills):
             await asyncio.sleep(self.gap * (0.5 + self.rng.random()))
-            if self.writer_kills and n % 3 == 2 and await self.service.kill_writer():
+            service = self.rng.choice(self.services)
+            if self.writer_kills and n % 3 == 2 and await service.kill_writer():
                 self.writer_kills_done += 1
                 continue
-            await self.service.kill()
+            await service.kill()
             self.service_kills += 1
-            await self.service.start()
+            await service.start()
 
 
 # ---------------------------------------------------------------------- the verdict
@@ -503,18 +525,26 @@ async def run(opts: Options) -> dict[str, Any]:
         storage_url = f"sqlite:///{work / 'faults.db'}"
     sink = FaultySink(Faults(seed=opts.seed, burst_every=opts.burst_every))
     await sink.start()
-    port = _free_port()
-    service = Service(
-        write_config(work, storage_url, sink.url, port, opts), port, work / "service.log"
-    )
+    ports = [_free_port() for _ in range(opts.replicas)]
+    tails = [f"-{n}" if opts.replicas > 1 else "" for n in range(opts.replicas)]
+    services = [
+        Service(
+            write_config(work, storage_url, sink.url, port, opts, f"config{tail}.yaml"),
+            port,
+            work / f"service{tail}.log",
+        )
+        for port, tail in zip(ports, tails, strict=True)
+    ]
+    service = services[0]
     tag = uuid.uuid4().hex[:6]
     ids = [f"led_fault_{tag}_{i}" for i in range(opts.leads)]
-    provider = Provider(f"{service.url}/lead/webhook", ids, opts.rate, opts.resend, rng)
+    urls = [f"{s.url}/lead/webhook" for s in services]
+    provider = Provider(urls if len(urls) > 1 else urls[0], ids, opts.rate, opts.resend, rng)
     if opts.surrogate:
         provider.poison.append(f"led_fault_{tag}_surrogate")
     posting = opts.leads / opts.rate
     chaos = Chaos(
-        service,
+        services,
         opts.kills,
         gap=max(0.5, posting / max(1, opts.kills)),
         writer_kills=not opts.storage_url,
@@ -522,15 +552,18 @@ async def run(opts: Options) -> dict[str, Any]:
     )
     started = time.monotonic()
     try:
-        await service.start()
-        print(f"work dir {work}; posting {opts.leads} leads at {opts.rate:g}/s, {opts.kills} kills")
+        await asyncio.gather(*(s.start() for s in services))
+        print(
+            f"work dir {work}; posting {opts.leads} leads at {opts.rate:g}/s to "
+            f"{opts.replicas} replica(s), {opts.kills} kills"
+        )
         await asyncio.gather(provider.run(), chaos.run())
         print(f"posted in {time.monotonic() - started:.1f}s; waiting for deliveries to settle")
         waited = await settle(service, opts)
-        await service.stop()
+        await asyncio.gather(*(s.stop() for s in services))
         rows = await read_store(storage_url)
     finally:
-        await service.stop()
+        await asyncio.gather(*(s.stop() for s in services))
         await sink.close()
     result = verdict(opts, ids, provider, sink, rows, waited)
     result["service_kills"] = chaos.service_kills
@@ -538,6 +571,7 @@ async def run(opts: Options) -> dict[str, Any]:
     result["duration_s"] = round(time.monotonic() - started, 1)
     result["work"] = str(work)
     result["storage"] = "postgresql" if schema else "sqlite"
+    result["replicas"] = opts.replicas
     if schema is not None and opts.storage_url:
         _drop_schema(opts.storage_url, schema)
     if result["ok"] and not opts.keep and opts.work is None:
@@ -562,7 +596,8 @@ def _free_port() -> int:
 
 def report(r: dict[str, Any]) -> str:
     lines = [
-        f"storage              {r['storage']}, {r['destinations']} destinations, {r['duration_s']} s",
+        f"storage              {r['storage']}, {r.get('replicas', 1)} replica(s), "
+        f"{r['destinations']} destinations, {r['duration_s']} s",
         f"kills                {r['service_kills']} service (SIGKILL + restart), "
         f"{r['writer_kills']} SQLite writer child",
         f"leads posted         {r['leads']} (+{r['resent_after_ack']} re-sent after their 200)",
@@ -609,7 +644,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep files here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     parser.add_argument("--json", type=Path, default=None, dest="json_path")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="services on one PostgreSQL (needs --storage-url)"
+    )
     args = parser.parse_args()
+    if args.replicas > 1 and not args.storage_url:
+        parser.error("--replicas above 1 needs --storage-url postgresql://... (one shared queue)")
     opts = Options(**vars(args))
     result = asyncio.run(run(opts))
     print(report(result))

@@ -78,3 +78,19 @@ def test_short_fault_run_loses_nothing_and_leaves_nothing_stuck(tmp_path: Path) 
     stored = r["leads"] - r["quarantined_at_intake"]  # type: ignore[operator]
     assert r["delivered"] + r["dead"] == stored * r["destinations"], output  # type: ignore[operator]
     assert code == 0, output
+
+
+@pytest.mark.postgres
+def test_three_replicas_on_one_postgresql_lose_nothing(tmp_path: Path) -> None:
+    """Issue 17: three services share one PostgreSQL schema, the provider spreads its
+    posts over them and each kill hits one at random while the others keep going."""
+    from tests.store.conftest import PG_URL
+
+    code, r, output = run_faults(tmp_path, f"--storage-url={PG_URL}", "--replicas=3")
+    assert r, output
+    assert r["replicas"] == 3 and r["service_kills"] == KILLS, output
+    assert r["acknowledged"] == r["leads"] and r["unacknowledged"] == 0, output
+    assert r["lost"] == 0 and r["stuck_pending"] == 0, output
+    assert r["more_than_one_idempotency_key"] == 0, output
+    assert r["dead_unexpected"] == 0, output
+    assert code == 0, output
