@@ -148,7 +148,14 @@ def create_app(
             from bridge.notify import Notifier
 
             state.tasks.append(
-                asyncio.create_task(Notifier(the_store, config.alerts, metrics=state.metrics).run())
+                asyncio.create_task(
+                    Notifier(
+                        the_store,
+                        config.alerts,
+                        metrics=state.metrics,
+                        finished_interval=config.metrics.finished_counts_interval,
+                    ).run()
+                )
             )
         from bridge.operations.drift import drift_task
 

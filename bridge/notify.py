@@ -1,7 +1,12 @@
 """The built-in notifier: tell someone when a destination stops delivering.
 
-Every ``alerts.check_interval`` it reads the queue (``Store.status``) and, per
-destination, decides whether something needs a human:
+Every ``alerts.check_interval`` it reads the queue's cheap counts (pending, dead,
+the oldest pending: ``Store.queue_depths``, through indexes, like a metrics
+scrape) and, per destination, decides whether something needs a human.
+Delivered and skipped deliveries, whose count grows with the history, are
+counted at most every ``metrics.finished_counts_interval`` and before a stall is
+reported (a progress seen only in those counts is noticed up to that interval
+late, so a stall notice may come that much later, never early):
 
 * **dead letters**: at least ``alerts.dead_letters`` new ones since the last
   notice, summarised by reason class (``HTTP 422``, ``credentials refused``,
@@ -41,6 +46,7 @@ from bridge.config import AlertsConfig
 from bridge.errors import StoreError
 from bridge.logs import event, register_secret
 from bridge.metrics import Metrics
+from bridge.metrics_server import FINISHED_COUNTS_INTERVAL
 from bridge.store.base import DeliveryRecord, DestinationStatus, Store
 
 log = logging.getLogger("lead_bridge.notify")
@@ -107,9 +113,19 @@ class Trouble:
 class _Watch:
     dead_seen: int  # dead count at the last notice (or when watching began)
     since: float  # when that was: dead letters after it are the new ones
-    finished: int  # delivered + dead + skipped at the last check
-    progress_at: float  # when ``finished`` last moved, or nothing was pending
+    finished: int  # delivered + skipped at the last count of them
+    progress_at: float  # when a delivery was last seen finishing, or nothing was pending
+    pending: int = 0  # at the last check
+    oldest_pending_at: float | None = None  # at the last check
+    dead: int = 0  # at the last check
     noticed_at: float = -math.inf
+
+    def moved(self, pending: int, dead: int, oldest: float | None) -> bool:
+        """Seen in the cheap counts alone: a dead letter more or fewer, the oldest
+        pending delivery gone, or fewer pending (a delivery finished)."""
+        moved = dead != self.dead or oldest != self.oldest_pending_at or pending < self.pending
+        self.pending, self.dead, self.oldest_pending_at = pending, dead, oldest
+        return moved
 
 
 @dataclass
@@ -120,8 +136,13 @@ class Notifier:
     post: Post | None = None
     metrics: Metrics | None = None  # where delivery loops report whether they run
     host: str = field(default_factory=socket.gethostname)
+    # Delivered and skipped deliveries are counted at most this often (their count
+    # grows with the history) and when a stall is about to be reported.
+    finished_interval: float = FINISHED_COUNTS_INTERVAL
     _watch: dict[str, _Watch] = field(default_factory=dict)
     _primed_at: float | None = None  # when the first look was taken
+    _finished: dict[str, int] = field(default_factory=dict)  # delivered + skipped
+    _counted_at: float = -math.inf
 
     def __post_init__(self) -> None:
         if self.config.url is not None:
@@ -141,9 +162,13 @@ class Notifier:
     async def check(self) -> list[Trouble]:
         """One look at the queue; posts a notice when one is due. Returns what it sent."""
         now = self.clock()
-        status = await self.store.status(now)
+        # The backlog and the dead letters through the store's indexes (what
+        # metrics scrapes read), never the whole history at every check.
+        depths = await self.store.queue_depths(now)
+        if now - self._counted_at >= self.finished_interval:
+            await self._count_finished(now)
         down = set(self.metrics.workers_down()) if self.metrics is not None else set()
-        destinations = list(status.destinations)
+        destinations = list(depths)
         known = {d.destination for d in destinations}
         destinations += [DestinationStatus(name, {}, 0, None) for name in sorted(down - known)]
         due: list[tuple[Trouble, int]] = []
@@ -151,19 +176,28 @@ class Notifier:
             counts = dest.counts
             dead = counts.get("dead", 0)
             pending = counts.get("pending", 0)
-            finished = dead + counts.get("delivered", 0) + counts.get("skipped", 0)
+            oldest = dest.oldest_pending_at
+            finished = self._finished.get(dest.destination, 0)
             watch = self._watch.get(dest.destination)
             if watch is None:
                 if self._primed_at is None:
                     # Dead letters that existed before we started watching are not news.
-                    watch = self._watch[dest.destination] = _Watch(dead, now, finished, now)
+                    watch = self._watch[dest.destination] = _Watch(
+                        dead, now, finished, now, pending, oldest, dead
+                    )
                     if dest.destination not in down:
                         continue
                 else:
                     # A destination with no rows at the first look: all of it is new.
                     watch = self._watch[dest.destination] = _Watch(0, self._primed_at, 0, now)
-            if finished != watch.finished or pending == 0:
+            if watch.moved(pending, dead, oldest) or finished != watch.finished or pending == 0:
                 watch.finished, watch.progress_at = finished, now
+            if pending and now - watch.progress_at >= self.config.stalled_after:
+                if self._counted_at < now:  # a stall is reported on a fresh count only
+                    await self._count_finished(now)
+                    finished = self._finished.get(dest.destination, 0)
+                if finished != watch.finished:
+                    watch.finished, watch.progress_at = finished, now
             watch.dead_seen = min(watch.dead_seen, dead)  # a replay took some back
             new_dead = dead - watch.dead_seen
             idle = now - watch.progress_at
@@ -174,7 +208,6 @@ class Notifier:
             if now - watch.noticed_at < self.config.min_interval:
                 continue
             reasons = await self._reasons(dest.destination, watch.since) if new_dead else {}
-            oldest = dest.oldest_pending_at
             trouble = Trouble(
                 destination=dest.destination,
                 new_dead_letters=new_dead,
@@ -209,6 +242,11 @@ class Notifier:
                 pending=trouble.pending,
             )
         return troubles
+
+    async def _count_finished(self, now: float) -> None:
+        counts = await self.store.finished_counts()
+        self._finished = {d: c.get("delivered", 0) + c.get("skipped", 0) for d, c in counts.items()}
+        self._counted_at = now
 
     async def _reasons(self, destination: str, since: float) -> dict[str, int]:
         records = await self.store.list_deliveries(

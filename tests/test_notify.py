@@ -332,3 +332,51 @@ async def test_a_private_alerts_url_is_refused_without_a_connection(
     with pytest.raises(NotifyError, match=r"non-public address 127\.0\.0\.1"):
         await n.post(b"{}")
     assert receiver.bodies == []
+
+
+async def test_checks_read_the_cheap_counts_not_the_whole_history(
+    store: SQLiteStore, receiver: Receiver
+) -> None:
+    """Like metrics scrapes (tests/test_metrics.py): every check reads
+    queue_depths(); delivered and skipped are counted at most every
+    finished_interval and before a stall is reported; never the full status()."""
+    calls: list[str] = []
+    for name in ("status", "queue_depths", "finished_counts"):
+        real = getattr(store, name)
+
+        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(store, name, spy)
+    clock = Clock()
+    config = AlertsConfig.model_validate(
+        {"url": receiver.url, "allow_private": True, "stalled_after": "15m"}
+    )
+    n = Notifier(store, config, clock=clock, host="bridge-1", finished_interval=300)
+    await add(store, "led_1", "led_2", "led_3")
+    for minute in range(10):  # progress each minute: no stall to check
+        clock.now = T0 + 60 * minute
+        if minute:
+            await finish(store, f"led_{minute}", "delivered", clock.now)
+            await add(store, f"led_{minute + 3}")  # the backlog stays at 3
+        assert await n.check() == []
+    assert calls.count("queue_depths") == 10
+    assert calls.count("finished_counts") == 2  # at 0 and 5 min
+    assert "status" not in calls
+
+    # Nothing finishes from minute 9 on. The progress seen last in the cheap counts
+    # is confirmed by a count up to finished_interval later; then the stall is
+    # reported on a fresh count.
+    sent: list[Any] = []
+    minute = 9
+    while not sent and minute < 60:
+        minute += 1
+        clock.now = T0 + 60 * minute
+        sent = await n.check()
+    (trouble,) = sent
+    assert trouble.pending == 3 and trouble.stalled_seconds is not None
+    assert 540 + 900 <= clock.now - T0 <= 540 + 900 + 300 + 60
+    assert calls.count("queue_depths") == minute + 1
+    assert calls.count("finished_counts") <= 2 + (minute - 9) // 5 + 1
+    assert "status" not in calls

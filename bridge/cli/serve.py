@@ -286,7 +286,12 @@ async def _run_worker(runtime: object) -> int:
         from bridge.notify import Notifier
 
         notifier = asyncio.create_task(
-            Notifier(store, runtime.config.alerts, metrics=metrics).run()
+            Notifier(
+                store,
+                runtime.config.alerts,
+                metrics=metrics,
+                finished_interval=runtime.config.metrics.finished_counts_interval,
+            ).run()
         )
     from bridge.operations.drift import drift_task
 
