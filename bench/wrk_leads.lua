@@ -20,7 +20,8 @@ local function letters(n, width)
 end
 
 function setup(thread)
-  math.randomseed(os.time() + #threads)
+  -- SEED: several wrk processes started in the same second (bench/pg_replicas.py)
+  math.randomseed(os.time() + #threads + tonumber(os.getenv("SEED") or "0") * 1000)
   thread:set("tid", letters(math.random(0, 52 ^ 5), 6))
   table.insert(threads, thread)
 end
