@@ -83,9 +83,12 @@ def _hash_condition(store: Store, column: str, hashed: bytes, mark: int) -> tupl
     index: PostgreSQL's on the column; SQLite's lead_search up to the batches'
     watermark, and the rows above it read directly (bridge/store/search.py)."""
     if store.dialect == "sqlite":
+        # As a set of rowids, not an OR: with an OR the planner may walk every
+        # lead newest first to save the sort (measured: 170 ms, not 0.1 ms).
         return (
-            f"(l.id IN (SELECT s.lead_id FROM lead_search s WHERE s.hash = ?) "  # noqa: S608
-            f"OR (l.rowid > ? AND l.{column} = ?))",
+            "l.rowid IN (SELECT i.rowid FROM lead_search s JOIN leads i ON i.id = s.lead_id "  # noqa: S608
+            f"WHERE s.hash = ? UNION ALL SELECT t.rowid FROM leads t WHERE t.rowid > ? "
+            f"AND t.{column} = ?)",
             [hashed, mark, hashed],
         )
     return f"l.{column} = ?", [hashed]

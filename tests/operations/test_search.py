@@ -195,3 +195,22 @@ async def test_sqlite_index_batches_are_covered_by_erase_retention_and_clear(
         assert await ids(store, email="d@example.com") == ["led_d"]
     finally:
         await store.close()
+
+
+async def test_sqlite_email_search_plan_never_walks_every_lead(tmp_path: Path) -> None:
+    from bridge.operations.search import _where
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'p.db'}")
+    await store.open()
+    try:
+        where, params = _where(store, LeadQuery(email="a@example.com"), page=True, mark=0)
+        plan = await store.fetch(
+            f"EXPLAIN QUERY PLAN SELECT l.id FROM leads l WHERE {where} "  # noqa: S608
+            "ORDER BY l.received_at DESC, l.id DESC LIMIT ?",
+            [*params, 51],
+        )
+        steps = [str(row[3]) for row in plan]
+        assert any("rowid=?" in step for step in steps), steps
+        assert not any(step.startswith("SCAN l") for step in steps), steps
+    finally:
+        await store.close()
