@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 from bridge.app import create_app
 from bridge.destinations import Runtime, load_runtime
 from bridge.metrics import Metrics
+from bridge.store.base import Outcome, Store
 from bridge.store.sqlite import SQLiteStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,6 +32,56 @@ def make_lead(lead_id: str, **data: Any) -> dict[str, Any]:
     lead["id"] = lead_id
     lead["data"].update(data)
     return lead
+
+
+def spy_calls(obj: Any, *names: str) -> list[str]:
+    """Wrap the methods ``names`` of ``obj``; the list fills with the name of
+    each call, in order (which store reads a scrape or a check makes)."""
+    calls: list[str] = []
+    for name in names:
+        real = getattr(obj, name)
+
+        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(obj, name, spy)
+    return calls
+
+
+async def finish_pending(
+    store: Store,
+    destinations: list[str],
+    at: float,
+    dead: Mapping[tuple[str, str], tuple[str, int]],
+) -> None:
+    """Claim every pending delivery of ``destinations`` and finish it: dead with
+    the (error, status code) given for its (lead id, destination) in ``dead``,
+    delivered otherwise."""
+    for dest in destinations:
+        claims = await store.claim(destination=dest, limit=100, lease_seconds=60, now=at)
+        outcomes = []
+        for c in claims:
+            failure = dead.get((c.lead_id, dest))
+            if failure is None:
+                outcomes.append(
+                    Outcome(c.delivery_id, c.lease_token, "delivered", "delivered", at, 0.05)
+                )
+            else:
+                error, code = failure
+                outcomes.append(
+                    Outcome(
+                        c.delivery_id,
+                        c.lease_token,
+                        "dead",
+                        "dead",
+                        at,
+                        0.2,
+                        error=error,
+                        status_code=code,
+                    )
+                )
+        await store.finish(outcomes)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bridge.admin import metrics_routes
-from bridge.store.base import LeadIn, Outcome
-from tests.conftest import AppHarness, make_lead
+from bridge.store.base import LeadIn
+from tests.conftest import AppHarness, finish_pending, make_lead
 
 TOKEN = "admin-token-for-tests-0123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -38,28 +38,9 @@ async def seed(h: AppHarness) -> None:
         for lid in ("led_ok", "led_dead")
     ]
     await h.store.ingest(leads, ["archive", "audit"], [], now=T0)
-    for dest in ("archive", "audit"):
-        claims = await h.store.claim(destination=dest, limit=10, lease_seconds=60, now=T0)
-        outcomes = []
-        for c in claims:
-            if c.lead_id == "led_dead" and dest == "archive":
-                outcomes.append(
-                    Outcome(
-                        c.delivery_id,
-                        c.lease_token,
-                        "dead",
-                        "dead",
-                        T0,
-                        0.2,
-                        error="HTTP 400: rejected",
-                        status_code=400,
-                    )
-                )
-            else:
-                outcomes.append(
-                    Outcome(c.delivery_id, c.lease_token, "delivered", "delivered", T0, 0.05)
-                )
-        await h.store.finish(outcomes)
+    await finish_pending(
+        h.store, ["archive", "audit"], T0, {("led_dead", "archive"): ("HTTP 400: rejected", 400)}
+    )
 
 
 async def test_no_tokens_means_no_admin_api(make_app: Callable[..., Any]) -> None:

@@ -21,7 +21,7 @@ from bridge.metrics import Metrics
 from bridge.metrics_server import QueueGauges, scrape, serve_metrics, start_metrics_server
 from bridge.store.base import LeadIn, Outcome, Store, StoreStatus
 from bridge.store.sqlite import SQLiteStore
-from tests.conftest import make_lead
+from tests.conftest import make_lead, spy_calls
 from tests.waiting import DEADLINE, eventually
 
 TOKEN = "metrics-admin-token-0123"
@@ -101,15 +101,7 @@ async def test_scrapes_count_the_history_only_now_and_then(store: SQLiteStore) -
     """A scrape reads pending and dead deliveries (cheap, through indexes) every
     time; delivered and skipped ones, a count over the whole history, at most
     every finished_counts_interval; never the full status()."""
-    calls: list[str] = []
-    for name in ("status", "queue_depths", "finished_counts"):
-        real = getattr(store, name)
-
-        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kwargs)
-
-        setattr(store, name, spy)
+    calls = spy_calls(store, "status", "queue_depths", "finished_counts")
     await store.ingest([LeadIn("led_1", "{}"), LeadIn("led_2", "{}")], ["crm"], [], now=100.0)
     (claim, _) = await store.claim(destination="crm", limit=2, lease_seconds=30, now=100.0)
     await store.finish(

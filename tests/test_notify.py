@@ -20,7 +20,7 @@ from bridge.errors import ConfigError
 from bridge.notify import Notifier, NotifyError
 from bridge.store.base import LeadIn, Outcome
 from bridge.store.sqlite import SQLiteStore
-from tests.conftest import make_lead
+from tests.conftest import make_lead, spy_calls
 from tests.fakes import SCRIPTS, Script
 
 T0 = 1_800_000_000.0
@@ -340,15 +340,7 @@ async def test_checks_read_the_cheap_counts_not_the_whole_history(
     """Like metrics scrapes (tests/test_metrics.py): every check reads
     queue_depths(); delivered and skipped are counted at most every
     finished_interval and before a stall is reported; never the full status()."""
-    calls: list[str] = []
-    for name in ("status", "queue_depths", "finished_counts"):
-        real = getattr(store, name)
-
-        def spy(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kwargs)
-
-        setattr(store, name, spy)
+    calls = spy_calls(store, "status", "queue_depths", "finished_counts")
     clock = Clock()
     config = AlertsConfig.model_validate(
         {"url": receiver.url, "allow_private": True, "stalled_after": "15m"}

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.store.base import LeadIn, Outcome
-from tests.conftest import AppHarness, make_lead
+from bridge.store.base import LeadIn
+from tests.conftest import AppHarness, finish_pending, make_lead
 
 ADMIN = "admin-token-for-console-0123"
 VIEWER = "viewer-token-for-console-0123"
@@ -59,28 +59,9 @@ async def seed(h: AppHarness) -> None:
         for lid in ("led_ok", "led_dead")
     ]
     await h.store.ingest(leads, ["crm", "archive"], [], now=T0)
-    for dest in ("crm", "archive"):
-        claims = await h.store.claim(destination=dest, limit=10, lease_seconds=60, now=T0)
-        outcomes = []
-        for c in claims:
-            if c.lead_id == "led_dead" and dest == "crm":
-                outcomes.append(
-                    Outcome(
-                        c.delivery_id,
-                        c.lease_token,
-                        "dead",
-                        "dead",
-                        T0,
-                        0.2,
-                        error="HTTP 500: server error",
-                        status_code=500,
-                    )
-                )
-            else:
-                outcomes.append(
-                    Outcome(c.delivery_id, c.lease_token, "delivered", "delivered", T0, 0.05)
-                )
-        await h.store.finish(outcomes)
+    await finish_pending(
+        h.store, ["crm", "archive"], T0, {("led_dead", "crm"): ("HTTP 500: server error", 500)}
+    )
 
 
 async def status_of(h: AppHarness, lead_id: str, destination: str) -> str:
