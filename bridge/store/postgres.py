@@ -95,6 +95,9 @@ CLAIM = (
 )
 
 
+# Leads re-hashed per statement batch when the search index is rebuilt.
+REINDEX_CHUNK = 5000
+
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SEARCH_PATH_RE = re.compile(r"-c\s*search_path=([^\s,]+)")
 
@@ -255,19 +258,29 @@ class PostgresStore(Store):
             key, rebuild = await search_key_plan_async(_Settings(conn), self.search_key)
             hasher = SearchHasher(key)
             if rebuild:
-                cur = await conn.execute("SELECT id, payload FROM leads")
-                rows = [(lid, *hasher.payload(payload)) for lid, payload in await cur.fetchall()]
-                async with conn.cursor() as c:
-                    await c.executemany(
-                        "UPDATE leads SET email_hash = %s, phone_hash = %s WHERE id = %s",
-                        [(e, ph, lid) for lid, e, ph in rows],
+                # By id, REINDEX_CHUNK leads at a time: memory stays bounded.
+                done, after = 0, ""
+                while True:
+                    cur = await conn.execute(
+                        "SELECT id, payload FROM leads WHERE id > %s ORDER BY id LIMIT %s",
+                        (after, REINDEX_CHUNK),
                     )
+                    chunk = await cur.fetchall()
+                    if not chunk:
+                        break
+                    async with conn.cursor() as c:
+                        await c.executemany(
+                            "UPDATE leads SET email_hash = %s, phone_hash = %s WHERE id = %s",
+                            [(*hasher.payload(payload), lid) for lid, payload in chunk],
+                        )
+                    done += len(chunk)
+                    after = chunk[-1][0]
                 await conn.execute(
                     "INSERT INTO settings (name, value) VALUES (%s, %s) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     (INDEXED_SETTING, hasher.fingerprint),
                 )
-                event(log, "search_index_rebuilt", backend="postgres", leads=len(rows))
+                event(log, "search_index_rebuilt", backend="postgres", leads=done)
         self.search = hasher
 
     async def close(self) -> None:

@@ -3,7 +3,9 @@ and is covered by erase, retention and a key change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +216,20 @@ async def test_sqlite_email_search_plan_never_walks_every_lead(tmp_path: Path) -
         assert not any(step.startswith("SCAN l") for step in steps), steps
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_key_change_rebuilds_in_chunks(
+    make_pg: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.store.postgres as pg
+
+    monkeypatch.setattr(pg, "REINDEX_CHUNK", 2)  # several chunks with five leads
+    first = make_pg()
+    await first.open()
+    await add_leads(first, [lead(f"led_{i}", email=f"p{i}@example.com") for i in range(5)], ["crm"])
+    await first.close()
+    configured = make_pg(search_key="a configured key of 32 characters")
+    await configured.open()
+    for i in range(5):
+        assert await ids(configured, email=f"P{i}@example.com") == [f"led_{i}"]
