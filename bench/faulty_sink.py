@@ -33,7 +33,7 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-import httptools
+from http_sink import RequestProtocol
 
 ABSURD_RETRY_AFTER = (
     "1e12",
@@ -79,59 +79,35 @@ def _response(status: int, reason: str, headers: dict[str, str] | None = None) -
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(RequestProtocol):
     def __init__(self, sink: FaultySink) -> None:
+        super().__init__()
         self.sink = sink
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.url = b""
-        self.body = bytearray()
-        self.webhook_id = ""
         self.hung = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.sink.connections.add(transport)
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.sink.connections.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
             self.sink.connections.discard(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.hung:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            assert self.transport is not None
-            self.transport.close()
+        if not self.hung:
+            super().data_received(data)
 
-    def on_message_begin(self) -> None:
-        self.url, self.body, self.webhook_id = b"", bytearray(), ""
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"webhook-id":
-            self.webhook_id = value.decode()
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        kind, answer = self.sink.decide(self.url.decode(), bytes(self.body), self.webhook_id)
+    def respond(self, transport: asyncio.Transport) -> None:
+        webhook_id = (self.webhook_id or b"").decode()
+        kind, answer = self.sink.decide(self.url.decode(), bytes(self.body), webhook_id)
         if kind == "reset":
             transport.abort()  # RST, no answer
         elif kind == "hang":
             self.hung = True  # answer nothing; the sender times out and closes
         else:
             transport.write(answer)
-            if not self.parser.should_keep_alive():
-                transport.close()
+            self.close_unless_keep_alive(transport)
 
 
 class FaultySink:

@@ -20,8 +20,8 @@ import asyncio
 import json
 import time
 
-import httptools
 import uvloop
+from http_sink import RequestProtocol
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
@@ -53,55 +53,26 @@ class Stats:
         ).encode()
 
 
-class SinkProtocol(asyncio.Protocol):
+class SinkProtocol(RequestProtocol):
     def __init__(self, stats: Stats) -> None:
+        super().__init__()
         self.stats = stats
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.url = b""
-        self.webhook_id: bytes | None = None
 
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport is not an asyncio.Transport subclass; it quacks like one.
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            assert self.transport is not None
-            self.transport.close()
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.webhook_id = None
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"webhook-id":
-            self.webhook_id = value
-
-    def on_message_complete(self) -> None:
-        assert self.transport is not None
+    def respond(self, transport: asyncio.Transport) -> None:
         method = self.parser.get_method()
         if self.url == b"/stats":
             body = self.stats.as_json()
             head = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            self.transport.write(head + body)
+            transport.write(head + body)
         elif self.url == b"/reset":
             self.stats.__init__()  # type: ignore[misc]
-            self.transport.write(OK)
+            transport.write(OK)
         elif method == b"POST":
             self.stats.seen(self.webhook_id)
-            self.transport.write(OK)
+            transport.write(OK)
         else:
-            self.transport.write(OK)
-        if not self.parser.should_keep_alive():
-            self.transport.close()
+            transport.write(OK)
+        self.close_unless_keep_alive(transport)
 
 
 async def serve(host: str, port: int) -> None:
