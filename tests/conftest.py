@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from bridge import logs
 from bridge.app import create_app
 from bridge.destinations import Runtime, load_runtime
 from bridge.metrics import Metrics
@@ -32,6 +35,21 @@ def make_lead(lead_id: str, **data: Any) -> dict[str, Any]:
     lead["id"] = lead_id
     lead["data"].update(data)
     return lead
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Logging exactly as `lead-bridge serve --log-format json --log-level DEBUG` sets it up."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = io.StringIO()
+    logs.configure("DEBUG", "json", out)
+    # pytest's capture handler goes back on, after the redacting one
+    for handler in saved[0]:
+        root.addHandler(handler)
+    yield out
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
 
 
 def spy_calls(obj: Any, *names: str) -> list[str]:

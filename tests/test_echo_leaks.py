@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge import logs
 from bridge.app import create_app
 from bridge.cli import main
 from bridge.destinations import load_runtime
@@ -62,19 +61,6 @@ def echo() -> Iterator[Echo]:
     server = Echo()
     yield server
     server.close()
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    out = io.StringIO()
-    logs.configure("DEBUG", "json", out)
-    for handler in saved[0]:
-        root.addHandler(handler)
-    yield out
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
 
 
 def hits(text: str) -> list[str]:

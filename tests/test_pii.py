@@ -7,12 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from bridge import logs
 from bridge.app import create_app
 from bridge.destinations import Runtime
 from bridge.store.sqlite import SQLiteStore
@@ -54,21 +53,6 @@ class EchoingDestination(FakeHTTP):
             if self.seen[key] == 1:
                 return Answer(503, self.echo)
             return Answer(200, b'{"id": "remote-1"}', {"Content-Type": "application/json"})
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """Logging exactly as `lead-bridge serve --log-format json --log-level DEBUG` sets it up."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    out = io.StringIO()
-    logs.configure("DEBUG", "json", out)
-    # pytest's capture handler goes back on, after the redacting one
-    for handler in saved[0]:
-        root.addHandler(handler)
-    yield out
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
 
 
 def hits(text: str) -> list[str]:
