@@ -52,6 +52,15 @@ def log_stream() -> Iterator[io.StringIO]:
     root.setLevel(saved[1])
 
 
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A SQLite store of its own (tests/store/ has one per backend instead)."""
+    s = SQLiteStore(f"sqlite:///{tmp_path / 'lb.db'}", synchronous="NORMAL")
+    await s.open()
+    yield s
+    await s.close()
+
+
 def spy_calls(obj: Any, *names: str) -> list[str]:
     """Wrap the methods ``names`` of ``obj``; the list fills with the name of
     each call, in order (which store reads a scrape or a check makes)."""

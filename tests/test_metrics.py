@@ -9,7 +9,6 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,14 +24,6 @@ from tests.conftest import make_lead, spy_calls
 from tests.waiting import DEADLINE, eventually
 
 TOKEN = "metrics-admin-token-0123"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    s = SQLiteStore(f"sqlite:///{tmp_path / 'm.db'}", synchronous="NORMAL")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_separate_port_serves_metrics_with_fresh_queue_gauges(store: SQLiteStore) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -22,14 +21,6 @@ T0 = 1_700_000_000.0
 def lead(lead_id: str) -> LeadIn:
     body = {"id": lead_id, "data": {"email": f"{lead_id}@example.com"}}
     return LeadIn(id=lead_id, payload=json.dumps(body))
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(f"sqlite:///{tmp_path / 'lb.db'}", synchronous="NORMAL")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def deliver_all(store: Store, destination: str, now: float) -> None:

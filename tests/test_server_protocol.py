@@ -19,6 +19,7 @@ from bridge.cli.serve import uvicorn_config
 from bridge.config import Config, validate_config
 from bridge.errors import ConfigError
 from tests.processes import BridgeProcess, free_port
+from tests.waiting import wait_until
 
 READ_TIMEOUT = 1.0
 KEEP_ALIVE = 1.0
@@ -66,14 +67,6 @@ class Running:
         return len(self.server.server_state.connections)
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def running() -> Iterator[Running]:
     config = Config.model_validate(
@@ -90,7 +83,7 @@ def running() -> Iterator[Running]:
     server = uvicorn.Server(uvicorn_config(config, app, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started or not thread.is_alive(), "the server to start")
+    wait_until(lambda: server.started or not thread.is_alive(), "the server to start")
     assert server.started
     yield Running(server, port)
     server.should_exit = True
@@ -211,7 +204,7 @@ def test_a_pipelined_request_waiting_for_a_slow_answer_is_not_cut_off(
 def test_connections_beyond_the_cap_are_refused(running: Running) -> None:
     held = [running.connect() for _ in range(MAX_CONNECTIONS)]
     try:
-        wait_for(lambda: running.open_connections() == MAX_CONNECTIONS, "connections to open")
+        wait_until(lambda: running.open_connections() == MAX_CONNECTIONS, "connections to open")
         extra = running.connect()
         with extra:
             answer = b""
@@ -220,7 +213,7 @@ def test_connections_beyond_the_cap_are_refused(running: Running) -> None:
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert b"retry-after: 1" in answer
         held.pop().close()
-        wait_for(lambda: running.open_connections() < MAX_CONNECTIONS, "a connection to close")
+        wait_until(lambda: running.open_connections() < MAX_CONNECTIONS, "a connection to close")
         with running.connect() as sock:
             sock.sendall(b"POST /x HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n[]")
             assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
@@ -278,6 +271,6 @@ def test_serve_applies_the_configured_limits(tmp_path: Any) -> None:
             assert elapsed >= READ_TIMEOUT * 0.9
             assert received.startswith(b"HTTP/1.1 408 ")
         # The log handler buffers briefly: wait for the line.
-        wait_for(lambda: "event=read_timeout phase=headers" in proc.output(), "the log line")
+        wait_until(lambda: "event=read_timeout phase=headers" in proc.output(), "the log line")
     finally:
         proc.close()
