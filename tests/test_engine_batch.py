@@ -302,3 +302,23 @@ async def test_the_api_budget_guard_slows_then_pauses_the_destination(
     assert row.status == "delivered"
     assert engine.destination_states()["crm"]["api_budget"]["state"] == "ok"
     assert SCRIPTS["crm"].usage == ApiUsage(100, 1000)
+
+
+@pytest.mark.parametrize(
+    ("flow", "path"),
+    [
+        ({"api_budget": {"soft_share": 0.9, "hard_share": 0.8}}, "flow.api_budget.hard_share"),
+        ({"api_budget": {"soft_share": 1.5}}, "flow.api_budget.soft_share"),
+        ({"batch_wait": "-1s"}, "flow.batch_wait"),
+        ({"batch_wait": "2m"}, "flow.batch_wait"),
+        ({"batch_size": 0}, "flow.batch_size"),
+    ],
+)
+def test_flow_batching_settings_are_validated(
+    make_runtime: Callable[..., Any], flow: dict[str, Any], path: str
+) -> None:
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make_runtime(destinations=[batching(flow=flow)])
+    assert f"destinations[0].{path}" in str(caught.value)
