@@ -47,6 +47,7 @@ from bridge.errors import StoreError
 from bridge.logs import event, register_secret
 from bridge.metrics import Metrics
 from bridge.metrics_server import FINISHED_COUNTS_INTERVAL
+from bridge.retry import human_duration
 from bridge.store.base import DeliveryRecord, DestinationStatus, Store
 
 log = logging.getLogger("lead_bridge.notify")
@@ -101,10 +102,12 @@ class Trouble:
             reasons = ", ".join(f"{name}: {n}" for name, n in self.reasons.items())
             parts.append(f"{self.new_dead_letters} new dead letter(s) ({reasons})")
         if self.stalled_seconds is not None:
-            parts.append(f"no delivery finished for {_human(self.stalled_seconds)}")
+            parts.append(
+                f"no delivery finished for {human_duration(self.stalled_seconds, spelled=True)}"
+            )
         if self.pending:
             oldest = self.oldest_pending_seconds
-            age = f", oldest {_human(oldest)}" if oldest is not None else ""
+            age = f", oldest {human_duration(oldest, spelled=True)}" if oldest is not None else ""
             parts.append(f"{self.pending} pending{age}")
         return f"{self.destination}: " + "; ".join(parts)
 
@@ -293,11 +296,3 @@ class Notifier:
             if refused is not None:
                 raise NotifyError(f"alerts.url refused: {refused}") from exc
             raise NotifyError(type(exc).__name__) from exc
-
-
-def _human(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -67,12 +67,15 @@ def plan_retry(
     return RetryDecision(False, when)
 
 
-def human_duration(seconds: float) -> str:
+def human_duration(seconds: float, *, spelled: bool = False) -> str:
+    """``90s``, ``15m``, ``2.5h`` (errors, logs); ``spelled``: ``90 s``, ``15 min``,
+    ``2.5 h`` (notices people read)."""
+    s, m, h = (" s", " min", " h") if spelled else ("s", "m", "h")
     if seconds < 120:
-        return f"{seconds:.0f}s"
+        return f"{seconds:.0f}{s}"
     if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+        return f"{seconds / 60:.0f}{m}"
+    return f"{seconds / 3600:.1f}{h}"
 
 
 class TokenBucket:
