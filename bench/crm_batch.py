@@ -1,6 +1,6 @@
 """CRM batching benchmark (issue 16): a burst of leads into the fake HubSpot and Salesforce.
 
-    python bench/crm_batch.py                          # 5,000-lead bursts, 20 lone leads
+    python bench/crm_batch.py                          # 5,000-lead bursts, 40 lone leads
     python bench/crm_batch.py --leads 300 --lone 3 --cap 20     # a quick smoke run
 
 In one process, on one event loop, the delivery engine as `lead-bridge serve`
@@ -22,8 +22,8 @@ the same run: batched (the connector's batch size) and one lead per call
   (sObject Collections, 200 per call) vs single upserts.
 * **Lone lead.** ``--lone`` times, one lead at a time on an idle HubSpot
   destination: from the store commit (when intake answers 200) to the fake
-  CRM receiving the call; p50 and max, batched vs unbatched. A lone lead must
-  not wait for company.
+  CRM receiving the call; p50 and max, batched vs unbatched (two engines side
+  by side, taking turns). A lone lead must not wait for company.
 
 Figures on a shared machine are noisy; compare the two columns of one run.
 """
@@ -203,38 +203,48 @@ async def salesforce_burst(workdir: Path, leads: int, cap: float) -> list[dict[s
 
 
 async def lone_leads(workdir: Path, count: int) -> list[dict[str, Any]]:
+    """Both modes side by side (two fakes, two engines), alternating which goes
+    first, so warm-up and machine noise fall on both alike."""
+    from contextlib import AsyncExitStack, ExitStack
+
     from tests.connectors.fake_hubspot import FakeHubSpot
 
-    out = []
-    for label, batch in (("batched", None), ("unbatched", 1)):
-        with FakeHubSpot(access_token=TOKEN) as fake:
-            arrivals: list[float] = []
-            answer: Callable[..., Any] = fake._answer
+    modes = [("batched", None), ("unbatched", 1)]
+    latencies: dict[str, list[float]] = {label: [] for label, _ in modes}
+    with ExitStack() as fakes:
+        async with AsyncExitStack() as runs:
+            setups = []
+            for label, batch in modes:
+                fake = fakes.enter_context(FakeHubSpot(access_token=TOKEN))
+                arrivals: list[float] = []
+                answer: Callable[..., Any] = fake._answer
 
-            def timed(
-                request: Any, answer: Callable[..., Any] = answer, seen: list[float] = arrivals
-            ) -> Any:
-                seen.append(time.monotonic())
-                return answer(request)
+                def timed(
+                    request: Any, answer: Callable[..., Any] = answer, seen: list[float] = arrivals
+                ) -> Any:
+                    seen.append(time.monotonic())
+                    return answer(request)
 
-            fake._answer = timed  # type: ignore[method-assign]
-            name = f"lone_{'b' if batch is None else 's'}"
-            latencies = []
-            async with Run(workdir, name, hubspot_destination(fake.url, name, batch)) as run:
-                for n in range(count):
+                fake._answer = timed  # type: ignore[method-assign]
+                name = f"lone_{'b' if batch is None else 's'}"
+                destination = hubspot_destination(fake.url, name, batch)
+                run = await runs.enter_async_context(Run(workdir, name, destination))
+                setups.append((label, run, arrivals))
+            for n in range(count):
+                for label, run, arrivals in setups if n % 2 == 0 else setups[::-1]:
                     before = len(arrivals)
-                    t0 = await run.ingest([lead(n, name)])
+                    t0 = await run.ingest([lead(n, run.dir.name)])
                     while await run.delivered() < n + 1:
-                        await asyncio.sleep(0.005)
-                    latencies.append(arrivals[before] - t0)
-        out.append(
-            {
-                "mode": label,
-                "p50_ms": statistics.median(latencies) * 1000,
-                "max_ms": max(latencies) * 1000,
-            }
-        )
-    return out
+                        await asyncio.sleep(0.002)
+                    latencies[label].append(arrivals[before] - t0)
+    return [
+        {
+            "mode": label,
+            "p50_ms": statistics.median(values) * 1000,
+            "max_ms": max(values) * 1000,
+        }
+        for label, values in latencies.items()
+    ]
 
 
 def _seconds(result: dict[str, Any]) -> str:
@@ -272,5 +282,5 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cap", type=float, default=120.0, help="stop a burst after this many seconds (estimate)"
     )
-    parser.add_argument("--lone", type=int, default=20, help="lone leads per mode")
+    parser.add_argument("--lone", type=int, default=40, help="lone leads per mode")
     sys.exit(asyncio.run(main(parser.parse_args())))
