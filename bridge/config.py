@@ -381,6 +381,14 @@ class PluginsConfig(Model):
     # by its path; the directories are never put on sys.path).
     paths: list[Path] = []
 
+    @field_validator("paths")
+    @classmethod
+    def _usable(cls, values: list[Path]) -> list[Path]:
+        for index, path in enumerate(values):
+            if "\x00" in str(path):
+                raise ValueError(f"item {index} contains a NUL character; expected a directory")
+        return values
+
 
 class Config(Model):
     server: ServerConfig = ServerConfig()

@@ -325,3 +325,10 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"server:\n  host: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_config(path, env={})
+
+
+def test_a_plugin_path_with_a_nul_byte_is_a_config_error() -> None:
+    # found by tests/fuzz/test_config_loader.py: Path.resolve() raised ValueError
+    assert any(
+        p == "plugins.paths" and "NUL" in m for p, m in problems({"plugins": {"paths": ["\0"]}})
+    )

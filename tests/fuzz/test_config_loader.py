@@ -53,6 +53,9 @@ SCALARS = st.one_of(
             "email",
             "{{ data.email }}",
             "https://127.0.0.1:1/hook",
+            "\x00",
+            "a\x00b",
+            "",
         ]
     ),
 )
