@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import psycopg
@@ -346,3 +348,38 @@ async def test_claim_reads_the_due_index_not_the_table(make_pg: MakePG) -> None:
     assert "Sort" not in plan.split("Limit")[1], plan
     claims = await store.claim(destination="crm", limit=50, lease_seconds=30, now=T0 + 1e6)
     assert len(claims) == 50
+
+
+async def test_intake_writes_a_whole_group_in_one_statement(make_pg: MakePG) -> None:
+    """However many requests and leads a group holds, the writer sends one
+    statement per group (one round trip, one commit)."""
+    store = make_pg()
+    await store.open()
+    writer = store._writer
+    connect = writer.connect
+    statements: list[int] = []  # leads in each statement
+
+    class Counting:
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        async def execute(self, query: Any, params: Any = None) -> Any:
+            statements.append(len(params[0]))
+            return await self.conn.execute(query, params)
+
+    @contextlib.asynccontextmanager
+    async def counting() -> AsyncIterator[Counting]:
+        async with connect() as conn:
+            yield Counting(conn)
+
+    writer.connect = counting
+    results = await asyncio.gather(
+        *(
+            store.ingest([lead(f"g{r}-{i}") for i in range(10)], ["crm", "slack"], [], T0)
+            for r in range(50)
+        )
+    )
+    assert all(len(r.accepted) == 10 for r in results)
+    assert sum(statements) == 500 and len(statements) < 50, statements
+    assert max(statements) >= 20  # requests queued behind a commit share the next one
+    assert len(await store.get_deliveries("g49-9")) == 2
