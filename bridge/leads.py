@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -174,6 +174,10 @@ class Batch:
     rejected: list[QuarantineIn]
     received: int = 0  # elements in the array
     problem: tuple[str, str] | None = None  # (code, message): the whole body is refused
+    # The parsed element of each lead (same order as ``leads``): the SQLite
+    # writer reads the search index's email and phone from it, not from a
+    # second parse of the payload text.
+    elements: list[Any] = field(default_factory=list)
 
 
 def split_batch(
@@ -182,6 +186,7 @@ def split_batch(
     """``check_text``: also refuse elements holding text that is not valid Unicode
     (needed when the standard library parsed the body; orjson refuses such text)."""
     leads: list[LeadIn] = []
+    kept: list[Any] = []
     rejected: list[QuarantineIn] = []
     for index, element in enumerate(elements):
         problem = element_problem(element)
@@ -207,7 +212,8 @@ def split_batch(
                 _column(element.get("url")),
             )
         )
-    return Batch(leads, rejected, len(elements))
+        kept.append(element)
+    return Batch(leads, rejected, len(elements), elements=kept)
 
 
 def invalid_text(node: Any) -> str | None:

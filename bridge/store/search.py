@@ -49,6 +49,10 @@ INDEXED_SETTING = "search_index_key_id"  # fingerprint of the key the index was 
 INDEXED_ROWID = "search_indexed_rowid"
 
 
+# Every ASCII byte but the ten digits (normalise_phone keeps ASCII digits only).
+_ASCII_NON_DIGITS = bytes(i for i in range(128) if not 48 <= i <= 57)
+
+
 def normalise_email(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
@@ -99,20 +103,36 @@ class SearchHasher:
         # call of CPython's own implementation, several times cheaper per value
         # than HMAC through OpenSSL 3 (measured), and this runs on intake's path.
         self._key = hashlib.blake2b(key, digest_size=64).digest()
+        # The keyed state after each kind's prefix, copied per value: a copy
+        # skips the key block's compression a fresh keyed hash starts with.
+        self._email = self._keyed(b"email:")
+        self._phone = self._keyed(b"phone:")
 
-    def _hash(self, kind: bytes, value: str) -> bytes:
-        data = kind + value.encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(data, key=self._key, digest_size=HASH_BYTES).digest()
+    def _keyed(self, kind: bytes) -> hashlib.blake2b:
+        return hashlib.blake2b(kind, key=self._key, digest_size=HASH_BYTES)
 
     def email(self, value: Any) -> bytes | None:
         """The index hash of an email as given (normalised here), or None."""
         text = normalise_email(value)
-        return None if text is None else self._hash(b"email:", text)
+        if text is None:
+            return None
+        state = self._email.copy()
+        state.update(text.encode("utf-8", "surrogatepass"))
+        return state.digest()
 
     def phone(self, value: Any) -> bytes | None:
         """The index hash of a phone number as given (digits only), or None."""
-        digits = normalise_phone(value)
-        return None if digits is None else self._hash(b"phone:", digits)
+        if isinstance(value, str) and value.isascii():
+            # normalise_phone's digits, the cheap way for ASCII text
+            digits = value.encode("ascii").translate(None, _ASCII_NON_DIGITS)
+        else:
+            text = normalise_phone(value)
+            digits = b"" if text is None else text.encode("ascii")
+        if not digits:
+            return None
+        state = self._phone.copy()
+        state.update(digits)
+        return state.digest()
 
     def lead(self, lead: Any) -> tuple[bytes | None, bytes | None]:
         """(email_hash, phone_hash) of a parsed lead."""
@@ -136,35 +156,6 @@ def new_stored_key() -> str:
 
 def stored_key(text: str) -> bytes:
     return bytes.fromhex(text)
-
-
-class PayloadHashes:
-    """SQL functions for SQLite: ``lb_email_hash(payload)`` and
-    ``lb_phone_hash(payload)``, evaluated one after the other on the same row,
-    share one parse of the payload (the last one is cached)."""
-
-    def __init__(self, hasher: SearchHasher | None) -> None:
-        self.hasher = hasher
-        self._last: str | None = None
-        self._hashes: tuple[bytes | None, bytes | None] = (None, None)
-
-    def _both(self, payload: str | None) -> tuple[bytes | None, bytes | None]:
-        if self.hasher is None or payload is None:
-            return None, None
-        if payload != self._last:
-            self._last = payload
-            self._hashes = self.hasher.payload(payload)
-        return self._hashes
-
-    def email(self, payload: str | None) -> bytes | None:
-        return self._both(payload)[0]
-
-    def phone(self, payload: str | None) -> bytes | None:
-        return self._both(payload)[1]
-
-    def install(self, conn: Any) -> None:
-        conn.create_function("lb_email_hash", 1, self.email, deterministic=True)
-        conn.create_function("lb_phone_hash", 1, self.phone, deterministic=True)
 
 
 def search_key_plan(conn: Any, configured: str | None) -> tuple[bytes, bool]:

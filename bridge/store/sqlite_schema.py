@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from bridge.store.base import versions_to_apply
-from bridge.store.search import PayloadHashes
+from bridge.store.search import SearchHasher
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -160,9 +160,21 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 
+class StoreConnection(sqlite3.Connection):
+    """A connection that can carry the writer's search key (set_search_key)."""
+
+    search_hasher: SearchHasher | None = None
+
+
 def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
     """A connection with the store's settings (WAL, ``synchronous``, foreign keys)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=30.0,
+        factory=StoreConnection,
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -170,9 +182,6 @@ def connect(path: Path | str, synchronous: str) -> sqlite3.Connection:
     # Erased data must not linger in free pages (see `lead-bridge erase`).
     conn.execute("PRAGMA secure_delete=ON")
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
-    # Intake's INSERT calls these; without a key (set by the writer once the
-    # store has it) they index nothing.
-    PayloadHashes(None).install(conn)
     return conn
 
 

@@ -30,13 +30,13 @@ from bridge.store.base import (
     replay_choice,
 )
 from bridge.store.erasure import ERASED_ERROR
-from bridge.store.search import INDEXED_ROWID, PayloadHashes, SearchHasher
+from bridge.store.search import INDEXED_ROWID, SearchHasher
 
 # Values per lead in an Ingest's flat ``rows``, in the order of the leads
-# table's INSERT: id, received_at, created, url, payload.
-LEAD_FIELDS = 5
+# table's INSERT: id, received_at, created, url, payload, email_hash, phone_hash.
+LEAD_FIELDS = 7
 
-_LEAD_ROW = "(?, ?, ?, ?, ?)"
+_LEAD_ROW = "(?, ?, ?, ?, ?, ?, ?)"
 _DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
 STATEMENT_ROWS = 256  # rows per INSERT at most (SQLite allows 32,766 parameters)
 # Rows per statement: 10 parameters each stays far below SQLite's variable limit.
@@ -55,10 +55,12 @@ class Ingest:
     ``rows`` is flat, ``LEAD_FIELDS`` values per lead in the leads table's
     column order: the cheapest shape to pickle, and the writer only
     concatenates them into its statements' parameters. ``batch`` is set when
-    the writer parsed the raw body itself (:func:`prepare_body`).
+    the writer parsed the raw body itself (:func:`prepare_body`). ``hasher``:
+    the search key the rows' two hashes were computed with (None: not computed,
+    :func:`run_ingests` does it from the payload text).
     """
 
-    __slots__ = ("batch", "destinations", "now", "quarantine", "rows")
+    __slots__ = ("batch", "destinations", "hasher", "now", "quarantine", "rows")
 
     def __init__(
         self,
@@ -67,12 +69,14 @@ class Ingest:
         quarantine: Sequence[tuple[str, str | None, int | None, str]],
         now: float,
         batch: Batch | None = None,
+        hasher: SearchHasher | None = None,
     ) -> None:
         self.rows = rows
         self.destinations = destinations
         self.quarantine = quarantine  # (reason, lead_id, item_index, raw)
         self.now = now
         self.batch = batch
+        self.hasher = hasher
 
     def ids(self) -> Sequence[str]:
         return self.rows[::LEAD_FIELDS]
@@ -82,19 +86,62 @@ class Ingest:
 
 
 def lead_rows(leads: Sequence[LeadIn], now: float) -> list[Any]:
-    """Leads as an Ingest's flat ``rows``."""
-    return [v for lead in leads for v in (lead.id, now, lead.created, lead.url, lead.payload)]
+    """Leads as an Ingest's flat ``rows``, search hashes not computed yet."""
+    return [
+        v
+        for lead in leads
+        for v in (lead.id, now, lead.created, lead.url, lead.payload, None, None)
+    ]
 
 
-def prepare_body(body: bytes, destinations: Sequence[str], now: float) -> Ingest:
+def search_hasher(conn: sqlite3.Connection) -> SearchHasher | None:
+    """The search key intake indexes with on this connection (None: no index yet)."""
+    hasher: SearchHasher | None = getattr(conn, "search_hasher", None)
+    return hasher
+
+
+def prepare_body(
+    body: bytes, destinations: Sequence[str], now: float, hasher: SearchHasher | None = None
+) -> Ingest:
     """A raw webhook body as an Ingest: parsed and split here, in the writer
-    process, with :func:`bridge.leads.parse_body` as intake would."""
+    process, with :func:`bridge.leads.parse_body` as intake would; the search
+    hashes (with ``hasher``) from the leads just parsed, not from their text."""
     batch = parse_body(body)
     if batch.problem is not None:
         q = quarantined_body(body, batch.problem)
         return Ingest([], (), [(q.reason, None, None, q.raw)], now, batch)
     quarantine = [(q.reason, q.lead_id, q.item_index, q.raw) for q in batch.rejected]
-    return Ingest(lead_rows(batch.leads, now), destinations, quarantine, now, batch)
+    if hasher is None:
+        return Ingest(lead_rows(batch.leads, now), destinations, quarantine, now, batch)
+    email_hash, phone_hash = hasher.email, hasher.phone
+    rows: list[Any] = []
+    for lead, element in zip(batch.leads, batch.elements, strict=True):
+        # parse_body let only an object (or nothing) through as "data".
+        data = element.get("data")
+        if data:
+            email = data.get("email")
+            phone = data.get("phone")
+            rows += (
+                lead.id,
+                now,
+                lead.created,
+                lead.url,
+                lead.payload,
+                None if email is None else email_hash(email),
+                None if phone is None else phone_hash(phone),
+            )
+        else:
+            rows += (lead.id, now, lead.created, lead.url, lead.payload, None, None)
+    return Ingest(rows, destinations, quarantine, now, batch, hasher)
+
+
+def _hash_rows(req: Ingest, hasher: SearchHasher | None) -> None:
+    """Set the search hashes of rows prepared without this key, from the payload text."""
+    rows = list(req.rows)
+    for at in range(0, len(rows), LEAD_FIELDS):
+        pair = (None, None) if hasher is None else hasher.payload(rows[at + 4])
+        rows[at + 5], rows[at + 6] = pair
+    req.rows, req.hasher = rows, hasher
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,8 +181,11 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     The first occurrence of an id wins; later ones, in the same request or
     another, are duplicates.
     """
+    hasher = search_hasher(conn)
     params: list[Any] = []
     for req in requests:
+        if req.hasher is not hasher and req.rows:
+            _hash_rows(req, hasher)  # leads from Store.ingest, or a key just changed
         params += req.rows
     rows = len(params) // LEAD_FIELDS
     # Which leads went in: all of them when the count of changes says so (no
@@ -144,16 +194,14 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     # RETURNING, which hands each row back to Python one step at a time.
     (before,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
     changes = conn.total_changes
-    # The search index's hashes (bridge/store/search.py) computed by SQL
-    # functions in the same statement: one parse of each payload, no second pass.
+    # The search index's hashes (bridge/store/search.py) are plain values,
+    # computed from the parsed body (prepare_body): no SQL function, no re-parse.
     _insert_rows(
         conn,
-        "INSERT INTO leads (id, received_at, created, url, payload, email_hash, phone_hash) "
-        "SELECT column1, column2, column3, column4, column5, lb_email_hash(column5), "
-        "lb_phone_hash(column5) FROM (",
+        "INSERT INTO leads (id, received_at, created, url, payload, email_hash, phone_hash)",
         _LEAD_ROW,
         params,
-        ") WHERE true ON CONFLICT (id) DO NOTHING",
+        " ON CONFLICT (id) DO NOTHING",
     )
     inserted_all = conn.total_changes - changes == rows
     if conn.execute(_TOMBSTONED, (before,)).fetchone() is not None:
@@ -497,7 +545,7 @@ def erase_part(
 
 def set_search_key(conn: sqlite3.Connection, key: bytes) -> None:
     """Intake indexes emails and phones with this key from now on."""
-    PayloadHashes(SearchHasher(key)).install(conn)
+    conn.search_hasher = SearchHasher(key)  # type: ignore[attr-defined]
 
 
 def reindex_search(conn: sqlite3.Connection, key: bytes, after: int, limit: int) -> int | None:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.store.base import LeadIn
+from bridge.store.search import SearchHasher, normalise_email, normalise_phone, search_values
 from bridge.store.sqlite_schema import connect, migrate
 from bridge.store.sqlite_writes import (
     LEAD_FIELDS,
     STATEMENT_ROWS,
     Ingest,
     lead_rows,
+    prepare_body,
     run_ingests,
+    search_hasher,
+    set_search_key,
     statement_sizes,
 )
 
@@ -132,3 +139,90 @@ def test_outbox_rows_are_the_same_whether_destinations_differ_or_not(
     for c in (same, mixed):
         assert delivery_rows(c) == sorted(expected)
         c.close()
+
+
+# Leads whose email and phone the search index normalises: odd spacing and
+# case, a phone as an integer, no data at all, values that index nothing.
+SEARCH_LEADS = [
+    {"id": "s1", "data": {"email": "  Ann.Smith@Example.COM ", "phone": " +1 (555) 010-0000 "}},
+    {"id": "s2", "data": {"phone": 15550100001}},
+    {"id": "s3"},
+    {"id": "s4", "data": {}},
+    {"id": "s5", "data": {"email": "", "phone": "n/a"}},
+    {"id": "s6", "data": {"email": "Zoë@Example.org", "phone": "٣٤٥ 0049-30 1234"}},
+    {"id": "s7", "data": {"email": 42, "phone": True}},
+    {"id": "s8", "data": {"email": "b@x.io", "phone": 1.5}},
+]
+SEARCH_KEY = b"k" * 32
+
+
+def reference_hashes(lead: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
+    """The documented construction, computed without SearchHasher."""
+    mac_key = hashlib.blake2b(SEARCH_KEY, digest_size=64).digest()
+
+    def mac(kind: bytes, text: str | None) -> bytes | None:
+        if text is None:
+            return None
+        return hashlib.blake2b(kind + text.encode(), key=mac_key, digest_size=16).digest()
+
+    email, phone = search_values(lead)
+    return mac(b"email:", normalise_email(email)), mac(b"phone:", normalise_phone(phone))
+
+
+def stored_hashes(conn: sqlite3.Connection) -> dict[str, tuple[bytes | None, bytes | None]]:
+    rows = conn.execute("SELECT id, email_hash, phone_hash FROM leads").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+@pytest.fixture
+def reparses(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Every parse of a stored payload's text for the search index."""
+    calls: list[str | None] = []
+    original = SearchHasher.payload
+
+    def counted(self: SearchHasher, payload: str | None) -> tuple[bytes | None, bytes | None]:
+        calls.append(payload)
+        return original(self, payload)
+
+    monkeypatch.setattr(SearchHasher, "payload", counted)
+    return calls
+
+
+def test_intake_hashes_come_from_the_parsed_body_not_sql_functions(
+    conn: sqlite3.Connection, reparses: list[str | None]
+) -> None:
+    set_search_key(conn, SEARCH_KEY)
+    # Any SQL function of the old INSERT, counted if a statement still called it.
+    sql_calls: list[str] = []
+    for name in ("lb_email_hash", "lb_phone_hash"):
+        conn.create_function(name, 1, lambda p, n=name: sql_calls.append(n))
+    body = json.dumps(SEARCH_LEADS).encode()
+    commit(conn, prepare_body(body, ("crm",), T0, search_hasher(conn)))
+    expected = {lead["id"]: reference_hashes(lead) for lead in SEARCH_LEADS}
+    assert stored_hashes(conn) == expected
+    hasher = SearchHasher(SEARCH_KEY)
+    assert expected == {lead["id"]: hasher.lead(lead) for lead in SEARCH_LEADS}
+    assert expected["s1"][0] == hasher.email("ann.smith@example.com")
+    assert expected["s1"][1] == hasher.phone("15550100000")
+    assert expected["s2"][1] == hasher.phone("1 555 010 0001")
+    assert expected["s6"][1] == hasher.phone("0049301234")  # ASCII digits only
+    assert expected["s3"] == expected["s4"] == expected["s5"] == expected["s7"] == (None, None)
+    assert sql_calls == [] and reparses == []
+
+
+def test_rows_prepared_without_the_key_are_hashed_from_their_text(
+    conn: sqlite3.Connection, reparses: list[str | None]
+) -> None:
+    # Store.ingest's leads (from another process), and a body prepared before
+    # the writer had the key: both get the hashes of the key in force.
+    set_search_key(conn, SEARCH_KEY)
+    leads = [LeadIn(str(lead["id"]), json.dumps(lead)) for lead in SEARCH_LEADS[:4]]
+    body = json.dumps(SEARCH_LEADS[4:]).encode()
+    commit(conn, Ingest(lead_rows(leads, T0), ("crm",), [], T0), prepare_body(body, ("crm",), T0))
+    assert stored_hashes(conn) == {lead["id"]: reference_hashes(lead) for lead in SEARCH_LEADS}
+    assert len(reparses) == len(SEARCH_LEADS)
+
+
+def test_without_a_key_intake_indexes_nothing(conn: sqlite3.Connection) -> None:
+    commit(conn, prepare_body(json.dumps(SEARCH_LEADS).encode(), ("crm",), T0))
+    assert set(stored_hashes(conn).values()) == {(None, None)}
