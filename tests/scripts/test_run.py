@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.processes import free_port
+from tests.waiting import DEADLINE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_TOOLS = {"pytest", "mypy", "ruff", "hypothesis", "respx", "trustme"}
@@ -58,8 +59,13 @@ def fake_repo(tmp_path: Path) -> Path:
     return repo
 
 
-def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
-    """The output up to the banner's end (its first blank line after ``marker``)."""
+def read_until(
+    proc: subprocess.Popen[str], marker: str, timeout: float, pumps: list[threading.Thread]
+) -> list[str]:
+    """The output up to the banner's end (its first blank line after ``marker``).
+
+    A thread reads it (appended to ``pumps``): the caller joins it once the
+    process is gone, before closing stdout, so it never reads a closed file."""
     assert proc.stdout is not None
     stdout = proc.stdout
     lines: queue.Queue[str | None] = queue.Queue()
@@ -69,7 +75,9 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list
             lines.put(line.rstrip("\n"))
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    thread = threading.Thread(target=pump, daemon=True)
+    pumps.append(thread)
+    thread.start()
     seen: list[str] = []
     in_banner = False
     deadline = time.monotonic() + timeout
@@ -107,8 +115,9 @@ def test_run_starts_the_quickstart_and_prints_a_working_banner(tmp_path: Path) -
         text=True,
         start_new_session=True,
     )
+    pumps: list[threading.Thread] = []
     try:
-        lines = read_until(proc, "Lead Bridge is ready", timeout=180)
+        lines = read_until(proc, "Lead Bridge is ready", 180, pumps)
         text = "\n".join(lines)
         assert lines[0] == "bootstrap all"
         webhook = f"https://127.0.0.1:{port}/lead/webhook"
@@ -138,5 +147,7 @@ def test_run_starts_the_quickstart_and_prints_a_working_banner(tmp_path: Path) -
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        for thread in pumps:  # at the end of the output now the process group is gone
+            thread.join(DEADLINE)
         if proc.stdout is not None:
             proc.stdout.close()
