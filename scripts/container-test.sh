@@ -37,6 +37,7 @@ fail() { printf '\nFAILED at step "%s": %s\n' "$STEP" "$*" >&2; exit 1; }
 
 cleanup() {
     local status=$?
+    set +e  # clean up as much as possible; the exit status is the script's own
     if [ "$status" -ne 0 ] && podman container exists "$NAME" 2>/dev/null; then
         echo "--- container logs (last 40 lines) ---" >&2
         podman logs --tail 40 "$NAME" >&2 || true
@@ -50,7 +51,10 @@ cleanup() {
         "$PODMAN_COMPOSE" -f compose/single.yaml --env-file "$WORK/compose.env" down -v \
             >/dev/null 2>&1 || true
     fi
-    [ "${COMPOSE_TAGGED:-0}" = 1 ] && podman untag "$COMPOSE_IMAGE" >/dev/null 2>&1
+    # (untag with the name: without one, podman removes every name of the image)
+    if [ "${COMPOSE_TAGGED:-0}" = 1 ]; then
+        podman untag "$COMPOSE_IMAGE" "$COMPOSE_IMAGE" >/dev/null 2>&1
+    fi
     podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
     # The build also leaves the build stage and cached layers behind, untagged
     # (~470 MB): remove every image that did not exist before this run.
