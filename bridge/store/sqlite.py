@@ -93,6 +93,7 @@ def sqlite_path(url: str) -> Path:
 class SQLiteStore(Store):
     checkpoint_interval = 1.0
     index_interval = 1.0  # seconds between search-index batches
+    index_max_lag = 30.0  # while intake keeps the writer busy, index at least this often
     dialect = "sqlite"
 
     def __init__(
@@ -206,15 +207,32 @@ class SQLiteStore(Store):
             conn.close()
 
     async def _run_indexer(self) -> None:
-        """Move new leads' hashes into lead_search every INDEX_INTERVAL, through
-        the writer (bridge/store/search.py); searches read the rest directly."""
+        """Move new leads' hashes into lead_search every ``index_interval``, through
+        the writer (bridge/store/search.py); searches read the rest directly.
+
+        Indexing is not urgent, intake is: while the writer has requests waiting,
+        a round is skipped, for at most ``index_max_lag`` seconds, and then does
+        one batch only, so a sustained burst of webhooks does not share the
+        writer with the index (searches stay exact: they read the rows above the
+        watermark directly)."""
+        last_done = time.monotonic()
         while True:
             await asyncio.sleep(self.index_interval)
             try:
-                while await self._write("index_search", INDEX_BATCH) == INDEX_BATCH:
-                    pass
+                while True:
+                    busy = self._writer_busy()
+                    if busy and time.monotonic() - last_done < self.index_max_lag:
+                        break
+                    full = await self._write("index_search", INDEX_BATCH) == INDEX_BATCH
+                    last_done = time.monotonic()
+                    if not full or busy:
+                        break
             except StoreError as exc:
                 log.warning("event=search_index_failed backend=sqlite error=%s", exc)
+
+    def _writer_busy(self) -> bool:
+        writer = self._writer
+        return writer is not None and writer.busy
 
     async def close(self) -> None:
         if self._closed:

@@ -342,6 +342,11 @@ class WriterProcess:
         self._stopping = False
         self._reaper: asyncio.Future[None] | None = None
 
+    @property
+    def busy(self) -> bool:
+        """Requests are waiting for their answer."""
+        return bool(self._pending)
+
     def start(self) -> None:
         """Spawn the process and wait until its database is open (blocking:
         run it in a thread, then :meth:`attach` on the loop)."""

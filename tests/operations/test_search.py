@@ -14,6 +14,7 @@ from bridge.store.base import Store
 from bridge.store.search import SearchHasher, normalise_phone
 from bridge.store.sqlite import SQLiteStore
 from tests.operations.helpers import T0, add_leads, finish_all, lead
+from tests.waiting import eventually
 
 
 async def ids(store: Store, **query: object) -> list[str]:
@@ -233,3 +234,34 @@ async def test_postgres_key_change_rebuilds_in_chunks(
     await configured.open()
     for i in range(5):
         assert await ids(configured, email=f"P{i}@example.com") == [f"led_{i}"]
+
+
+async def test_sqlite_indexer_yields_to_a_busy_writer_for_a_bounded_lag(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'y.db'}")
+    store.index_interval = 0.01
+    store.index_max_lag = 3600.0
+    busy = True
+    rounds = 0
+
+    def writer_busy() -> bool:
+        nonlocal rounds
+        rounds += 1
+        return busy
+
+    store._writer_busy = writer_busy  # type: ignore[method-assign]
+    await store.open()
+    try:
+        await add_leads(store, [lead("led_y", email="y@example.com")], ["crm"])
+        await eventually(lambda: rounds >= 20, "twenty indexer rounds while the writer is busy")
+        assert await store.fetch("SELECT count(*) FROM lead_search") == [(0,)]
+        assert await ids(store, email="y@example.com") == ["led_y"]  # read above the watermark
+
+        store.index_max_lag = 0.0  # the lag bound reached: one batch despite the busy writer
+        await eventually(lambda: _indexed(store), "the lead indexed once the lag bound has passed")
+        assert await ids(store, email="y@example.com") == ["led_y"]
+    finally:
+        await store.close()
+
+
+async def _indexed(store: SQLiteStore) -> bool:
+    return bool(await store.fetch("SELECT lead_id FROM lead_search WHERE lead_id = 'led_y'"))
