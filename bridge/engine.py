@@ -1013,6 +1013,9 @@ class Engine:
             self.share.run(self._kick), name="lead-bridge-intake-first"
         )
         for w in self.workers:
+            # Starting counts as running: only a crashed loop is down (else /readyz
+            # would name every destination until its loop is first scheduled).
+            w.running = True
             w.task = asyncio.create_task(self._supervise(w), name=f"lead-bridge-worker-{w.name}")
 
     async def _supervise(self, w: DestinationWorker) -> None:

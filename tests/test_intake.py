@@ -400,6 +400,7 @@ async def test_readiness_names_destinations_whose_worker_is_down(
     state.engine = engine
     await engine.start()
     try:
+        assert engine.workers_down() == []  # starting loops are not down (no crash yet)
         await eventually(lambda: engine.workers_down() == ["a", "b"], "both loops down")
         answers: list[httpx.Response] = []
 
