@@ -7,9 +7,9 @@ crash between the fsync and the store's commit writes the lead again)::
     {"lead_id": "led_...", "destination": "audit", "delivered_at": "2024-05-01T12:00:00.123Z",
      "record": {...the mapped record...}}
 
-Concurrent sends are group-committed: lines queued while a write is in flight
-go out together in the next write and share one fsync. ``send`` returns only
-after its line is on disk (``fsync: true``).
+Concurrent sends are group-committed (:mod:`bridge.groupcommit`): lines queued
+while a write is in flight go out together in the next write and share one
+fsync. ``send`` returns only after its line is on disk (``fsync: true``).
 
 Rotation (optional): before a write that would take the file past
 ``rotate_bytes``, or on the first write of a new UTC day with ``rotate_daily``,
@@ -24,13 +24,13 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from bridge.errors import DeliveryError, PermanentError, RetryableError
+from bridge.groupcommit import GroupCommit
 from connectors.base import (
     CheckResult,
     Connector,
@@ -63,12 +63,6 @@ def _classify(exc: OSError, path: Path) -> DeliveryError:
     operator, after which the queued records must still arrive.
     """
     return RetryableError(f"cannot write {path}: {exc.strerror or exc}")
-
-
-@dataclass
-class _Pending:
-    line: bytes
-    done: asyncio.Future[int] = field(repr=False)
 
 
 class _Writer:
@@ -171,8 +165,12 @@ class JsonlConnector(Connector):
     def __init__(self, name: str, settings: ConnectorSettings) -> None:
         super().__init__(name, settings)
         self._writer = _Writer(self.settings)
-        self._queue: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._lines: GroupCommit[bytes, int] = GroupCommit(
+            self._write,
+            refuse=RetryableError,
+            name=f"the JSON-lines writer of {self.settings.path}",
+        )
+        self._bug: Exception | None = None
 
     async def startup(self) -> None:
         try:
@@ -196,42 +194,26 @@ class JsonlConnector(Connector):
             text = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
-        pending = _Pending(text.encode() + b"\n", asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        offset = await asyncio.shield(pending.done)
+        offset = await self._lines.submit(text.encode() + b"\n")
         return DeliveryResult(remote_id=f"{self.settings.path.name}:{offset}")
 
-    async def _flush(self) -> None:
-        # Runs until the queue is empty; each round writes everything queued so far.
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                offsets = await asyncio.to_thread(self._writer.write, [p.line for p in batch])
-            except OSError as exc:
-                self._fail(batch, _classify(exc, self.settings.path))
-                continue
-            except BaseException as exc:
-                # A bug (or a cancellation) must not leave the senders waiting
-                # forever on futures nobody will resolve: fail them, then the rest.
-                error = RetryableError(f"cannot write {self.settings.path}: {type(exc).__name__}")
-                self._fail(batch, error)
-                self._fail(self._queue, error)
-                self._queue = []
-                raise
-            for item, offset in zip(batch, offsets, strict=True):
-                if not item.done.done():
-                    item.done.set_result(offset)
-
-    @staticmethod
-    def _fail(batch: list[_Pending], error: DeliveryError) -> None:
-        for item in batch:
-            if not item.done.done():
-                item.done.set_exception(error)
+    async def _write(self, lines: list[bytes]) -> list[int]:
+        """One write and one fsync for every line queued meanwhile; their offsets."""
+        try:
+            return await asyncio.to_thread(self._writer.write, lines)
+        except OSError as exc:
+            raise _classify(exc, self.settings.path) from exc
+        except Exception as exc:
+            # A bug: the senders hear of it as a retryable error (their records
+            # must still arrive once it is fixed); close() raises the bug itself.
+            self._bug = exc
+            raise RetryableError(
+                f"cannot write {self.settings.path}: {type(exc).__name__}"
+            ) from exc
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
-            self._flusher = None
+        await self._lines.close()
         await asyncio.to_thread(self._writer.close)
+        bug, self._bug = self._bug, None
+        if bug is not None:
+            raise bug
