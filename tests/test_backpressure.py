@@ -12,7 +12,6 @@ import signal
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from bridge.config import validate_config
 from bridge.errors import ConfigError
 from bridge.store.sqlite_writer import MAX_READ_BYTES, FrameReader
 from tests.conftest import AppHarness
+from tests.waiting import eventually
 
 BOUND = 64 * 1024
 BODY = 10_000  # bytes per request; six fit under the bound, the seventh does not
@@ -31,13 +31,6 @@ BODY = 10_000  # bytes per request; six fit under the bound, the seventh does no
 def body(lead_id: str) -> bytes:
     raw = json.dumps([{"id": lead_id, "data": {"note": ""}}])
     return raw.replace('"note": ""', f'"note": "{"n" * (BODY - len(raw))}"').encode()
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 def bounded(tmp_path: Path) -> dict[str, Any]:
@@ -56,7 +49,11 @@ async def test_a_stalled_writer_gets_503_beyond_the_bound_and_bounded_memory(
     try:
         posts = [asyncio.ensure_future(app.post(body(f"led_{i}"))) for i in range(20)]
         # Everything beyond the bound is answered at once, while the writer is stalled.
-        await wait_for(lambda: sum(p.done() for p in posts) == 14)
+        # (and the six taken reach the writer: they may still be on their way to it)
+        await eventually(
+            lambda: sum(p.done() for p in posts) == 14 and len(writer._pending) == 6,
+            "14 answers and 6 bodies at the writer",
+        )
         refused = [p.result() for p in posts if p.done()]
         assert all(r.status_code == 503 for r in refused)
         assert all(r.headers["retry-after"] == "5" for r in refused)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
 from tests.connectors.fake_http import Answer, FakeHTTP
 from tests.processes import BridgeProcess
+from tests.waiting import DEADLINE, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -88,13 +90,18 @@ def worker(tmp_path: Path, config: Path, n: int) -> BridgeProcess:
     )
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def expire_leases(db: Path) -> None:
+    """Fast-forward past the killed worker's leases (each lasts retry.timeout * 3
+    + 15 s) instead of waiting for them: the restarted worker claims them at once."""
+    conn = sqlite3.connect(db, timeout=DEADLINE)
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE lease_token IS NOT NULL",
+                (time.time() - 1,),
+            )
+    finally:
+        conn.close()
 
 
 def seen_ids(sink: FakeHTTP) -> Counter[str]:
@@ -104,20 +111,28 @@ def seen_ids(sink: FakeHTTP) -> Counter[str]:
 def test_sigkill_mid_run_then_restart_delivers_everything(tmp_path: Path, sink: FakeHTTP) -> None:
     count = 300
     config = setup(tmp_path, sink.url, count)
+    # The first 60 deliveries are answered; every later one is held unanswered
+    # until the kill, so the killed worker provably dies holding leases however
+    # slow or fast the machine is.
+    fast = sink.default
+    sink.queue(*[fast] * 60)
+    sink.default = Answer(200, b"ok", delay=DEADLINE)
     first = worker(tmp_path, config, 1)
     try:
-        wait_until(lambda: len(sink.requests) >= 60, 30, "the first deliveries")
+        wait_until(lambda: len(sink.requests) > 60, "a delivery held by the sink")
         first.kill()
     finally:
         first.close()
+    sink.default = fast
     mid = len(seen_ids(sink))
-    assert mid < count, "the worker finished before it could be killed"
+    assert 60 < mid < count
+    db = tmp_path / "bridge.db"
+    assert statuses(db).get("pending+leased", 0) > 0, "the killed worker held no leases"
+    expire_leases(db)
     second = worker(tmp_path, config, 2)
     try:
-        wait_until(lambda: len(seen_ids(sink)) == count, 60, "all leads at the sink")
-        wait_until(
-            lambda: statuses(tmp_path / "bridge.db") == {"delivered": count}, 30, "the store"
-        )
+        wait_until(lambda: len(seen_ids(sink)) == count, "all leads at the sink")
+        wait_until(lambda: statuses(tmp_path / "bridge.db") == {"delivered": count}, "the store")
         assert second.terminate() == 0
     finally:
         second.close()
@@ -131,7 +146,7 @@ def test_sigterm_lets_inflight_finish_and_leaves_nothing_leased(tmp_path: Path) 
         config = setup(tmp_path, slow.url, 50)
         proc = worker(tmp_path, config, 1)
         try:
-            wait_until(lambda: len(slow.requests) >= 4, 30, "deliveries in flight")
+            wait_until(lambda: len(slow.requests) >= 4, "deliveries in flight")
             assert proc.terminate(timeout=20) == 0
         finally:
             proc.close()
