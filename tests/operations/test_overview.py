@@ -135,8 +135,8 @@ async def test_engine_state_read_from_the_engine(
     engine = Engine(store, runtime.active, metrics, runtime.config.worker)
     crm = next(w for w in engine.workers if w.name == "crm")
     now = time.time()
-    crm.paused_until = now + 600
-    crm.pause_reason = "rate limited (HTTP 429)"
+    crm.throttle.paused_until = now + 600
+    crm.throttle.pause_reason = "rate limited (HTTP 429)"
     view = await overview(store, runtime, LocalEngineView(engine, metrics), now=now)
     by_name = {d.name: d for d in view.destinations}
     assert by_name["crm"].paused_until == now + 600

@@ -3,49 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from bridge.errors import PermanentError, RateLimited, RetryableError
-from connectors.base import ApiUsage
-from tests import test_engine
-from tests.fakes import SCRIPTS
-from tests.test_engine import Harness, dest, script
+from tests.engine.harness import (
+    Harness,
+    batching,
+    leased,
+    script,
+    waiting,
+)
 from tests.waiting import eventually
-
-make_harness = test_engine.make_harness  # the fixture
-
-BATCHING = "tests.fakes:BatchingConnector"
-
-
-def batching(name: str = "crm", batch: int = 3, **extra: Any) -> dict[str, Any]:
-    d = dest(name, type=BATCHING, **extra)
-    d["settings"]["batch"] = batch
-    return d
-
-
-async def leased(h: Harness, *lead_ids: str) -> None:
-    async def all_leased() -> bool:
-        rows = [await h.delivery(lead, "crm") for lead in lead_ids]
-        return all(row.leased for row in rows)
-
-    await eventually(all_leased, f"{lead_ids} claimed")
-
-
-async def waiting(h: Harness, lead: str) -> Any:
-    """The delivery once its attempt is recorded and it waits for the next one."""
-    rows = []
-
-    async def back() -> bool:
-        row = await h.delivery(lead, "crm")
-        rows.append(row)
-        return row.status == "pending" and not row.leased
-
-    await eventually(back, f"{lead} pending again")
-    return rows[-1]
 
 
 async def test_a_lone_lead_goes_at_once_and_a_backlog_goes_in_full_batches(
@@ -245,63 +216,9 @@ async def test_one_rate_token_per_call_not_per_lead(make_harness: Callable[..., 
     for lead in leads:
         assert (await h.settle(lead, "crm")).status == "delivered"
     [worker] = engine.workers
-    assert worker.bucket is not None
+    assert worker.throttle.bucket is not None
     # Burst 2: the first call took one, the batch of ten the other; no wait.
     assert s.batches == [leads] and h.clock.time() == t0
-
-
-async def test_the_api_budget_guard_slows_then_pauses_the_destination(
-    make_harness: Callable[..., Any], caplog: pytest.LogCaptureFixture
-) -> None:
-    s = script("crm")
-    s.usage = ApiUsage(850, 1000)
-    h: Harness = await make_harness(
-        batching(flow={"api_budget": {"slow_interval": "10s", "recheck": "15m"}})
-    )
-    engine = h.engine()
-    await engine.start()
-    caplog.set_level(logging.INFO, logger="lead_bridge.engine")
-    await h.add("led_1")
-    await h.settle("led_1", "crm")
-    state = engine.destination_states()["crm"]
-    assert state["api_budget"] == {
-        "state": "slow",
-        "used": 850,
-        "limit": 1000,
-        "window": "daily",
-        "share": 0.85,
-    }
-    assert "event=api_budget" in caplog.text and "state=slow" in caplog.text
-    # Slow: calls at least slow_interval apart (on the engine's clock).
-    await h.add("led_2")
-    await h.settle("led_2", "crm")
-    await h.add("led_3")
-    await h.settle("led_3", "crm")
-    gaps = [b.at - a.at for a, b in zip(s.calls, s.calls[1:], strict=False)]
-    assert all(gap >= 10 for gap in gaps[1:]), gaps
-    # Hard share: paused for recheck, with its reason, a metric and a log line.
-    s.usage = ApiUsage(960, 1000)
-    await h.add("led_4")
-    await h.settle("led_4", "crm")
-    state = engine.destination_states()["crm"]
-    assert state["paused"] and state["pause_reason"] == "api_budget"
-    assert state["paused_until"] == pytest.approx(h.clock.time() + 900, abs=1)
-    assert state["api_budget"]["state"] == "paused"
-    metrics = h.metrics.render()[0].decode()
-    assert 'lead_bridge_api_budget_state{destination="crm",state="paused"} 1.0' in metrics
-    assert 'lead_bridge_api_budget_used_ratio{destination="crm"} 0.96' in metrics
-    calls = len(s.calls)
-    await h.add("led_5")
-    row = await h.delivery("led_5", "crm")
-    assert row.status == "pending" and len(s.calls) == calls  # nothing sent while paused
-    # The window frees: after recheck one call sees it and the destination goes on.
-    s.usage = ApiUsage(100, 1000)
-    h.clock.now = state["paused_until"]
-    engine.wake()
-    row = await h.settle("led_5", "crm")
-    assert row.status == "delivered"
-    assert engine.destination_states()["crm"]["api_budget"]["state"] == "ok"
-    assert SCRIPTS["crm"].usage == ApiUsage(100, 1000)
 
 
 @pytest.mark.parametrize(
