@@ -13,6 +13,7 @@ import pytest
 from bridge.errors import AuthError, RetryableError
 from connectors._blocking import BlockingConnector
 from connectors.base import ConnectorSettings, DeliveryContext, DeliveryResult
+from tests.waiting import eventually
 
 
 class ToySettings(ConnectorSettings):
@@ -31,6 +32,8 @@ class Toy(BlockingConnector[str]):
         self.issued: list[str] = []
         self.valid: set[str] = set()
         self.retired: list[str] = []
+        self.running = 0  # calls started on a pool thread
+        self._running_lock = threading.Lock()
 
     @property
     def call_timeout(self) -> float:
@@ -48,6 +51,8 @@ class Toy(BlockingConnector[str]):
 
     def check(self, hold: threading.Event | None = None) -> Callable[[str], str]:
         def fn(token: str) -> str:
+            with self._running_lock:
+                self.running += 1
             if hold is not None:
                 assert hold.wait(10), "test did not release the call"
             if token not in self.valid:
@@ -127,7 +132,7 @@ async def test_reauthentication_keeps_the_pool_and_queued_calls(toy: Toy) -> Non
     hold = threading.Event()
     # Two threads: two calls run, two wait in the pool's queue.
     calls = [asyncio.create_task(toy.call(toy.check(hold))) for _ in range(4)]
-    await asyncio.sleep(0)
+    await eventually(lambda: toy.running == 2, "two calls running on the pool's threads")
     pool = toy._pool
     await toy.reauthenticate()
     assert toy._pool is pool
@@ -139,7 +144,9 @@ async def test_reauthentication_keeps_the_pool_and_queued_calls(toy: Toy) -> Non
 async def test_closing_drops_queued_calls_with_a_retryable_error(toy: Toy) -> None:
     hold = threading.Event()
     calls = [asyncio.create_task(toy.call(toy.check(hold))) for _ in range(4)]
-    await asyncio.sleep(0)
+    # Closed once two calls provably run (a busy machine may not have started the
+    # pool's threads yet): those two finish, the two queued ones are dropped.
+    await eventually(lambda: toy.running == 2, "two calls running on the pool's threads")
     await toy.close()
     hold.set()
     results = await asyncio.gather(*calls, return_exceptions=True)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from bridge.errors import PermanentError
 from tests.engine.harness import (
@@ -47,7 +50,9 @@ async def test_a_stuck_destination_does_not_delay_another(make_harness: Callable
         assert (await h.settle(lead, "slow")).status == "delivered"
 
 
-async def test_expired_lease_is_fenced(make_harness: Callable[..., Any]) -> None:
+async def test_expired_lease_is_fenced(
+    make_harness: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
     first = script("crm", "block")
     first.release = asyncio.Event()
     h: Harness = await make_harness(dest("crm", retry={"timeout": "5s"}), worker={"lease": "20s"})
@@ -62,9 +67,10 @@ async def test_expired_lease_is_fenced(make_harness: Callable[..., Any]) -> None
     await b.start()
     row = await h.settle("led_1", "crm")
     assert (row.status, row.attempts) == ("delivered", 1)
-    # A wakes up late: its result must not overwrite B's.
-    first.release.set()
-    await asyncio.sleep(0.05)
+    # A wakes up late: its result must not overwrite B's (its commit is refused).
+    with caplog.at_level(logging.WARNING, logger="lead_bridge.engine"):
+        first.release.set()
+        await eventually(lambda: "event=lease_lost" in caplog.text, "A's commit to be refused")
     row = await h.delivery("led_1", "crm")
     assert (row.status, row.attempts) == ("delivered", 1)
     assert len(await h.store.get_attempts("led_1")) == 1
