@@ -233,7 +233,7 @@ async def test_real_transport_against_a_local_server(make_connector: Any) -> Non
             Answer(429, b"rate_limited", {"Retry-After": "3"}),
             Answer(410, b"channel_is_archived"),
         )
-        connector = make_connector(server.url + "/services/T/B/X", timeout=2, allow_private=True)
+        connector = make_connector(server.url + "/services/T/B/X", timeout=30, allow_private=True)
         await connector.startup()
         try:
             assert (await connector.send(CARD, ctx())).status_code == 200
