@@ -54,7 +54,9 @@ def test_a_failing_stage_does_not_skip_the_later_ones(tmp_path: Path) -> None:
     assert result.returncode == 1
     stages = [line.split()[0] for line in ran.read_text().splitlines()]
     assert stages == ["python", "ruff", "ruff", "mypy", "pytest", "container"]
-    assert "pytest -q -p no:cacheprovider -k intake" in ran.read_text()  # arguments pass on
+    assert (
+        "pytest -q -p no:cacheprovider --durations=25 -k intake" in ran.read_text()
+    )  # arguments pass on
     assert result.stderr.strip().splitlines()[-1] == "scripts/test: FAILED stage(s): mypy, pytest"
 
 
