@@ -12,7 +12,7 @@ Same tables, columns and behaviour as the SQLite store. What changes:
   (bridge/store/postgres_intake.py).
 * Migrations run under a transaction-level advisory lock, so replicas starting at
   once apply them exactly once.
-* Every psycopg error is translated in :func:`_translate`: connection problems,
+* Every psycopg error is translated in one place (postgres_base.py): connection problems,
   pool timeouts and failed commits become :class:`StoreUnavailable` (intake
   answers 503 so the provider retries; readiness fails).
 
@@ -26,45 +26,31 @@ if missing. Tests use a random schema per run so runs do not collide.
 from __future__ import annotations
 
 import logging
-import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.errors import ConfigError, StoreError, StoreUnavailable
+from bridge.errors import ConfigError, StoreUnavailable
 from bridge.logs import event
 from bridge.store.base import (
-    DELIVERY_COLUMNS,
-    STATUSES,
-    AttemptRecord,
     Claim,
-    DeliveryRecord,
-    DestinationStatus,
-    EraseReport,
     IngestResult,
     LeadIn,
-    LeadRecord,
     Outcome,
     QuarantineIn,
     ReplayResult,
-    Store,
-    StoreStatus,
-    delivery_from_row,
     outcome_values,
-    quarantine_cutoff_query,
-    quarantine_drop_condition,
     replay_choice,
     versions_to_apply,
 )
-from bridge.store.erasure import ERASED_ERROR, ErasePart, ErasePlan, PlanBuilder
+from bridge.store.postgres_base import _filters, _schema_from, _Settings, _translate
 from bridge.store.postgres_intake import GroupWriter
+from bridge.store.postgres_privacy import PostgresPrivacy
+from bridge.store.postgres_reads import PostgresReads
 from bridge.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
 from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan_async
 
@@ -98,48 +84,8 @@ CLAIM = (
 # Leads re-hashed per statement batch when the search index is rebuilt.
 REINDEX_CHUNK = 5000
 
-_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_SEARCH_PATH_RE = re.compile(r"-c\s*search_path=([^\s,]+)")
 
-
-def _translate(exc: psycopg.Error) -> StoreError:
-    """The one place psycopg errors become Lead Bridge errors.
-
-    Connection loss, pool timeouts, server shutdown, deadlocks and serialization
-    failures are all "try again later": ``StoreUnavailable``. Anything else is a
-    bug or bad data: ``StoreError`` with the server's primary message only (the
-    DETAIL line can quote row values).
-    """
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
-    primary = exc.diag.message_primary if exc.diag else None
-    return StoreError(f"PostgreSQL error: {type(exc).__name__}: {primary or exc}")
-
-
-def _schema_from(url: str, schema: str | None) -> tuple[str, str | None]:
-    """Return the conninfo to connect with and the schema to create (if any)."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid PostgreSQL url: {exc}", path="storage.url") from exc
-    options = str(params.get("options") or "")
-    if schema is None:
-        found = _SEARCH_PATH_RE.findall(options)
-        schema = found[-1] if found else None
-    elif schema:
-        options = f"{options} -csearch_path={schema}".strip()
-    if schema is not None and not _SCHEMA_RE.match(schema):
-        raise ConfigError(
-            f"invalid PostgreSQL schema name {schema!r}: use letters, digits and _",
-            path="storage.url",
-        )
-    extra: dict[str, Any] = {"options": options} if options else {}
-    params.setdefault("connect_timeout", "5")
-    params.setdefault("application_name", "lead-bridge")
-    return make_conninfo(make_conninfo("", **params), **extra), schema
-
-
-class PostgresStore(Store):
+class PostgresStore(PostgresReads, PostgresPrivacy):
     """PostgreSQL backend (psycopg 3 with an async connection pool).
 
     ``schema``: the PostgreSQL schema holding the tables (see the module docstring);
@@ -214,16 +160,6 @@ class PostgresStore(Store):
             await pool.close()
             raise
         self._writer.start()
-
-    @asynccontextmanager
-    async def _connection(self, wait: float | None = None) -> AsyncIterator[Any]:
-        if self._pool is None:
-            raise StoreUnavailable("the store is closed")
-        try:
-            async with self._pool.connection(timeout=wait) as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise _translate(exc) from exc
 
     async def _migrate(self) -> None:
         async with self._connection() as conn, conn.transaction():
@@ -450,268 +386,3 @@ class PostgresStore(Store):
                 (now, now, now, list(destinations), lead_id),
             )
             return int(cur.rowcount)
-
-    # ------------------------------------------------------------------ queries
-
-    async def _fetch(self, query: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
-            cur = await conn.execute(query, params)
-            return list(await cur.fetchall())
-
-    async def queue_depths(self, now: float) -> list[DestinationStatus]:
-        # Each query matches one partial index (pending, dead): no scan of the history.
-        dead = dict(
-            await self._fetch(
-                "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' "
-                "GROUP BY destination"
-            )
-        )
-        found = []
-        for dest, pending, in_flight, oldest in await self._fetch(
-            "SELECT destination, count(*), count(*) FILTER (WHERE lease_token IS NOT NULL "
-            "AND next_attempt_at > %s), min(created_at) FROM deliveries "
-            "WHERE status = 'pending' GROUP BY destination",
-            (now,),
-        ):
-            counts = {"pending": pending, "dead": dead.pop(dest, 0)}
-            found.append(DestinationStatus(dest, counts, in_flight, oldest))
-        found += [DestinationStatus(d, {"pending": 0, "dead": n}, 0, None) for d, n in dead.items()]
-        return sorted(found, key=lambda d: d.destination)
-
-    async def finished_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for dest, status, count in await self._fetch(
-            "SELECT destination, status, count(*) FROM deliveries "
-            "WHERE status IN ('delivered', 'skipped') GROUP BY 1, 2"
-        ):
-            counts.setdefault(dest, {"delivered": 0, "skipped": 0})[status] = count
-        return counts
-
-    async def status(self, now: float) -> StoreStatus:
-        per: dict[str, dict[str, int]] = {}
-        for dest, status, count in await self._fetch(
-            "SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2"
-        ):
-            per.setdefault(dest, dict.fromkeys(STATUSES, 0))[status] = count
-        flight = {
-            dest: (in_flight, oldest)
-            for dest, in_flight, oldest in await self._fetch(
-                "SELECT destination, count(*) FILTER (WHERE lease_token IS NOT NULL "
-                "AND next_attempt_at > %s), min(created_at) FROM deliveries "
-                "WHERE status = 'pending' GROUP BY destination",
-                (now,),
-            )
-        }
-        dests = [DestinationStatus(d, per[d], *flight.get(d, (0, None))) for d in sorted(per)]
-        ((leads, quarantined, undelivered, unrouted),) = await self._fetch(
-            "SELECT (SELECT count(*) FROM leads), (SELECT count(*) FROM quarantine), "
-            "(SELECT count(*) FROM leads l WHERE NOT EXISTS "
-            " (SELECT 1 FROM deliveries d WHERE d.lead_id = l.id)), "
-            "(SELECT count(*) FROM (SELECT lead_id FROM deliveries GROUP BY lead_id "
-            " HAVING bool_and(status = 'skipped')) s)"
-        )
-        return StoreStatus(leads, quarantined, undelivered, unrouted, dests)
-
-    async def list_deliveries(
-        self,
-        *,
-        status: str | None = None,
-        destination: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-    ) -> list[DeliveryRecord]:
-        where, params = _filters(status=status or None, destination=destination or None)
-        if since is not None:
-            where.append(sql.SQL("updated_at >= %s"))
-            params.append(since)
-        query = sql.SQL(
-            "SELECT {} FROM deliveries WHERE {} ORDER BY updated_at DESC, id DESC LIMIT %s"
-        ).format(sql.SQL(DELIVERY_COLUMNS), sql.SQL(" AND ").join(where))
-        now = time.time()
-        return [delivery_from_row(r, now) for r in await self._fetch(query, [*params, limit])]
-
-    async def get_lead(self, lead_id: str) -> LeadRecord | None:
-        rows = await self._fetch(
-            "SELECT id, received_at, created, url, payload FROM leads WHERE id = %s", (lead_id,)
-        )
-        return LeadRecord(*rows[0]) if rows else None
-
-    async def get_deliveries(self, lead_id: str) -> list[DeliveryRecord]:
-        query = sql.SQL("SELECT {} FROM deliveries WHERE lead_id = %s ORDER BY destination").format(
-            sql.SQL(DELIVERY_COLUMNS)
-        )
-        now = time.time()
-        return [delivery_from_row(r, now) for r in await self._fetch(query, (lead_id,))]
-
-    async def get_attempts(self, lead_id: str) -> list[AttemptRecord]:
-        rows = await self._fetch(
-            "SELECT delivery_id, lead_id, destination, number, started_at, duration, outcome, "
-            "error, status_code, remote_id FROM attempts WHERE lead_id = %s "
-            "ORDER BY started_at, id",
-            (lead_id,),
-        )
-        return [AttemptRecord(*r) for r in rows]
-
-    async def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
-        keys = ("id", "received_at", "reason", "lead_id", "item_index", "raw")
-        rows = await self._fetch(
-            "SELECT id, received_at, reason, lead_id, item_index, raw FROM quarantine "
-            "ORDER BY id DESC LIMIT %s",
-            (limit,),
-        )
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    # ------------------------------------------------------------------ data protection
-
-    async def purge_payloads_part(
-        self, before: float, *, after: Any, limit: int
-    ) -> tuple[int, Any]:
-        # The next `limit` leads received before `before`, by (received_at, id)
-        # from the cursor; one statement, so one short transaction.
-        start, start_id = after if after is not None else (float("-inf"), "")
-        rows = await self._fetch(
-            "WITH part AS (SELECT received_at, id FROM leads WHERE received_at < %s "
-            "AND received_at >= %s AND (received_at, id) > (%s, %s) "
-            "ORDER BY received_at, id LIMIT %s), "
-            "purged AS (UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
-            "purged_at = %s FROM part WHERE leads.id = part.id AND leads.payload IS NOT NULL "
-            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id "
-            "AND d.status NOT IN ('delivered', 'skipped')) "
-            # A lead never given a delivery (no destination then) is not delivered.
-            "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id) RETURNING 1) "
-            "SELECT (SELECT count(*) FROM purged), (SELECT count(*) FROM part), last.* "
-            "FROM (SELECT 1) AS one LEFT JOIN (SELECT received_at, id FROM part "
-            "ORDER BY received_at DESC, id DESC LIMIT 1) AS last ON true",
-            (before, start, start, start_id, limit, time.time()),
-        )
-        ((purged, examined, last_at, last_id),) = rows
-        return int(purged), ((last_at, last_id) if examined == limit else None)
-
-    async def clear_search_index(self, lead_ids: Sequence[str]) -> int:
-        if not lead_ids:
-            return 0
-        async with self._connection() as conn:
-            cur = await conn.execute(
-                "UPDATE leads SET email_hash = NULL, phone_hash = NULL WHERE id = ANY(%s) "
-                "AND (email_hash IS NOT NULL OR phone_hash IS NOT NULL)",
-                (list(lead_ids),),
-            )
-            return int(cur.rowcount)
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        rows = await self._fetch(_placeholders(sql), params)  # type: ignore[arg-type]
-        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
-
-    async def execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        counts = []
-        async with self._connection() as conn, conn.transaction():
-            for query, params in statements:
-                cur = await conn.execute(_placeholders(query), params)  # type: ignore[arg-type]
-                counts.append(int(cur.rowcount))
-        return counts
-
-    async def quarantine_cutoff(self, *, max_rows: int | None, max_bytes: int | None) -> int | None:
-        query, params = quarantine_cutoff_query(max_rows, max_bytes, "%s", "octet_length(raw)")
-        if not query:
-            return None
-        rows = await self._fetch(query, params)
-        return int(rows[0][0]) if rows else None
-
-    async def drop_quarantine(
-        self, *, before: float | None = None, upto_id: int | None = None, limit: int
-    ) -> int:
-        cond, params = quarantine_drop_condition(before, upto_id, "%s")
-        if not cond:
-            return 0
-        async with self._connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine "  # noqa: S608
-                f"WHERE {cond} ORDER BY id LIMIT %s)",
-                [*params, limit],
-            )
-            return int(cur.rowcount)
-
-    async def erase_plan(self, *, email: str | None, lead_id: str | None) -> ErasePlan:
-        builder = PlanBuilder(email, lead_id, mark="%s", find="strpos")
-        async with self._connection() as conn:
-            for query, params, take in builder.steps():
-                cur = await conn.execute(query, params)  # type: ignore[arg-type]
-                take(await cur.fetchall())
-        return builder.plan
-
-    async def erase_part(self, part: ErasePart, now: float) -> EraseReport:
-        """Delete the rows. PostgreSQL frees the space at the next (auto)vacuum;
-        ``VACUUM FULL`` rewrites the tables when the old bytes must go at once."""
-        report = EraseReport()
-        ids = list(part.lead_ids)
-        if ids:
-            # Tombstones first, committed on their own: an intake statement of
-            # another replica that starts from now on skips these ids, and one
-            # already running finds the lead row still there (a duplicate). In
-            # one transaction with the delete, a re-send arriving meanwhile would
-            # wait for the deleted row and then insert the lead again.
-            async with self._connection() as conn:
-                await conn.execute(
-                    "INSERT INTO erased_leads (id, erased_at) SELECT id, %s FROM leads "
-                    "WHERE id = ANY(%s) ON CONFLICT (id) DO NOTHING",
-                    (now, ids),
-                )
-        async with self._connection() as conn, conn.transaction():
-
-            async def run(query: str, *params: Any) -> int:
-                return int((await conn.execute(query, params)).rowcount)  # type: ignore[arg-type]
-
-            report.attempts = await run("DELETE FROM attempts WHERE lead_id = ANY(%s)", ids)
-            report.attempts += await run(
-                "DELETE FROM attempts WHERE id = ANY(%s)", list(part.attempt_ids)
-            )
-            report.deliveries = await run("DELETE FROM deliveries WHERE lead_id = ANY(%s)", ids)
-            cur = await conn.execute("DELETE FROM leads WHERE id = ANY(%s) RETURNING id", (ids,))
-            report.lead_ids = sorted(r[0] for r in await cur.fetchall())
-            report.leads = len(report.lead_ids)
-            report.quarantine = await run(
-                "DELETE FROM quarantine WHERE id = ANY(%s)", list(part.quarantine_ids)
-            )
-            report.errors_scrubbed = await run(
-                "UPDATE deliveries SET last_error = %s WHERE id = ANY(%s)",
-                ERASED_ERROR,
-                list(part.scrub_ids),
-            )
-        return report
-
-
-class _Settings:
-    """The settings table through one connection, for search_key_plan_async."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def get(self, name: str) -> str | None:
-        cur = await self.conn.execute("SELECT value FROM settings WHERE name = %s", (name,))
-        row = await cur.fetchone()
-        return None if row is None else str(row[0])
-
-    async def put_new(self, name: str, value: str) -> None:
-        await self.conn.execute(
-            "INSERT INTO settings (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-            (name, value),
-        )
-
-    async def delete(self, name: str) -> None:
-        await self.conn.execute("DELETE FROM settings WHERE name = %s", (name,))
-
-
-def _placeholders(query: str) -> str:
-    """bridge.operations' ``?`` placeholders as psycopg's ``%s``."""
-    return query.replace("%", "%%").replace("?", "%s")
-
-
-def _filters(**equal: str | None) -> tuple[list[sql.Composable], list[Any]]:
-    """``column = %s`` conditions for the values that are not None (columns are ours)."""
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: list[Any] = []
-    for column, value in equal.items():
-        if value is not None:
-            where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    return where, params
