@@ -91,14 +91,12 @@ async def claim_round(store: PostgresStore, batch: int) -> float:
 
 
 async def intake_round(store: PostgresStore) -> float:
-    loop = asyncio.get_running_loop()
     ops = [
         _IngestOp(
             [LeadIn(uuid.uuid4().hex, PAYLOAD) for _ in range(10)],
             ["crm"],
             [],
             time.time(),
-            loop.create_future(),
         )
         for _ in range(64)
     ]

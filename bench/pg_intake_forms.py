@@ -49,9 +49,8 @@ def leads_for(n: int) -> list[LeadIn]:
 
 
 async def unnest_form(store: PostgresStore, groups: list[list[LeadIn]]) -> int:
-    loop = asyncio.get_running_loop()
     writer: GroupWriter = store._writer
-    ops = [_IngestOp(g, DESTINATIONS, [], time.time(), loop.create_future()) for g in groups]
+    ops = [_IngestOp(g, DESTINATIONS, [], time.time()) for g in groups]
     await writer._insert(ops)
     return sum(len(op.result.accepted) for op in ops)
 

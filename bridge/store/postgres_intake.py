@@ -1,10 +1,10 @@
 """PostgreSQL intake: concurrent ``ingest`` calls committed together.
 
-One writer task takes whatever requests have queued since its previous commit
-(at most ``max_batch``) and writes them in ONE statement, so one round trip and
-one WAL flush serve the whole group, however many leads each request holds
-(docs/scaling.md: why one statement). Each request's future is
-answered only after that commit. Leads are inserted sorted by id so two
+A group commit (:mod:`bridge.groupcommit`) takes whatever requests have queued
+since its previous commit (at most ``max_batch``) and writes them in ONE
+statement, so one round trip and one WAL flush serve the whole group, however
+many leads each request holds (docs/scaling.md: why one statement). Each
+request is answered only after that commit. Leads are inserted sorted by id so two
 replicas inserting overlapping groups lock in the same order (no deadlock), and
 duplicates are settled by the primary key (``ON CONFLICT DO NOTHING``): the
 second insert of an id waits for the first transaction, then sees a duplicate.
@@ -15,7 +15,6 @@ request, so one bad request does not fail its neighbours.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.groupcommit import GroupCommit
 from bridge.logs import event
 from bridge.store.base import IngestResult, LeadIn, QuarantineIn
 from bridge.store.search import SearchHasher
@@ -54,12 +54,6 @@ INSERT_GROUP = (
 )
 
 
-def _fail(future: asyncio.Future[IngestResult], exc: BaseException) -> None:
-    if not future.done():
-        error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
-        future.set_exception(error)
-
-
 def _strip_nul(value: str) -> str:
     # PostgreSQL text cannot hold NUL; quarantine keeps what it can show instead of
     # failing the whole request (and losing the other items) over one byte.
@@ -72,7 +66,6 @@ class _IngestOp:
     destinations: Sequence[str]
     quarantine: Sequence[QuarantineIn]
     now: float
-    future: asyncio.Future[IngestResult]
     result: IngestResult = field(default_factory=IngestResult)
 
 
@@ -85,26 +78,23 @@ class GroupWriter:
         self.connect = connect
         self.hasher = hasher
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[_IngestOp | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._group: GroupCommit[_IngestOp, IngestResult] | None = None
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done() and not self._closing
+        return self._group is not None and not self._group.closed
 
     def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._closing = False
-        self._task = asyncio.create_task(self._run_writer(), name="postgres-writer")
+        self._group = GroupCommit(
+            self._commit,
+            refuse=StoreUnavailable,
+            name="the PostgreSQL intake writer",
+            max_items=self.max_batch,
+        )
 
     async def stop(self) -> None:
-        self._closing = True
-        if self._task is not None:
-            # The writer commits what is already queued before it stops.
-            self._queue.put_nowait(None)
-            await self._task
-            self._task = None
+        if self._group is not None:
+            await self._group.close()  # after committing what is already queued
 
     async def ingest(
         self,
@@ -113,50 +103,35 @@ class GroupWriter:
         quarantine: Sequence[QuarantineIn],
         now: float,
     ) -> IngestResult:
-        if not self.running:
+        group = self._group
+        if group is None or group.closed:
             raise StoreUnavailable("the store is closed")
         for lead in leads:
             if "\x00" in f"{lead.id}{lead.payload}{lead.created or ''}{lead.url or ''}":
                 raise StoreError(f"lead {lead.id!r} contains a NUL character")
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_IngestOp(leads, destinations, quarantine, now, future))
-        return await future
+        return await group.submit(_IngestOp(leads, destinations, quarantine, now))
 
-    async def _run_writer(self) -> None:
-        while True:
-            op = await self._queue.get()
-            if op is None:
-                return
-            batch = [op]
-            stop = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            await self._commit_batch(batch)
-            if stop:
-                return
-
-    async def _commit_batch(self, batch: list[_IngestOp]) -> None:
+    async def _commit(self, batch: list[_IngestOp]) -> list[IngestResult | BaseException]:
         try:
             await self._insert(batch)
-        except StoreUnavailable as exc:
+        except StoreUnavailable:
             event(log, "commit_failed", logging.ERROR, backend="postgres", size=len(batch))
-            for op in batch:
-                _fail(op.future, exc)
+            raise  # for every request of the batch
         except Exception as exc:
             if len(batch) > 1:
                 # One bad request must not fail its neighbours: commit them one by one.
-                for op in batch:
-                    await self._commit_batch([op])
-            else:
-                _fail(batch[0].future, exc)
-        else:
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_result(op.result)
+                return [await self._commit_alone(op) for op in batch]
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        return [op.result for op in batch]
+
+    async def _commit_alone(self, op: _IngestOp) -> IngestResult | BaseException:
+        try:
+            (result,) = await self._commit([op])
+        except StoreError as exc:
+            return exc
+        return result
 
     async def _insert(self, batch: list[_IngestOp]) -> None:
         first: dict[str, tuple[_IngestOp, LeadIn]] = {}
