@@ -296,7 +296,13 @@ async def test_workers_back_off_while_the_database_is_down_and_resume_without_re
                 lambda: [c.lead_id for c in script.calls] == ["before", "after"], "delivery"
             )
         assert engine.workers[0].restarts == 0
-        assert (await store.get_deliveries("after"))[0].status == "delivered"
+
+        # The outcome is committed after the send returned (the finisher's group
+        # commit): wait for it rather than read the row at once.
+        async def delivered() -> bool:
+            return (await store.get_deliveries("after"))[0].status == "delivered"
+
+        await eventually(delivered, "the outcome to be committed")
     finally:
         await engine.stop(timeout=10)
         await store.close()
