@@ -14,13 +14,13 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.processes import BridgeProcess, free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRA_ONLY = ("simple_salesforce", "jwt", "hubspot", "psycopg", "psycopg_pool", "requests")
@@ -116,9 +116,7 @@ def test_quickstart_path_runs_without_any_extra(tmp_path: Path, base_env: dict[s
         )
         assert answer.json() == {"accepted": 1, "duplicates": 0, "rejected": 0}
         out = tmp_path / "leads.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out.exists() and out.read_text()):
-            time.sleep(0.1)
+        wait_until(lambda: out.exists() and bool(out.read_text()), "the lead in leads.jsonl")
         [line] = out.read_text().splitlines()
         assert json.loads(line)["lead_id"] == "led_slp3mt0qxvIXYUIK"
         assert bridge.terminate(60) == 0

@@ -14,6 +14,7 @@ from bridge.errors import ConfigError, StoreUnavailable
 from bridge.retention import DAY, purge_once, retention_task
 from bridge.store.base import LeadIn, Outcome, QuarantineIn, Store
 from bridge.store.sqlite import SQLiteStore
+from tests.waiting import eventually
 
 T0 = 1_700_000_000.0
 
@@ -168,10 +169,11 @@ async def test_the_service_trims_the_quarantine_with_a_metric(
     metrics = app.state.lb.metrics
 
     async with app.app.router.lifespan_context(app.app):
-        deadline = asyncio.get_running_loop().time() + 30
-        while len(await store.list_quarantine()) > 1:
-            assert asyncio.get_running_loop().time() < deadline, "retention did not run"
-            await asyncio.sleep(0.05)
+
+        async def trimmed() -> bool:
+            return len(await store.list_quarantine()) <= 1
+
+        await eventually(trimmed, "retention to trim the quarantine")
 
     assert [q["raw"] for q in await store.list_quarantine()] == ["body 2"]
     sample = metrics.registry.get_sample_value(

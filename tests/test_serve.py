@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import yaml
 from bridge.store.base import LeadIn
 from bridge.store.sqlite import SQLiteStore
 from tests.processes import BridgeProcess, free_port
-from tests.waiting import DEADLINE
+from tests.waiting import DEADLINE, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -138,9 +137,7 @@ def test_seed_curl_example_over_verified_tls(
         )
 
     out = tmp_path / "leads.jsonl"
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
-        time.sleep(0.05)
+    wait_until(lambda: out.exists() and bool(out.read_text().strip()), "the lead in leads.jsonl")
     lines = out.read_text().splitlines()
     assert len(lines) == 1
     assert json.loads(SEED_BODY)[0]["data"]["email"] in lines[0]
@@ -294,13 +291,12 @@ def test_metrics_on_a_separate_port(
             content=SEED_BODY,
             headers={"Authorization": SECRET},
         )
-    deadline = time.monotonic() + DEADLINE
-    text = ""
-    while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-        if 'lead_bridge_deliveries_total{destination="file",outcome="delivered"} 1.0' in text:
-            break
-        time.sleep(0.1)
+    delivered = 'lead_bridge_deliveries_total{destination="file",outcome="delivered"} 1.0'
+    wait_until(
+        lambda: delivered in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text,
+        "the delivery in /metrics",
+    )
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     assert 'lead_bridge_leads_total{result="accepted"} 1.0' in text
     assert 'lead_bridge_deliveries_total{destination="file",outcome="delivered"} 1.0' in text
     assert "led_slp3mt0qxvIXYUIK" not in text and "sergunich" not in text
