@@ -15,12 +15,11 @@ error codes classified as a refused single upsert's (``record_error``). Every an
 ``Sforce-Limit-Info`` (``api-usage=used/limit``) is the org's API usage
 (``api_usage()``), which the engine's API budget guard reads.
 
-Authentication. Tokens are fetched here with httpx from ``{login_url}/services/oauth2/token``
-(client credentials, JWT bearer or the OAuth username-password grant) because
-simple-salesforce hard-codes ``https://{domain}.salesforce.com`` for logins and so cannot
-reach a My Domain proxy, a sandbox alias or a local fake. simple-salesforce only gets
-the resulting access token + instance and never refreshes on its own: its built-in
-refresh retries without bound and drops our headers.
+Where the rest lives: the settings in :mod:`connectors.salesforce_settings`, the
+token flows (client credentials, JWT bearer, username-password, fetched with httpx)
+in :mod:`connectors.salesforce_auth`, the classification of answers and failures in
+:mod:`connectors.salesforce_errors`. simple-salesforce only gets the resulting access
+token + instance and never refreshes on its own.
 
 Re-authentication is driven by the engine: a 401 (``INVALID_SESSION_ID``) or 403 raises
 :class:`AuthError`; the engine calls :meth:`SalesforceConnector.reauthenticate` once and
@@ -37,36 +36,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import ssl
-import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    FilePath,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
 
 from bridge import USER_AGENT
-from bridge.config import Duration
-from bridge.errors import (
-    AuthError,
-    DeliveryError,
-    PermanentError,
-    RateLimited,
-    RetryableError,
-    error_for_status,
-)
-from bridge.logs import event, redact, register_secret
+from bridge.errors import DeliveryError, PermanentError, RetryableError
+from bridge.logs import event, register_secret
 from connectors import _http
 from connectors._blocking import BlockingConnector
 from connectors.base import (
@@ -77,351 +57,40 @@ from connectors.base import (
     DeliveryResult,
     FlowDefaults,
 )
+from connectors.salesforce_auth import fetch_token
+from connectors.salesforce_errors import (
+    describe,
+    record_values,
+    classify,
+    parse_limit_info,
+    record_error,
+    token_error,
+)
+from connectors.salesforce_settings import AuthSettings, Settings, is_api_name
 
 if TYPE_CHECKING:  # the SDK is imported lazily: a Slack-only service never loads it
     import requests
     from simple_salesforce.api import SFType
 
+__all__ = [
+    "MAX_BATCH",
+    "AuthSettings",
+    "SalesforceConnector",
+    "Settings",
+    "classify",
+    "is_api_name",
+    "parse_limit_info",
+    "record_error",
+    "token_error",
+]
+
 log = logging.getLogger(__name__)
 
-# Letters, digits and single underscores, starting with a letter; "__" only before a
-# suffix (``__c``) or after a namespace prefix (``ns__Field__c``).
-_API_NAME_RE = re.compile(
-    r"^[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*(?:__[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*){0,2}$"
-)
-_RULE_ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
-_API_VERSION_RE = re.compile(r"^\d{2,3}\.0$")
-
-# Error codes Salesforce answers with a 4xx although a later attempt can succeed.
-RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"})
-# REQUEST_LIMIT_EXCEEDED means either the org's rolling 24-hour API allowance is spent
-# ("TotalRequests Limit exceeded"), which frees up slowly, or too many concurrent
-# long-running requests, which clears within a minute.
-DAILY_LIMIT_BACKOFF = 3600.0
 # sObject Collections take at most 200 records per call.
 MAX_BATCH = 200
-CONCURRENCY_LIMIT_BACKOFF = 60.0
 # Threads for blocking calls; also the HTTP connection pool size, so that concurrent
 # sends do not churn connections.
 MAX_THREADS = BlockingConnector.max_threads
-_MESSAGE_LIMIT = 500
-# Salesforce error codes and API field names (Email, Lead_Id__c, npe01__Home__c).
-_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,79}$")
-
-AuthMode = Literal["client_credentials", "jwt", "password", "token"]
-
-_NEEDS: dict[str, tuple[str, ...]] = {
-    "client_credentials": ("client_id", "client_secret"),
-    "jwt": ("client_id", "username", "private_key_file"),
-    "password": ("client_id", "client_secret", "username", "password"),
-    "token": ("access_token",),
-}
-
-
-def is_api_name(name: str) -> bool:
-    return len(name) <= 80 and _API_NAME_RE.match(name) is not None
-
-
-def _https_url(value: str, what: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"expected an https:// URL such as {what}")
-    if parts.query or parts.fragment:
-        raise ValueError("expected a URL without '?' or '#'")
-    return value.rstrip("/")
-
-
-class AuthSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: AuthMode
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    username: str | None = None
-    private_key_file: FilePath | None = None
-    password: SecretStr | None = None
-    # Not needed when the server's IP range is trusted by the org.
-    security_token: SecretStr | None = None
-    access_token: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> AuthSettings:
-        missing = []
-        for key in _NEEDS[self.mode]:
-            value = getattr(self, key)
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if value is None or value == "":
-                missing.append(key)
-        if missing:
-            raise ValueError(
-                f"mode {self.mode!r} needs {', '.join(_NEEDS[self.mode])}; "
-                f"missing or empty: {', '.join(missing)}"
-            )
-        return self
-
-
-class Settings(ConnectorSettings):
-    auth: AuthSettings
-    # The token endpoint base: login.salesforce.com, test.salesforce.com (sandboxes)
-    # or a My Domain URL (required by the client credentials flow).
-    login_url: str = "https://login.salesforce.com"
-    # None: the instance_url the token endpoint returns. Required for mode token.
-    instance_url: str | None = None
-    api_version: str = "62.0"
-    sobject: str = "Lead"
-    # None: plain create, which is NOT safe against retries (a timeout after
-    # Salesforce committed creates a duplicate on the next attempt).
-    external_id_field: str | None = None
-    # None: no header (Salesforce's default); true/false or an AssignmentRule id.
-    assignment_rule: bool | str | None = None
-    allow_duplicates: bool = False
-    timeout: Duration = 30.0
-    ca_bundle: FilePath | None = None
-    # Allow login_url/instance_url on loopback/private networks (a proxy on the
-    # intranet, tests); by default only globally routable addresses.
-    allow_private: bool = False
-
-    @field_validator("login_url")
-    @classmethod
-    def _login_url(cls, value: str) -> str:
-        return _https_url(
-            value, "https://login.salesforce.com or https://mydomain.my.salesforce.com"
-        )
-
-    @field_validator("instance_url")
-    @classmethod
-    def _instance_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = _https_url(value, "https://mydomain.my.salesforce.com")
-        if urlsplit(value).path not in ("", "/"):
-            # simple-salesforce keeps only host[:port] of the instance URL
-            raise ValueError(
-                "expected scheme and host only (no path), e.g. https://mydomain.my.salesforce.com"
-            )
-        return value
-
-    @field_validator("api_version", mode="before")
-    @classmethod
-    def _api_version(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = f"{float(value):.1f}"  # YAML reads 62.0 as a number
-        if isinstance(value, str):
-            value = value.removeprefix("v")
-            if _API_VERSION_RE.match(value):
-                return value
-        raise ValueError("expected an API version such as '62.0'")
-
-    @field_validator("sobject", "external_id_field")
-    @classmethod
-    def _api_name(cls, value: str | None) -> str | None:
-        if value is not None and not is_api_name(value):
-            raise ValueError(
-                f"{value!r} is not a Salesforce API name (letters, digits and underscores, "
-                "e.g. Lead or Lead_Bridge_Id__c)"
-            )
-        return value
-
-    @field_validator("assignment_rule", mode="before")
-    @classmethod
-    def _assignment_rule(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"  # "${AUTO_ASSIGN}" arrives as a string
-        if isinstance(value, str) and not _RULE_ID_RE.match(value):
-            raise ValueError("expected true, false or a 15/18-character AssignmentRule id")
-        return value
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("expected a positive duration such as 30 or '30s'")
-        return value
-
-    @model_validator(mode="after")
-    def _token_needs_instance(self) -> Settings:
-        if self.auth.mode == "token" and self.instance_url is None:
-            raise ValueError("instance_url is required with auth.mode 'token'")
-        return self
-
-    def session_headers(self) -> dict[str, str]:
-        """Headers sent with every sObject call; they live on the requests session."""
-        headers = {}
-        if isinstance(self.assignment_rule, bool):
-            headers["Sforce-Auto-Assign"] = "TRUE" if self.assignment_rule else "FALSE"
-        elif self.assignment_rule is not None:
-            headers["Sforce-Auto-Assign"] = self.assignment_rule
-        if self.allow_duplicates:
-            headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
-        return headers
-
-
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class _ApiError:
-    code: str
-    message: str
-    fields: tuple[str, ...]
-
-
-def _api_errors(content: Any) -> list[_ApiError]:
-    """Salesforce's error body: a JSON list of ``{message, errorCode, fields}``."""
-    if isinstance(content, dict):
-        content = [content]
-    if not isinstance(content, list):
-        return []
-    out = []
-    for item in content:
-        if isinstance(item, dict) and "errorCode" in item:
-            fields = item.get("fields") or ()
-            out.append(
-                _ApiError(
-                    str(item["errorCode"]),
-                    str(item.get("message") or ""),
-                    tuple(str(f) for f in fields) if isinstance(fields, list) else (),
-                )
-            )
-    return out
-
-
-def _scrub(text: str, hide: Collection[str]) -> str:
-    """Remove record values and secrets from a text we quote (exception texts)."""
-    for value in sorted(hide, key=len, reverse=True):
-        if len(value) >= 3 and value in text:
-            text = text.replace(value, "[value]")
-    text = redact(text)
-    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
-
-
-def _describe(content: Any) -> tuple[set[str], str]:
-    """Salesforce's error codes and the fields they name, never its messages.
-
-    The messages quote record values ("invalid email address: ann@x.io",
-    "duplicate value found: ... with id: ...") in forms a scrubber cannot
-    predict, so only the codes (``INVALID_EMAIL_ADDRESS``) and field names stay.
-    """
-    errors = _api_errors(content)
-    if not errors:
-        return set(), "no error code in the answer"
-    parts = []
-    for err in errors:
-        part = _token(err.code) or "UNKNOWN"
-        fields = [f for f in (_token(f) for f in err.fields) if f]
-        if fields:
-            part += f" (fields: {', '.join(fields)})"
-        if err.code == "REQUEST_LIMIT_EXCEEDED":
-            part += " (daily API requests)" if _daily_limit(err) else " (concurrent requests)"
-        parts.append(part)
-    text = "; ".join(parts)
-    return {e.code for e in errors}, (
-        text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
-    )
-
-
-def _token(text: str) -> str:
-    """An error code or an API field name as is; anything else is left out."""
-    return text if _TOKEN_RE.match(text) else ""
-
-
-def _daily_limit(err: _ApiError) -> bool:
-    return "TotalRequests" in err.message
-
-
-def classify(exc: BaseException, hide: Collection[str] = ()) -> DeliveryError:
-    """The one place that turns simple-salesforce, requests and httpx exceptions into
-    :mod:`bridge.errors`. ``hide``: record values to keep out of the stored message."""
-    import requests
-    from simple_salesforce.exceptions import SalesforceError, SalesforceMoreThanOneRecord
-
-    refused = _http.address_refused(exc)
-    if refused is not None:
-        return PermanentError(f"Salesforce {refused}")
-    if isinstance(exc, SalesforceMoreThanOneRecord):
-        matches = len(exc.content) if isinstance(exc.content, list) else "several"
-        return PermanentError(
-            f"Salesforce HTTP 300: {matches} {exc.resource_name or 'Salesforce'} records share "
-            "this lead's external id; deduplicate them in Salesforce",
-            status_code=300,
-        )
-    if isinstance(exc, SalesforceError):
-        return _classify_answer(exc.status, exc.content, f"Salesforce HTTP {exc.status}")
-    if isinstance(exc, _http.TRANSPORT_ERRORS) and not isinstance(exc, requests.RequestException):
-        # The token and limits requests (httpx over the guarded aiohttp transport).
-        return _http.classify_transport_error(exc, "Salesforce")
-    detail = _scrub(f"{type(exc).__name__}: {exc}", hide)
-    if isinstance(exc, requests.Timeout | httpx.TimeoutException):
-        return RetryableError(f"Salesforce request timed out ({detail})")
-    if isinstance(
-        exc, requests.exceptions.InvalidURL | httpx.InvalidURL | httpx.UnsupportedProtocol
-    ):
-        return PermanentError(f"Salesforce URL cannot be requested ({detail})")
-    if isinstance(exc, requests.RequestException | httpx.HTTPError | OSError):
-        return RetryableError(f"Salesforce connection failed ({detail})")
-    raise TypeError(f"not a Salesforce error: {type(exc).__name__}") from exc
-
-
-def _classify_answer(status: int, content: Any, prefix: str) -> DeliveryError:
-    """Error codes (and the HTTP status) to a Lead Bridge error: one rule for a
-    refused single upsert and for one record of a collection upsert."""
-    codes, text = _describe(content)
-    message = f"{prefix}: {text}"
-    if "REQUEST_LIMIT_EXCEEDED" in codes:
-        daily = any(_daily_limit(e) for e in _api_errors(content))
-        wait = DAILY_LIMIT_BACKOFF if daily else CONCURRENCY_LIMIT_BACKOFF
-        return RateLimited(message, status_code=status, retry_after=wait)
-    if "INVALID_SESSION_ID" in codes or status == 401:
-        return AuthError(message, status_code=status)
-    if codes & RETRYABLE_CODES:
-        return RetryableError(message, status_code=status)
-    # 400/404/405 permanent, 403 auth, 429 rate limit, 5xx retryable
-    error = error_for_status(status, "")
-    if error is None:  # a 2xx cannot raise; keep the request, try again
-        return RetryableError(message, status_code=status)
-    return type(error)(message, status_code=status)
-
-
-def record_error(errors: Any) -> DeliveryError:
-    """One failed record of a collection upsert (``errors: [{statusCode, message,
-    fields}]``), classified as a single upsert refused with those codes (HTTP 400)."""
-    content = [
-        {"errorCode": e.get("statusCode"), "message": e.get("message"), "fields": e.get("fields")}
-        for e in (errors if isinstance(errors, list) else [])
-        if isinstance(e, dict)
-    ]
-    return _classify_answer(400, content, "Salesforce refused the record")
-
-
-def parse_limit_info(value: str | None) -> ApiUsage | None:
-    """``Sforce-Limit-Info: api-usage=18/15000``: the org's API requests in its
-    rolling 24 hours, used of allowed."""
-    if not value:
-        return None
-    for part in value.split(","):
-        name, _, usage = part.strip().partition("=")
-        if name.strip() == "api-usage":
-            used, _, limit = usage.partition("/")
-            try:
-                return ApiUsage(int(used), int(limit), window="rolling 24 h")
-            except ValueError:
-                return None
-    return None
-
-
-def token_error(status: int, body: Any) -> DeliveryError:
-    """A refused token request (``{"error": ..., "error_description": ...}``)."""
-    error = description = ""
-    if isinstance(body, dict):
-        error = str(body.get("error") or "")
-        description = str(body.get("error_description") or "")
-    text = _scrub(": ".join(p for p in (error, description) if p), ())
-    message = f"Salesforce token endpoint HTTP {status}: {text or 'no error description'}"
-    if status in (400, 401, 403):  # invalid_client, invalid_grant, inactive_user, ...
-        return AuthError(message + "; check the destination's auth settings", status_code=status)
-    classified = error_for_status(status, "")
-    return type(classified)(message, status_code=status) if classified else RetryableError(message)
 
 
 def _quote_id(value: str) -> str:
@@ -431,17 +100,6 @@ def _quote_id(value: str) -> str:
         # %2E back to "."), addressing another URL
         raise PermanentError(f"lead id {value!r} cannot be used as an external id in a URL")
     return quote(value, safe="")
-
-
-def _values(value: Any) -> list[str]:
-    """Every string inside a record, to keep out of stored error messages."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if isinstance(value, list | tuple):
-        return [text for item in value for text in _values(item)]
-    return []
 
 
 # --------------------------------------------------------------------------- connector
@@ -621,7 +279,7 @@ class SalesforceConnector(BlockingConnector[_Session]):
             answer = None
         status = response.status_code
         if status != 200 or not isinstance(answer, dict):
-            _, text = _describe(answer)
+            _, text = describe(answer)
             return CheckResult(
                 False,
                 f"token issued, but reading the API limits failed: HTTP {status}: {text}",
@@ -663,7 +321,7 @@ class SalesforceConnector(BlockingConnector[_Session]):
             # Through simple-salesforce's request path (session, headers, its errors).
             response = session.sobject._call_salesforce("PATCH", url, data=json.dumps(payload))
         except (SalesforceError, requests.RequestException) as exc:
-            raise classify(exc, hide=_values(records)) from exc
+            raise classify(exc, hide=record_values(records)) from exc
         self._note_usage(response)
         try:
             answer = response.json()
@@ -710,7 +368,7 @@ class SalesforceConnector(BlockingConnector[_Session]):
                 f"{field}/{_quote_id(lead_id)}", body, raw_response=True
             )
         except (SalesforceError, requests.RequestException) as exc:
-            raise classify(exc, hide=_values(body)) from exc
+            raise classify(exc, hide=record_values(body)) from exc
         self._note_usage(response)
         status = response.status_code
         if status == 204:  # API < 46.0 answers an update without a body (and without the id)
@@ -730,86 +388,8 @@ class SalesforceConnector(BlockingConnector[_Session]):
             assert static is not None and self.config.instance_url is not None
             return self._bind(static.get_secret_value(), self.config.instance_url)
         assert self._http is not None
-        url = f"{self.config.login_url}/services/oauth2/token"
-        try:
-            response = await self._http.post(
-                url, data=self._grant(), headers={"Accept": "application/json"}
-            )
-        except httpx.HTTPError as exc:
-            raise classify(exc) from exc
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if response.status_code != 200:
-            event(
-                log,
-                "salesforce_token",
-                logging.WARNING,
-                destination=self.name,
-                mode=self.config.auth.mode,
-                outcome="refused",
-                status=response.status_code,
-            )
-            raise token_error(response.status_code, answer)
-        if not isinstance(answer, dict) or not answer.get("access_token"):
-            raise RetryableError("Salesforce token endpoint answered without an access_token")
-        token = str(answer["access_token"])
-        instance_url = self.config.instance_url or str(answer.get("instance_url") or "")
-        if not instance_url.startswith("https://"):
-            raise PermanentError(
-                f"Salesforce token endpoint returned no https instance_url ({instance_url!r}); "
-                "set instance_url in the destination settings"
-            )
-        event(
-            log, "salesforce_token", destination=self.name, mode=self.config.auth.mode, outcome="ok"
-        )
+        token, instance_url = await fetch_token(self._http, self.config, self.name)
         return self._bind(token, instance_url)
-
-    def _grant(self) -> dict[str, str]:
-        auth = self.config.auth
-        secret = auth.client_secret.get_secret_value() if auth.client_secret else ""
-        if auth.mode == "client_credentials":
-            return {
-                "grant_type": "client_credentials",
-                "client_id": auth.client_id or "",
-                "client_secret": secret,
-            }
-        if auth.mode == "password":
-            password = auth.password.get_secret_value() if auth.password else ""
-            token = auth.security_token.get_secret_value() if auth.security_token else ""
-            return {
-                "grant_type": "password",
-                "client_id": auth.client_id or "",
-                "client_secret": secret,
-                "username": auth.username or "",
-                "password": password + token,
-            }
-        return {
-            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-            "assertion": self._jwt_assertion(),
-        }
-
-    def _jwt_assertion(self) -> str:
-        import jwt
-
-        auth = self.config.auth
-        assert auth.private_key_file is not None
-        claims = {
-            "iss": auth.client_id,
-            "sub": auth.username,
-            # The authorization server: login/test.salesforce.com or the My Domain URL.
-            "aud": self.config.login_url,
-            "exp": int(time.time()) + 180,
-        }
-        try:
-            key = Path(auth.private_key_file).read_bytes()
-            return jwt.encode(claims, key, algorithm="RS256")
-        except (OSError, ValueError, jwt.PyJWTError) as exc:
-            raise AuthError(
-                f"cannot sign the JWT with auth.private_key_file ({type(exc).__name__}); "
-                "expected a PEM RSA private key"
-            ) from exc
 
     def _bind(self, token: str, instance_url: str) -> _Session:
         from simple_salesforce.api import SFType
