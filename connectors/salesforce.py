@@ -59,11 +59,11 @@ from connectors.base import (
 )
 from connectors.salesforce_auth import fetch_token
 from connectors.salesforce_errors import (
-    describe,
-    record_values,
     classify,
+    describe,
     parse_limit_info,
     record_error,
+    record_values,
     token_error,
 )
 from connectors.salesforce_settings import AuthSettings, Settings, is_api_name
