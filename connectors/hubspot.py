@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, SecretStr, field_validator
 
 from bridge import USER_AGENT
-from bridge.config import Duration
+from bridge.durations import Duration
 from bridge.errors import (
     AuthError,
     ConfigError,

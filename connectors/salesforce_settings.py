@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.config import Duration
+from bridge.durations import Duration
 from connectors.base import ConnectorSettings
 
 # Letters, digits and single underscores, starting with a letter; "__" only before a

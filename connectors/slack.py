@@ -25,7 +25,7 @@ import httpx
 from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.config import Duration
+from bridge.durations import Duration
 from bridge.errors import DeliveryError, PermanentError
 from bridge.logs import register_secret
 from connectors import _http
