@@ -13,7 +13,7 @@ group of your own package, or name it in YAML as ``type: "my_module:MyConnector"
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -131,9 +131,22 @@ class Connector:
     # ``None`` means "send the lead as received".
     default_mapping: ClassVar[Mapping[str, Any] | None] = None
 
+    # Set by the delivery engine (None outside it): see next_request().
+    request_gate: Callable[[], Awaitable[None]] | None = None
+
     def __init__(self, name: str, settings: ConnectorSettings) -> None:
         self.name = name
         self.settings = settings
+
+    async def next_request(self) -> None:
+        """Await before each API request after the first of one send()/send_batch().
+
+        The engine takes the first request's rate token itself; this takes one for
+        every further request, so all of them keep to the destination's rate, and
+        raises :class:`RateLimited` while a 429 has paused the destination.
+        """
+        if self.request_gate is not None:
+            await self.request_gate()
 
     @classmethod
     def check_fields(cls, settings: ConnectorSettings, fields: list[str]) -> list[tuple[str, str]]:

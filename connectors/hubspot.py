@@ -16,27 +16,15 @@ imported only when a HubSpot destination starts.
 
 from __future__ import annotations
 
-import json
-import math
-import re
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, SecretStr, field_validator
-
 from bridge import USER_AGENT
-from bridge.durations import Duration
 from bridge.errors import (
-    AuthError,
     ConfigError,
     DeliveryError,
     PermanentError,
-    RateLimited,
     RetryableError,
-    error_for_status,
-    parse_retry_after,
 )
 from bridge.logs import redact, register_secret
 from connectors import _http
@@ -49,6 +37,29 @@ from connectors.base import (
     DeliveryResult,
     FlowDefaults,
 )
+from connectors.hubspot_answers import (
+    MAX_BATCH,
+    classify,
+    contact_key,
+    daily_usage,
+    describe,
+    read_body,
+    split_batch,
+    until_next_hour,
+    upsert_result,
+)
+from connectors.hubspot_settings import PROPERTY_HINT, PROPERTY_RE, HubSpotSettings
+
+__all__ = [
+    "MAX_BATCH",
+    "HubSpotConnector",
+    "HubSpotSettings",
+    "classify",
+    "contact_properties",
+    "daily_usage",
+    "split_batch",
+    "until_next_hour",
+]
 
 if TYPE_CHECKING:
     from hubspot.crm.contacts import BatchApi
@@ -58,69 +69,8 @@ TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"  # noqa: S105 -
 # What send() needs: upserting contacts.
 REQUIRED_SCOPE = "crm.objects.contacts.write"
 
-_PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_PROPERTY_HINT = "lowercase letters, digits and underscores, starting with a letter"
-
-# HubSpot does not promise a Retry-After header on 429.
-_RATE_LIMIT_FALLBACK = 10.0
-# Error texts keep HubSpot's codes and names only; keep dead letters short.
-_MAX_MESSAGE = 500
-# Categories, error codes, property and scope names: what an error text may quote.
-_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$")
-_EXISTING_ID = re.compile(r"Existing ID: (\d{1,20})\b")
-# Context keys whose values are names, not values of the contact.
-_NAMING_CONTEXT = frozenset(
-    {"propertyName", "requiredScopes", "requiredGranularScopes", "missingScopes", "objectType"}
-)
 _INSTALL_HINT = "pip install 'lead-bridge[hubspot]'"
 _POOL_SIZE = 32
-# HubSpot's batch upsert takes at most 100 inputs.
-MAX_BATCH = 100
-
-
-class HubSpotSettings(ConnectorSettings):
-    # A private app's access token (Settings > Integrations > Private apps).
-    access_token: SecretStr
-    # The unique property that finds the contact: email, or a custom unique
-    # property holding the lead id.
-    id_property: str = "email"
-    host: str = "https://api.hubapi.com"
-    timeout: Duration = Field(30.0, gt=0)
-    # PEM bundle that verifies HubSpot (or a TLS-intercepting proxy); None: system CAs.
-    ca_bundle: Path | None = None
-    # Allow a host on loopback/private networks (a proxy on the intranet, tests);
-    # by default only globally routable addresses.
-    allow_private: bool = False
-
-    @field_validator("access_token")
-    @classmethod
-    def _token(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("the private app access token is empty")
-        return value
-
-    @field_validator("id_property")
-    @classmethod
-    def _id_property(cls, value: str) -> str:
-        if not _PROPERTY_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a HubSpot property internal name ({_PROPERTY_HINT})"
-            )
-        return value
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("expected a base URL such as https://api.hubapi.com")
-        return value.rstrip("/")
-
-    @field_validator("ca_bundle")
-    @classmethod
-    def _ca_bundle(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"CA bundle file {value} does not exist")
-        return value
 
 
 class HubSpotConnector(BlockingConnector["BatchApi"]):
@@ -151,9 +101,9 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
     @classmethod
     def check_fields(cls, settings: ConnectorSettings, fields: list[str]) -> list[tuple[str, str]]:
         problems = [
-            (name, f"not a HubSpot property internal name ({_PROPERTY_HINT})")
+            (name, f"not a HubSpot property internal name ({PROPERTY_HINT})")
             for name in fields
-            if not _PROPERTY_RE.match(name)
+            if not PROPERTY_RE.match(name)
         ]
         assert isinstance(settings, HubSpotSettings)
         if settings.id_property == "email" and "email" not in fields:
@@ -223,7 +173,7 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
             body = None
         status = response.status_code
         if status != 200 or not isinstance(body, dict):
-            message = _describe(body) if isinstance(body, dict) else ""
+            message = describe(body) if isinstance(body, dict) else ""
             return CheckResult(
                 False,
                 f"HubSpot refused the access token (HTTP {status}"
@@ -292,8 +242,11 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
                 )
             ]
         )
-        status, data = await self.call(lambda api: self._upsert(api, batch))
-        return _result(status, data)
+        return upsert_result(*await self._request(batch))
+
+    async def _request(self, batch: Any) -> tuple[int, bytes]:
+        """One batch upsert request on the connector's pool: (status, body)."""
+        return await self.call(lambda api: self._upsert(api, batch))
 
     def _upsert(self, api: BatchApi, batch: Any) -> tuple[int, bytes]:
         """One batch upsert call, on the pool's thread (reading the body blocks too)."""
@@ -306,7 +259,7 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
             self._note_usage(getattr(exc, "headers", None))
             raise classify(exc) from exc
         self._note_usage(response.headers)
-        return response.status, _read(response)
+        return response.status, read_body(response)
 
     def _note_usage(self, headers: Mapping[str, str] | None) -> None:
         usage = daily_usage(headers or {})
@@ -337,7 +290,7 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
             try:
                 properties = contact_properties(record)
                 id_value = self._id_value(properties, context)
-                key = _contact_key(id_property, id_value)
+                key = contact_key(id_property, id_value)
             except PermanentError as exc:
                 results[index] = exc
                 continue
@@ -347,37 +300,46 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
                 rounds.append(target)
             target[key] = (index, id_value, properties)
 
-        def upsert_all(api: BatchApi) -> None:
-            for inputs in rounds:
-                batch = BatchInputSimplePublicObjectBatchInputUpsert(
-                    inputs=[
-                        SimplePublicObjectBatchInputUpsert(
-                            id_property=id_property, id=id_value, properties=props
-                        )
-                        for _, id_value, props in inputs.values()
-                    ]
-                )
-                status, data = self._upsert(api, batch)
-                for key, answer in split_batch(status, data, id_property, list(inputs)).items():
-                    results[inputs[key][0]] = answer
-            for index, result in enumerate(results):
-                if result is None:  # not in HubSpot's answer: once more, alone
-                    record, context = items[index]
-                    properties = contact_properties(record)
-                    id_value = self._id_value(properties, context)
-                    single = BatchInputSimplePublicObjectBatchInputUpsert(
-                        inputs=[
-                            SimplePublicObjectBatchInputUpsert(
-                                id_property=id_property, id=id_value, properties=properties
-                            )
-                        ]
+        # One request per round, then one per lead the answers left out; each
+        # after the first takes its own rate token (next_request).
+        first = True
+        for inputs in rounds:
+            batch = BatchInputSimplePublicObjectBatchInputUpsert(
+                inputs=[
+                    SimplePublicObjectBatchInputUpsert(
+                        id_property=id_property, id=id_value, properties=props
                     )
-                    try:
-                        results[index] = _result(*self._upsert(api, single))
-                    except DeliveryError as exc:
-                        results[index] = exc
-
-        await self.call(upsert_all)
+                    for _, id_value, props in inputs.values()
+                ]
+            )
+            if not first:
+                await self.next_request()
+            first = False
+            status, data = await self._request(batch)
+            for key, answer in split_batch(status, data, id_property, list(inputs)).items():
+                results[inputs[key][0]] = answer
+        for index, result in enumerate(results):
+            if result is not None:
+                continue
+            # Not in HubSpot's answer: once more, alone (an upsert, so harmless).
+            record, context = items[index]
+            properties = contact_properties(record)
+            single = BatchInputSimplePublicObjectBatchInputUpsert(
+                inputs=[
+                    SimplePublicObjectBatchInputUpsert(
+                        id_property=id_property,
+                        id=self._id_value(properties, context),
+                        properties=properties,
+                    )
+                ]
+            )
+            try:
+                if not first:
+                    await self.next_request()
+                first = False
+                results[index] = upsert_result(*await self._request(single))
+            except DeliveryError as exc:
+                results[index] = exc
         return [
             r if r is not None else RetryableError("HubSpot did not answer for this contact")
             for r in results
@@ -398,66 +360,6 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         return properties[id_property]
 
 
-def _contact_key(id_property: str, value: str) -> str:
-    # HubSpot matches emails case-insensitively.
-    return value.strip().lower() if id_property == "email" else value
-
-
-def daily_usage(headers: Mapping[str, str]) -> ApiUsage | None:
-    """The daily allowance from ``X-HubSpot-RateLimit-Daily`` and ``...-Daily-Remaining``
-    (HubSpot sends them to private apps on some tiers; None when absent)."""
-    limit = _header(headers, "X-HubSpot-RateLimit-Daily")
-    remaining = _header(headers, "X-HubSpot-RateLimit-Daily-Remaining")
-    try:
-        total, left = int(limit or ""), int(remaining or "")
-    except ValueError:
-        return None
-    if total <= 0 or left < 0:
-        return None
-    return ApiUsage(used=max(0, total - left), limit=total, window="daily")
-
-
-def split_batch(
-    status: int, data: bytes, id_property: str, keys: list[str]
-) -> dict[str, DeliveryResult | DeliveryError]:
-    """A batch upsert's answer (200/201, or 207 with ``errors``) per contact key.
-
-    Results are matched by the id property's value they carry; an error by the
-    ids in its ``context``. A key missing from the answer is left out (the
-    caller resends it alone); an error naming no id fails no lead by itself.
-    """
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
-    wanted = set(keys)
-    out: dict[str, DeliveryResult | DeliveryError] = {}
-    results = [r for r in body.get("results") or [] if isinstance(r, dict) and r.get("id")]
-    for item in results:
-        props = item.get("properties")
-        value = props.get(id_property) if isinstance(props, dict) else None
-        key = _contact_key(id_property, str(value)) if value is not None else None
-        if key in wanted:
-            detail = "created" if item.get("new") else "updated"
-            out[key] = DeliveryResult(remote_id=str(item["id"]), status_code=status, detail=detail)
-    if len(keys) == 1 and not out and len(results) == 1:  # an answer without properties
-        first = results[0]
-        detail = "created" if first.get("new") else "updated"
-        out[keys[0]] = DeliveryResult(remote_id=str(first["id"]), status_code=status, detail=detail)
-    for error in body.get("errors") or []:
-        if not isinstance(error, dict):
-            continue
-        context = error.get("context")
-        ids = context.get("ids") if isinstance(context, dict) else None
-        for value in ids if isinstance(ids, list) else []:
-            key = _contact_key(id_property, str(value))
-            if key in wanted and key not in out:
-                out[key] = _from_body(207, error, {})
-    return out
-
-
 def contact_properties(record: Mapping[str, Any]) -> dict[str, str]:
     """HubSpot property values are strings; None leaves a property unchanged."""
     out: dict[str, str] = {}
@@ -476,167 +378,3 @@ def contact_properties(record: Mapping[str, Any]) -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
-
-
-def _read(response: Any) -> bytes:
-    try:
-        data: bytes = response.data
-    finally:
-        response.release_conn()
-    return data
-
-
-def _result(status: int, data: bytes) -> DeliveryResult:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        # The upsert may have happened; retrying an upsert is harmless.
-        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
-    results = body.get("results")
-    if isinstance(results, list) and results and isinstance(results[0], dict):
-        first = results[0]
-        if first.get("id"):
-            detail = "created" if first.get("new") else "updated"
-            return DeliveryResult(remote_id=str(first["id"]), status_code=status, detail=detail)
-    errors = body.get("errors")
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        raise _from_body(status, errors[0], {})
-    raise RetryableError(f"HubSpot answered {status} without a contact id", status_code=status)
-
-
-def classify(exc: BaseException) -> DeliveryError:
-    """The one place that turns SDK and urllib3 exceptions into Lead Bridge errors."""
-    import urllib3
-
-    refused = _http.address_refused(exc)
-    if refused is not None:
-        return PermanentError(f"HubSpot {refused}")
-    if isinstance(exc, urllib3.exceptions.HTTPError):
-        reason = getattr(exc, "reason", None) or exc
-        return RetryableError(
-            f"cannot reach HubSpot: {type(reason).__name__}: {_clip(str(reason))}"
-        )
-    status = getattr(exc, "status", None)
-    if not isinstance(status, int) or status == 0:
-        # The SDK reports TLS failures as status 0 with urllib3's text as the reason.
-        reason = str(getattr(exc, "reason", "") or "").splitlines()
-        return RetryableError(
-            f"cannot reach HubSpot: {reason[0] if reason else type(exc).__name__}"
-        )
-    raw = getattr(exc, "body", None)
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        body = {}
-    headers = getattr(exc, "headers", None) or {}
-    return _from_body(status, body if isinstance(body, dict) else {}, headers)
-
-
-def _from_body(status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> DeliveryError:
-    category = str(body.get("category") or body.get("errorType") or "")
-    retry_after = parse_retry_after(_header(headers, "Retry-After"))
-    if status == 429 or category in ("RATE_LIMIT", "RATE_LIMITS"):
-        policy = str(body.get("policyName") or "")
-        if policy == "DAILY":
-            return RateLimited(
-                "HubSpot daily API limit reached; it resets at midnight in the account's time zone",
-                status_code=status,
-                retry_after=retry_after if retry_after is not None else until_next_hour(),
-            )
-        return RateLimited(
-            f"HubSpot rate limit {policy or 'reached'}: {_describe(body)}",
-            status_code=status,
-            retry_after=retry_after if retry_after is not None else _RATE_LIMIT_FALLBACK,
-        )
-    if status == 207:
-        # One input of a batch failed; the others (none here) went through.
-        return PermanentError(f"HubSpot refused the contact: {_describe(body)}", status_code=status)
-    error = error_for_status(status, _describe(body), retry_after=retry_after)
-    if error is None:
-        return RetryableError(f"HubSpot answered {status} with an error", status_code=status)
-    if isinstance(error, AuthError):
-        return AuthError(f"HubSpot refused the access token: {error.message}", status_code=status)
-    return error
-
-
-def until_next_hour(now: float | None = None) -> float:
-    """Seconds to the next full UTC hour (at least one minute).
-
-    HubSpot resets the daily limit at midnight in the account's time zone, which
-    the connector does not know; probing hourly finds the reset within an hour for
-    any time zone, at the cost of one refused request per hour.
-    """
-    current = time.time() if now is None else now
-    wait = math.ceil(current / 3600) * 3600 - current
-    return max(60.0, wait)
-
-
-def _describe(body: Mapping[str, Any]) -> str:
-    """HubSpot's category, error codes and the properties they name; never its
-    messages, which quote values ("1,000 was not one of the allowed options")."""
-    category = _token(str(body.get("category") or body.get("errorType") or ""))
-    parts = _property_errors(str(body.get("message") or ""))
-    nested = [e for e in body.get("errors") or [] if isinstance(e, dict)]
-    for item in [body, *nested]:
-        code = _token(str(item.get("code") or item.get("subCategory") or ""))
-        context = _context(item.get("context"))
-        part = f"{code} ({context})" if code and context else code or context
-        if part and part not in parts:
-            parts.append(part)
-    existing = _EXISTING_ID.search(str(body.get("message") or ""))
-    if existing:  # HubSpot's record id, not a value of the lead
-        parts.append(f"existing contact id {existing.group(1)}")
-    text = "; ".join(parts) or "no details"
-    return _clip(f"{category}: {text}" if category else text)
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
-
-
-def _token(text: str) -> str:
-    """An error code, category or property name as is; anything else is left out."""
-    return text if _TOKEN_RE.match(text) else ""
-
-
-def _property_errors(message: str) -> list[str]:
-    # "Property values were not valid: [{...,"error":"INVALID_OPTION","name":"numemployees"}]"
-    _head, sep, tail = message.partition(": [")
-    if not sep:
-        return []
-    try:
-        items = json.loads("[" + tail)
-    except ValueError:
-        return []
-    out = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and _token(str(item.get("name") or "")):
-            out.append(f"{item['name']}: {_token(str(item.get('error') or '')) or 'invalid'}")
-    return out
-
-
-def _context(context: Any) -> str:
-    """The context's keys; the values only of keys that hold names (properties, scopes)."""
-    if not isinstance(context, dict):
-        return ""
-    parts = []
-    for key, value in context.items():
-        if not _token(str(key)):
-            continue
-        values = value if isinstance(value, list) else [value]
-        names = [str(v) for v in values if _token(str(v))]
-        if str(key) in _NAMING_CONTEXT and names:
-            parts.append(f"{key}={','.join(names)}")
-        else:
-            parts.append(str(key))
-    return " ".join(parts)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None

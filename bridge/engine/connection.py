@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from bridge.destinations import Destination
 from bridge.engine.outcomes import safe_error
@@ -25,8 +26,15 @@ STARTUP_RETRY = 30.0
 
 
 class ConnectorHandle:
-    def __init__(self, destination: Destination, clock: Clock) -> None:
+    def __init__(
+        self,
+        destination: Destination,
+        clock: Clock,
+        request_gate: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.dest = destination
+        # What a connector awaits before its further requests within one call.
+        self.request_gate = request_gate
         self.name = destination.name
         self.timeout = destination.config.retry.timeout
         self.clock = clock
@@ -61,6 +69,7 @@ class ConnectorHandle:
             try:
                 if self.connector is None:
                     self.connector = self.dest.create_connector()
+                    self.connector.request_gate = self.request_gate
                     self.batch = self._batch_size(self.connector)
                 async with asyncio.timeout(limit):
                     await self.connector.startup()

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from bridge.destinations import Destination
+from bridge.errors import RateLimited
 from bridge.logs import event
 from bridge.metrics import Metrics
 from bridge.retry import Clock, Sleep, TokenBucket
@@ -109,6 +110,18 @@ class Throttle:
             # A 429 may have paused the destination while this attempt waited.
             self.gate(deadline, need=timeout)
         await self._budget_pace(deadline, timeout)
+
+    async def next_request(self) -> None:
+        """A connector's second or later request within one call
+        (:meth:`connectors.base.Connector.next_request`): a rate token each, and
+        none while the destination is paused. The call's own timeout bounds the wait."""
+        if self.bucket is not None and not self.paused():
+            await self.bucket.acquire()
+        if self.paused():
+            raise RateLimited(
+                "the destination is paused after a 429; this request waits",
+                retry_after=self.paused_until - self.clock(),
+            )
 
     async def _budget_pace(self, deadline: float, timeout: float) -> None:
         """Above the soft share of the API budget: one call per slow_interval."""

@@ -37,7 +37,6 @@ class DestinationWorker:
         self.dest = destination
         self.name = destination.name
         self.retry = destination.config.retry
-        self.handle = ConnectorHandle(destination, ctx.clock)
         self.throttle = Throttle(
             destination,
             ctx.metrics,
@@ -45,6 +44,9 @@ class DestinationWorker:
             monotonic=ctx.monotonic,
             sleep=ctx.sleep,
             on_pause=self._defer_queued,
+        )
+        self.handle = ConnectorHandle(
+            destination, ctx.clock, request_gate=self.throttle.next_request
         )
         outcomes = Outcomes(destination, self.throttle, ctx.metrics, clock=ctx.clock, rng=ctx.rng)
         self.attempts = Attempts(

@@ -537,3 +537,34 @@ async def test_a_host_on_a_private_address_is_refused(
     with pytest.raises(PermanentError, match=r"non-public address 127\.0\.0\.1"):
         await connector.check()
     assert fake.requests == []
+
+
+# --------------------------------------------------------------------------- contract
+
+
+async def test_contract(fake: FakeHubSpot) -> None:
+    from bridge.errors import AuthError, PermanentError, RateLimited, RetryableError
+    from connectors.testing import Scenario, check_connector
+    from tests.connectors.fake_hubspot import (
+        rate_limited,
+        server_error,
+        unauthorized,
+        validation_error,
+    )
+
+    results = await check_connector(
+        HubSpotConnector,
+        {"access_token": TOKEN, "host": fake.url, "timeout": 5, "allow_private": True},
+        RECORD,
+        scenarios=[
+            Scenario("created", lambda: None),
+            Scenario("updated", lambda: None),
+            Scenario("invalid", lambda: fake.queue(validation_error()), PermanentError),
+            Scenario("throttled", lambda: fake.queue(rate_limited()), RateLimited),
+            Scenario("refused", lambda: fake.queue(unauthorized()), AuthError),
+            Scenario("failing", lambda: fake.queue(server_error(503)), RetryableError),
+        ],
+        accepted_fields=["email", "firstname", "lastname", "lead_score"],
+        rejected_fields=["data.email", "FirstName"],
+    )
+    assert [r.detail for r in results] == ["created", "updated"]

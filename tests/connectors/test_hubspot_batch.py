@@ -204,3 +204,35 @@ async def test_through_the_engine_a_burst_is_one_call(
     finally:
         await engine.stop(2)
         await store.close()
+
+
+async def test_every_request_of_a_batch_takes_a_rate_token(
+    fake: FakeHubSpot, connector: HubSpotConnector
+) -> None:
+    """The engine takes the call's first token; each further request (a second
+    round for a repeated contact, a lead resent alone) asks for its own."""
+    tokens: list[int] = []
+
+    async def gate() -> None:
+        tokens.append(len(upserts(fake)))  # requests already sent when asked
+
+    connector.request_gate = gate
+    fake.queue(FakeResponse(200, {"status": "COMPLETE", "results": []}))
+    # Two leads for the same contact (two rounds); the first answer accounts for none.
+    results = await connector.send_batch([item(0), item(1, email="user0@example.com")])
+    assert all(isinstance(r, DeliveryResult) for r in results)
+    assert [len(b["inputs"]) for b in upserts(fake)] == [1, 1, 1]
+    assert tokens == [1, 2]  # before the second round and before the lone resend
+
+
+async def test_a_pause_stops_the_requests_left_in_a_batch(
+    fake: FakeHubSpot, connector: HubSpotConnector
+) -> None:
+    async def paused() -> None:
+        raise RateLimited("the destination is paused", retry_after=10)
+
+    connector.request_gate = paused
+    fake.queue(FakeResponse(200, {"status": "COMPLETE", "results": []}))
+    results = await connector.send_batch([item(0)])
+    assert isinstance(results[0], RateLimited)
+    assert len(upserts(fake)) == 1  # the resend never left

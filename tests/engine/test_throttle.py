@@ -176,3 +176,38 @@ async def test_the_api_budget_guard_slows_then_pauses_the_destination(
     assert row.status == "delivered"
     assert engine.destination_states()["crm"]["api_budget"]["state"] == "ok"
     assert SCRIPTS["crm"].usage == ApiUsage(100, 1000)
+
+
+async def test_a_connectors_further_requests_take_tokens_and_respect_a_pause(
+    make_harness: Callable[..., Any],
+) -> None:
+    """Connector.next_request(): what a connector awaits before its second and
+    later request within one call (the HubSpot resend) is the destination's own
+    bucket and pause."""
+    from bridge.engine.throttle import Throttle
+
+    h: Harness = await make_harness(dest("crm", flow={"rate_per_second": 1, "burst": 2}))
+    [destination] = h.runtime.active
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        h.clock.advance(seconds)
+
+    throttle = Throttle(
+        destination,
+        h.metrics,
+        clock=h.clock.time,
+        monotonic=h.clock.time,
+        sleep=sleep,
+        on_pause=lambda: None,
+    )
+    await throttle.next_request()
+    await throttle.next_request()  # the burst of 2
+    assert slept == []
+    await throttle.next_request()  # the third waits for a token
+    assert slept and sum(slept) == pytest.approx(1.0)
+    throttle.pause(h.clock.time(), 30)
+    with pytest.raises(RateLimited) as info:
+        await throttle.next_request()
+    assert info.value.retry_after == pytest.approx(30)
