@@ -30,7 +30,7 @@ import orjson
 from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
 
-from bridge.config import Duration
+from bridge.durations import Duration
 from bridge.errors import DeliveryError, PermanentError
 from bridge.logs import register_secret
 from connectors import _http
