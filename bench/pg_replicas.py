@@ -21,6 +21,7 @@ there. Needs wrk (apt-get install wrk).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -60,6 +61,36 @@ def write_config(work: Path, url: str, sink_url: str, port: int, name: str) -> P
     path = work / name
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+def cpu_seconds(pids: list[int] | None = None, comm: str | None = None) -> dict[int, float]:
+    """User + system CPU of the given processes, or of every process named ``comm``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for pid in pids if pids is not None else [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            if comm is not None and Path(f"/proc/{pid}/comm").read_text().strip() != comm:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def postgres_cpu(url: str, before: dict[int, float]) -> float:
+    """CPU used since ``before`` by PostgreSQL's processes, leaving out the backends
+    of other databases (other sessions' tests share this server)."""
+    with psycopg.connect(url) as conn:
+        others = {
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname IS DISTINCT FROM current_database() "
+                "AND backend_type = 'client backend'"
+            ).fetchall()
+        }
+    after = cpu_seconds(comm="postgres")
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in others)
 
 
 def pending(url: str) -> int:
@@ -109,6 +140,7 @@ def one_count(work: Path, base_url: str, sink: Sink, n: int, args: Any) -> dict[
             for c in configs
         ]
         try:
+            pg_before = cpu_seconds(comm="postgres")
             start = time.monotonic()
             deadline = start + 120 + backlog / 100
             while (left := pending(url)) > 0:
@@ -117,6 +149,8 @@ def one_count(work: Path, base_url: str, sink: Sink, n: int, args: Any) -> dict[
                 time.sleep(0.05)
             end = time.monotonic()
             drained = end - start
+            worker_cpu = sum(cpu_seconds([w.proc.pid for w in workers]).values())
+            pg_cpu = postgres_cpu(url, pg_before)
         finally:
             for proc in workers:
                 proc.stop()
@@ -140,6 +174,9 @@ def one_count(work: Path, base_url: str, sink: Sink, n: int, args: Any) -> dict[
         "drain_s": drained,
         "deliveries_per_s": backlog / drained if drained else 0.0,
         "window_s": window,
+        # CPU per delivery (ms): the workers (start-up included) and the database
+        "worker_cpu_ms": 1000 * worker_cpu / backlog if backlog else 0.0,
+        "postgres_cpu_ms": 1000 * pg_cpu / backlog if backlog else 0.0,
         "window_per_s": backlog / window if window else 0.0,
         "sink_requests": stats["requests"],
         "sink_unique": stats["unique"],
@@ -169,7 +206,8 @@ def main() -> int:
                 f"{r['http_errors']}); drain {r['backlog']:,} deliveries in {r['drain_s']:.1f} s "
                 f"= {r['deliveries_per_s']:,.0f}/s with start-up, {r['window_per_s']:,.0f}/s from the "
                 f"first to the last delivery (sink: {r['sink_requests']:,} requests, "
-                f"{r['sink_unique']:,} distinct)",
+                f"{r['sink_unique']:,} distinct); CPU per delivery: workers "
+                f"{r['worker_cpu_ms']:.3f} ms, PostgreSQL {r['postgres_cpu_ms']:.3f} ms",
                 flush=True,
             )
     finally:

@@ -81,6 +81,11 @@ CLAIM = (
 )
 
 
+# The finish statement's float8[] parameters (next_attempt_at, delivered_at,
+# updated_at, started_at, duration). Its arrays go in binary (%b) as intake's do:
+# psycopg quotes text arrays element by element in Python (docs/scaling.md).
+_FINISH_FLOATS = (4, 8, 9, 10, 11)
+
 # Leads re-hashed per statement batch when the search index is rebuilt.
 REINDEX_CHUNK = 5000
 
@@ -278,12 +283,14 @@ class PostgresStore(PostgresReads, PostgresPrivacy):
             )
             for _, o in sorted(unique.items())
         ]
-        columns = tuple(list(column) for column in zip(*rows, strict=True))
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        for i in _FINISH_FLOATS:  # binary arrays take one element type: no int among floats
+            columns[i] = [None if v is None else float(v) for v in columns[i]]
         async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "WITH o AS (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], "
-                "%s::int[], %s::float8[], %s::text[], %s::int[], %s::text[], %s::float8[], "
-                "%s::float8[], %s::float8[], %s::float8[], %s::text[], %s::bool[]) "
+                "WITH o AS (SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], "
+                "%b::int[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::float8[], "
+                "%b::float8[], %b::float8[], %b::float8[], %b::text[], %b::bool[]) "
                 "AS o (id, tok, st, inc, nxt, err, code, rid, dat, upd, sa, dur, out, ca)), "
                 "u AS (UPDATE deliveries d SET status = o.st, attempts = d.attempts + o.inc, "
                 "next_attempt_at = o.nxt, lease_token = NULL, last_error = o.err, "
