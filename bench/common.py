@@ -31,9 +31,13 @@ def free_port() -> int:
 class Proc:
     """A child process with its output in a log file; stop() is SIGTERM, then SIGKILL."""
 
-    def __init__(self, args: list[str], log: Path, cwd: Path = ROOT) -> None:
+    def __init__(
+        self, args: list[str], log: Path, cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         self.log = log.open("ab")
-        self.proc = subprocess.Popen(args, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
 
     def wait_http(self, url: str, timeout: float = 30) -> None:
         """Until ``url`` answers at all (any status); fails if the process exits."""
@@ -60,11 +64,18 @@ class Proc:
 
 
 def run_wrk(
-    url: str, script: str, seconds: int, connections: int, env: dict[str, str]
+    url: str,
+    script: str,
+    seconds: int,
+    connections: int,
+    env: dict[str, str],
+    cpus: str | None = None,
 ) -> dict[str, Any]:
-    """One wrk run with a bench/ Lua script printing ``WRK_RESULT {json}``; adds ``rps``."""
+    """One wrk run with a bench/ Lua script printing ``WRK_RESULT {json}``; adds ``rps``.
+    ``cpus``: the CPUs wrk runs on (taskset's list), default any."""
     out = subprocess.run(
         [
+            *(["taskset", "-c", cpus] if cpus else []),
             "wrk",
             "-t1",
             f"-c{connections}",

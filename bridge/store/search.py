@@ -3,13 +3,14 @@
 Operators look leads up by email or phone; scanning 100k payloads for a value
 is slow, and a plain-text index column would be one more copy of personal
 data. So each lead row carries ``email_hash`` and ``phone_hash``: a 16-byte
-keyed BLAKE2b MAC of kind + ":" + the normalised value, written at intake in
-the same statement as the lead, and looked up by hashing the query the same
-way. PostgreSQL indexes the two columns. SQLite keeps the index in
-``lead_search`` (hash, lead id), filled by the writer in sorted batches a
-second or so behind intake (an index on random hashes written lead by lead
-costs intake a dirty page per lead); a search there reads ``lead_search`` and
-the few rows above the batches' watermark. The values come from the provider's ``data.email`` and
+keyed BLAKE2b MAC of kind + ":" + the normalised value, looked up by hashing
+the query the same way. PostgreSQL writes them at intake, in the same
+statement as the lead, and indexes the two columns. SQLite leaves them out of
+intake's commits: the writer computes them from the stored payloads in sorted
+batches a second or so behind intake (deferred while intake keeps it busy),
+into the row and into ``lead_search`` (hash, lead id); a search first indexes
+whatever is left (:meth:`bridge.store.sqlite.SQLiteStore.index_now`), then
+reads ``lead_search``. The values come from the provider's ``data.email`` and
 ``data.phone`` (:func:`search_values`).
 
 Normalisation: an email is stripped and lower-cased; a phone keeps its digits
@@ -44,8 +45,7 @@ MIN_KEY_CHARS = 16
 # settings-table rows
 KEY_SETTING = "search_key"  # the generated key (hex), absent when configured
 INDEXED_SETTING = "search_index_key_id"  # fingerprint of the key the index was built with
-# SQLite: leads up to this rowid have their hashes in lead_search; above it a
-# search reads the hash columns of the rows themselves.
+# SQLite: leads up to this rowid are indexed (hashes in their row and in lead_search).
 INDEXED_ROWID = "search_indexed_rowid"
 
 

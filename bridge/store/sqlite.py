@@ -47,19 +47,17 @@ from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan
 from bridge.store.sqlite_schema import connect, migrate
 from bridge.store.sqlite_writer import WriterProcess
 from bridge.store.sqlite_writes import (
+    INDEX_BATCH,
     index_search,
     lead_rows,
-    reindex_search,
     reset_search_watermark,
 )
 
 # Erasure's WAL checkpoint: tries, and seconds between them, while it is busy.
 CHECKPOINT_TRIES = 50
 CHECKPOINT_WAIT = 0.1
-# Leads re-hashed per transaction when the search index is rebuilt.
+# Leads indexed per transaction when the store opens (the writer is not running yet).
 REINDEX_CHUNK = 5000
-# Leads whose hashes one writer transaction copies into lead_search.
-INDEX_BATCH = 2000
 
 log = logging.getLogger("lead_bridge.store")
 
@@ -149,15 +147,7 @@ class SQLiteStore(Store):
             key, rebuild = search_key_plan(conn, self.search_key)
             hasher = SearchHasher(key)
             if rebuild:
-                after: int | None = 0
-                while after is not None:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        after = reindex_search(conn, key, after, REINDEX_CHUNK)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
+                # Every lead indexed again, from its payload (index_search below).
                 conn.execute("BEGIN IMMEDIATE")
                 reset_search_watermark(conn)
                 conn.execute(
@@ -171,7 +161,7 @@ class SQLiteStore(Store):
             while True:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    done = index_search(conn, REINDEX_CHUNK)
+                    done = index_search(conn, REINDEX_CHUNK, hasher)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -207,14 +197,14 @@ class SQLiteStore(Store):
             conn.close()
 
     async def _run_indexer(self) -> None:
-        """Move new leads' hashes into lead_search every ``index_interval``, through
-        the writer (bridge/store/search.py); searches read the rest directly.
+        """Index new leads every ``index_interval``, through the writer
+        (bridge/store/search.py).
 
         Indexing is not urgent, intake is: while the writer has requests waiting,
         a round is skipped, for at most ``index_max_lag`` seconds, and then does
         one batch only, so a sustained burst of webhooks does not share the
-        writer with the index (searches stay exact: they read the rows above the
-        watermark directly)."""
+        writer with the index (searches stay exact: a search indexes whatever
+        is left first, see :meth:`index_now`)."""
         last_done = time.monotonic()
         while True:
             await asyncio.sleep(self.index_interval)
@@ -229,6 +219,12 @@ class SQLiteStore(Store):
                         break
             except StoreError as exc:
                 log.warning("event=search_index_failed backend=sqlite error=%s", exc)
+
+    async def index_now(self) -> None:
+        """Index every lead stored so far (an operator's search is about to read
+        the index), one batch per writer transaction."""
+        while await self._write("index_search", INDEX_BATCH) == INDEX_BATCH:
+            pass
 
     def _writer_busy(self) -> bool:
         writer = self._writer

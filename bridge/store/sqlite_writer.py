@@ -67,7 +67,6 @@ from typing import Any
 
 import bridge
 from bridge.errors import StoreError, StoreUnavailable
-from bridge.store.search import SearchHasher
 from bridge.store.sqlite_schema import connect, database_unavailable
 from bridge.store.sqlite_writes import (
     INGESTS,
@@ -75,7 +74,6 @@ from bridge.store.sqlite_writes import (
     Ingest,
     prepare_body,
     run_ingests,
-    search_hasher,
 )
 
 log = logging.getLogger("lead_bridge.store")
@@ -190,10 +188,7 @@ class GroupCommit:
             for request in frames:
                 (ingests if request[1] in INGESTS else others).append(request)
             for start in range(0, len(ingests), INTAKE_CHUNK):
-                hasher = search_hasher(self.conn)
-                self.commit_and_answer(
-                    [_prepare(r, hasher) for r in ingests[start : start + INTAKE_CHUNK]]
-                )
+                self.commit_and_answer([_prepare(r) for r in ingests[start : start + INTAKE_CHUNK]])
             if others:
                 self.commit_and_answer(
                     [others.popleft() for _ in range(min(ENGINE_CHUNK, len(others)))]
@@ -251,15 +246,14 @@ def _ingest(name: str, args: tuple[Any, ...]) -> Ingest:
     return args[0] if name == "ingest_body" else Ingest(*args)  # type: ignore[no-any-return]
 
 
-def _prepare(request: Request, hasher: SearchHasher | None) -> Request:
-    """A raw webhook body parsed (search hashes with ``hasher``), just before
-    the commit that stores it."""
+def _prepare(request: Request) -> Request:
+    """A raw webhook body parsed, just before the commit that stores it."""
     rid, name, args = request
     if name != "ingest_body":
         return request
     try:
         body, destinations, now = args
-        return rid, name, (prepare_body(body, destinations, now, hasher),)
+        return rid, name, (prepare_body(body, destinations, now),)
     except Exception as exc:  # a bug: fail this request only
         return rid, "fail", (f"{type(exc).__name__}: {exc}",)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bridge.errors import StoreError
@@ -33,14 +33,26 @@ from bridge.store.erasure import ERASED_ERROR
 from bridge.store.search import INDEXED_ROWID, SearchHasher
 
 # Values per lead in an Ingest's flat ``rows``, in the order of the leads
-# table's INSERT: id, received_at, created, url, payload, email_hash, phone_hash.
-LEAD_FIELDS = 7
+# table's INSERT: id, received_at, created, url, payload. The search hashes are
+# not among them: :func:`index_search` computes them in batches, off the commit
+# path (bridge/store/search.py).
+LEAD_FIELDS = 5
 
-_LEAD_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+_LEAD_ROW = "(?, ?, ?, ?, ?)"
 _DELIVERY_ROW = "(?, ?, 'pending', ?, ?, ?)"
 STATEMENT_ROWS = 256  # rows per INSERT at most (SQLite allows 32,766 parameters)
+# Leads one index_search transaction covers at most (the store's batches).
+INDEX_BATCH = 2000
+# Leads whose search values the writer keeps for the index at most (SearchBacklog;
+# about 200 bytes each).
+BACKLOG_LEADS = 50_000
 # Rows per statement: 10 parameters each stays far below SQLite's variable limit.
 _FINISH_CHUNK = 500
+# Is any lead erased? Asked once per commit, so that the per-lead probe below
+# runs only on databases that have tombstones at all (an erase, from this
+# writer or another process, commits its tombstones before any later commit
+# reads this).
+_ANY_TOMBSTONE = "SELECT EXISTS (SELECT 1 FROM erased_leads)"
 # Is one of the leads just inserted (rowid above the given one) tombstoned?
 # CROSS JOIN pins the loop order: the new rows outside, a primary-key probe of
 # the tombstones inside, however many tombstones there are.
@@ -55,12 +67,12 @@ class Ingest:
     ``rows`` is flat, ``LEAD_FIELDS`` values per lead in the leads table's
     column order: the cheapest shape to pickle, and the writer only
     concatenates them into its statements' parameters. ``batch`` is set when
-    the writer parsed the raw body itself (:func:`prepare_body`). ``hasher``:
-    the search key the rows' two hashes were computed with (None: not computed,
-    :func:`run_ingests` does it from the payload text).
+    the writer parsed the raw body itself (:func:`prepare_body`); ``search``
+    then holds each lead's raw ``(email, phone)`` for the search index (see
+    :class:`SearchBacklog`).
     """
 
-    __slots__ = ("batch", "destinations", "hasher", "now", "quarantine", "rows")
+    __slots__ = ("batch", "destinations", "now", "quarantine", "rows", "search")
 
     def __init__(
         self,
@@ -69,14 +81,13 @@ class Ingest:
         quarantine: Sequence[tuple[str, str | None, int | None, str]],
         now: float,
         batch: Batch | None = None,
-        hasher: SearchHasher | None = None,
     ) -> None:
         self.rows = rows
         self.destinations = destinations
         self.quarantine = quarantine  # (reason, lead_id, item_index, raw)
         self.now = now
         self.batch = batch
-        self.hasher = hasher
+        self.search: list[tuple[Any, Any]] | None = None
 
     def ids(self) -> Sequence[str]:
         return self.rows[::LEAD_FIELDS]
@@ -86,62 +97,69 @@ class Ingest:
 
 
 def lead_rows(leads: Sequence[LeadIn], now: float) -> list[Any]:
-    """Leads as an Ingest's flat ``rows``, search hashes not computed yet."""
-    return [
-        v
-        for lead in leads
-        for v in (lead.id, now, lead.created, lead.url, lead.payload, None, None)
-    ]
+    """Leads as an Ingest's flat ``rows``."""
+    return [v for lead in leads for v in (lead.id, now, lead.created, lead.url, lead.payload)]
 
 
 def search_hasher(conn: sqlite3.Connection) -> SearchHasher | None:
-    """The search key intake indexes with on this connection (None: no index yet)."""
+    """The search key the writer indexes with on this connection (None: none yet)."""
     hasher: SearchHasher | None = getattr(conn, "search_hasher", None)
     return hasher
 
 
-def prepare_body(
-    body: bytes, destinations: Sequence[str], now: float, hasher: SearchHasher | None = None
-) -> Ingest:
+def prepare_body(body: bytes, destinations: Sequence[str], now: float) -> Ingest:
     """A raw webhook body as an Ingest: parsed and split here, in the writer
-    process, with :func:`bridge.leads.parse_body` as intake would; the search
-    hashes (with ``hasher``) from the leads just parsed, not from their text."""
+    process, with :func:`bridge.leads.parse_body` as intake would."""
     batch = parse_body(body)
     if batch.problem is not None:
         q = quarantined_body(body, batch.problem)
         return Ingest([], (), [(q.reason, None, None, q.raw)], now, batch)
     quarantine = [(q.reason, q.lead_id, q.item_index, q.raw) for q in batch.rejected]
-    if hasher is None:
-        return Ingest(lead_rows(batch.leads, now), destinations, quarantine, now, batch)
-    email_hash, phone_hash = hasher.email, hasher.phone
-    rows: list[Any] = []
-    for lead, element in zip(batch.leads, batch.elements, strict=True):
-        # parse_body let only an object (or nothing) through as "data".
-        data = element.get("data")
-        if data:
-            email = data.get("email")
-            phone = data.get("phone")
-            rows += (
-                lead.id,
-                now,
-                lead.created,
-                lead.url,
-                lead.payload,
-                None if email is None else email_hash(email),
-                None if phone is None else phone_hash(phone),
-            )
-        else:
-            rows += (lead.id, now, lead.created, lead.url, lead.payload, None, None)
-    return Ingest(rows, destinations, quarantine, now, batch, hasher)
+    ingest = Ingest(lead_rows(batch.leads, now), destinations, quarantine, now, batch)
+    # parse_body let only an object (or nothing) through as "data".
+    ingest.search = [
+        (data.get("email"), data.get("phone")) if (data := element.get("data")) else _NO_VALUES
+        for element in batch.elements
+    ]
+    return ingest
 
 
-def _hash_rows(req: Ingest, hasher: SearchHasher | None) -> None:
-    """Set the search hashes of rows prepared without this key, from the payload text."""
-    rows = list(req.rows)
-    for at in range(0, len(rows), LEAD_FIELDS):
-        pair = (None, None) if hasher is None else hasher.payload(rows[at + 4])
-        rows[at + 5], rows[at + 6] = pair
-    req.rows, req.hasher = rows, hasher
+_NO_VALUES = (None, None)
+
+
+class SearchBacklog:
+    """The raw search values of leads committed but not indexed yet, as the
+    writer parsed them from their bodies: an index batch hashes these rather
+    than parse each stored payload again. Kept in memory, in commit order, a
+    bounded number: a lead not found here (stored by another process, before
+    a restart, or beyond the bound) is indexed from its payload instead.
+    """
+
+    def __init__(self, limit: int = BACKLOG_LEADS) -> None:
+        self.limit = limit
+        self.leads = 0
+        # (rowid of the first lead, the leads' ids, their (email, phone)), in rowid order
+        self.chunks: list[tuple[int, Sequence[str], list[tuple[Any, Any]]]] = []
+
+    def add(self, first: int, ids: Sequence[str], values: list[tuple[Any, Any]]) -> None:
+        if self.leads < self.limit:
+            self.chunks.append((first, ids, values))
+            self.leads += len(ids)
+
+    def take(self, after: int, upto: int) -> dict[int, tuple[str, Any, Any]]:
+        """``rowid: (lead id, email, phone)`` for rowids in (after, upto]; what
+        lies at or below ``upto`` is dropped."""
+        found: dict[int, tuple[str, Any, Any]] = {}
+        keep = []
+        for chunk in self.chunks:
+            first, ids, values = chunk
+            for offset in range(max(0, after + 1 - first), min(len(ids), upto + 1 - first)):
+                found[first + offset] = (ids[offset], *values[offset])
+            if first + len(ids) - 1 > upto:
+                keep.append(chunk)
+        self.chunks = keep
+        self.leads = sum(len(ids) for _, ids, _ in keep)
+        return found
 
 
 @functools.lru_cache(maxsize=64)
@@ -181,11 +199,8 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     The first occurrence of an id wins; later ones, in the same request or
     another, are duplicates.
     """
-    hasher = search_hasher(conn)
     params: list[Any] = []
     for req in requests:
-        if req.hasher is not hasher and req.rows:
-            _hash_rows(req, hasher)  # leads from Store.ingest, or a key just changed
         params += req.rows
     rows = len(params) // LEAD_FIELDS
     # Which leads went in: all of them when the count of changes says so (no
@@ -194,17 +209,18 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     # RETURNING, which hands each row back to Python one step at a time.
     (before,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
     changes = conn.total_changes
-    # The search index's hashes (bridge/store/search.py) are plain values,
-    # computed from the parsed body (prepare_body): no SQL function, no re-parse.
     _insert_rows(
         conn,
-        "INSERT INTO leads (id, received_at, created, url, payload, email_hash, phone_hash)",
+        "INSERT INTO leads (id, received_at, created, url, payload)",
         _LEAD_ROW,
         params,
         " ON CONFLICT (id) DO NOTHING",
     )
     inserted_all = conn.total_changes - changes == rows
-    if conn.execute(_TOMBSTONED, (before,)).fetchone() is not None:
+    if (
+        conn.execute(_ANY_TOMBSTONE).fetchone()[0]
+        and conn.execute(_TOMBSTONED, (before,)).fetchone() is not None
+    ):
         # A re-send of an erased lead: only ids that were not stored already can
         # be tombstoned, so this looks at the rows just inserted, through the
         # tombstones' primary key (nothing to find in the usual case).
@@ -216,8 +232,14 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
         inserted_all = False
     results = [IngestResult() for _ in requests]
     if inserted_all:
+        backlog: SearchBacklog | None = getattr(conn, "search_backlog", None)
+        first = before + 1  # a new row's rowid is one more than the largest
         for req, result in zip(requests, results, strict=True):
-            result.accepted = list(req.ids())
+            ids = req.ids()
+            result.accepted = list(ids)
+            if backlog is not None and req.search is not None:
+                backlog.add(first, ids, req.search)
+            first += len(ids)
     else:
         inserted = {r[0] for r in conn.execute("SELECT id FROM leads WHERE rowid > ?", (before,))}
         for req, result in zip(requests, results, strict=True):
@@ -474,28 +496,36 @@ def purge_payloads_part(
     received_at index from the cursor ``(received_at, rowid)``."""
     if after is None:
         leads = conn.execute(
-            "SELECT received_at, rowid FROM leads WHERE received_at < ? "
+            "SELECT received_at, rowid, id, payload FROM leads WHERE received_at < ? "
             "ORDER BY received_at, rowid LIMIT ?",
             (before, limit),
         ).fetchall()
     else:
         leads = conn.execute(
-            "SELECT received_at, rowid FROM leads WHERE received_at < ? "
+            "SELECT received_at, rowid, id, payload FROM leads WHERE received_at < ? "
             "AND (received_at, rowid) > (?, ?) ORDER BY received_at, rowid LIMIT ?",
             (before, *after, limit),
         ).fetchall()
     if not leads:
         return 0, None
-    purged = conn.execute(
-        "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "  # noqa: S608
-        f"purged_at = ? WHERE rowid IN ({','.join('?' * len(leads))}) "
-        "AND payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d "
-        "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
-        # A lead never given a delivery (no destination then) is not delivered.
-        "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)",
-        (time.time(), *(rowid for _, rowid in leads)),
-    ).rowcount
-    return purged, (tuple(leads[-1]) if len(leads) == limit else None)
+    purged = {
+        row[0]
+        for row in conn.execute(
+            "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "  # noqa: S608
+            f"purged_at = ? WHERE rowid IN ({','.join('?' * len(leads))}) "
+            "AND payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d "
+            "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
+            # A lead never given a delivery (no destination then) is not delivered.
+            "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id) "
+            "RETURNING rowid",
+            (time.time(), *(lead[1] for lead in leads)),
+        )
+    }
+    # Their search entries go with the payload (indexed or not yet, alike).
+    _drop_search_entries(
+        conn, [(lid, payload) for _, rowid, lid, payload in leads if rowid in purged]
+    )
+    return len(purged), (tuple(leads[-1][:2]) if len(leads) == limit else None)
 
 
 def erase_part(
@@ -520,13 +550,12 @@ def erase_part(
     report.deliveries = delete("DELETE FROM deliveries WHERE lead_id IN ({})", lead_ids)
     if lead_ids:
         marks = ",".join("?" * len(lead_ids))
-        gone = [
-            r[0]
-            for r in conn.execute(
-                f"DELETE FROM leads WHERE id IN ({marks}) RETURNING id",  # noqa: S608
-                list(lead_ids),
-            )
-        ]
+        deleted = conn.execute(
+            f"DELETE FROM leads WHERE id IN ({marks}) RETURNING id, payload",  # noqa: S608
+            list(lead_ids),
+        ).fetchall()
+        _drop_search_entries(conn, deleted)  # the search entries of the erased leads
+        gone = [lid for lid, _ in deleted]
         report.leads = len(gone)
         report.lead_ids = sorted(gone)
         conn.executemany(
@@ -544,49 +573,87 @@ def erase_part(
 
 
 def set_search_key(conn: sqlite3.Connection, key: bytes) -> None:
-    """Intake indexes emails and phones with this key from now on."""
+    """The writer indexes emails and phones with this key from now on."""
     conn.search_hasher = SearchHasher(key)  # type: ignore[attr-defined]
+    conn.search_backlog = SearchBacklog()  # type: ignore[attr-defined]
 
 
-def reindex_search(conn: sqlite3.Connection, key: bytes, after: int, limit: int) -> int | None:
-    """Recompute the search hashes of up to ``limit`` leads after rowid ``after``;
-    the last rowid done, or None when no lead is left."""
-    hasher = SearchHasher(key)
-    rows = conn.execute(
-        "SELECT rowid, payload FROM leads WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, limit)
-    ).fetchall()
+def _search_entries(
+    hasher: SearchHasher, leads: Iterable[tuple[str, str | None]]
+) -> list[tuple[bytes, str]]:
+    """The lead_search rows of ``(lead id, payload)`` pairs."""
+    return [
+        (h, lead_id)
+        for lead_id, payload in leads
+        if payload is not None
+        for h in hasher.payload(payload)
+        if h is not None
+    ]
+
+
+def _drop_search_entries(conn: sqlite3.Connection, leads: Iterable[tuple[str, str | None]]) -> int:
+    """Delete the lead_search rows of these leads, found by hashing their
+    payloads again (lead_search is keyed by hash); the count deleted."""
+    hasher = search_hasher(conn)
+    if hasher is None:
+        return 0
+    before = conn.total_changes
     conn.executemany(
-        "UPDATE leads SET email_hash = ?, phone_hash = ? WHERE rowid = ?",
-        [(*hasher.payload(payload), rowid) for rowid, payload in rows],
+        "DELETE FROM lead_search WHERE hash = ? AND lead_id = ?", _search_entries(hasher, leads)
     )
-    return int(rows[-1][0]) if len(rows) == limit else None
+    return conn.total_changes - before
 
 
-def index_search(conn: sqlite3.Connection, limit: int) -> int:
-    """Copy the search hashes of up to ``limit`` leads above the watermark into
-    ``lead_search`` (sorted by hash: each index page is written once per batch)
-    and move the watermark; returns the leads covered (0: nothing new)."""
+def index_search(conn: sqlite3.Connection, limit: int, hasher: SearchHasher | None = None) -> int:
+    """Index up to ``limit`` leads above the watermark and move it; returns the
+    leads covered (0: nothing new).
+
+    Intake's commits leave the search index out, so a webhook's 200 never
+    waits for it: the hashes are computed here, with ``hasher`` (default: the
+    writer's key), from the values the writer kept when it parsed the bodies
+    (:class:`SearchBacklog`), else from the stored payloads, and go into
+    ``lead_search`` sorted by hash (each index page is written once per batch).
+    The lead rows' own hash columns are left as they are (PostgreSQL's; on
+    SQLite only rows of older versions have them).
+    """
+    hasher = hasher or search_hasher(conn)
+    if hasher is None:
+        return 0
     (mark,) = conn.execute(
         "SELECT CAST(value AS INTEGER) FROM settings WHERE name = ?", (INDEXED_ROWID,)
     ).fetchone() or (0,)
+    mark = int(mark)
     (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM leads").fetchone()
-    upto = min(int(top), int(mark) + limit)
+    upto = min(int(top), mark + limit)
     if upto <= mark:
         return 0
-    conn.execute(
-        "INSERT OR IGNORE INTO lead_search (hash, lead_id) SELECT h, id FROM ("
-        "SELECT email_hash AS h, id FROM leads WHERE rowid > ?1 AND rowid <= ?2 "
-        "AND email_hash IS NOT NULL UNION ALL "
-        "SELECT phone_hash, id FROM leads WHERE rowid > ?1 AND rowid <= ?2 "
-        "AND phone_hash IS NOT NULL) ORDER BY h",
+    backlog: SearchBacklog | None = getattr(conn, "search_backlog", None)
+    known = backlog.take(mark, upto) if backlog is not None else {}
+    email_hash, phone_hash = hasher.email, hasher.phone
+    entries: list[tuple[bytes, str]] = []
+    for rowid, lead_id, payload in conn.execute(
+        "SELECT rowid, id, payload FROM leads WHERE rowid > ? AND rowid <= ? "
+        "AND payload IS NOT NULL",
         (mark, upto),
-    )
+    ):
+        values = known.get(rowid)
+        if values is not None and values[0] == lead_id:
+            email = None if values[1] is None else email_hash(values[1])
+            phone = None if values[2] is None else phone_hash(values[2])
+        else:
+            email, phone = hasher.payload(payload)
+        if email is not None:
+            entries.append((email, lead_id))
+        if phone is not None:
+            entries.append((phone, lead_id))
+    entries.sort()
+    conn.executemany("INSERT OR IGNORE INTO lead_search (hash, lead_id) VALUES (?, ?)", entries)
     conn.execute(
         "INSERT INTO settings (name, value) VALUES (?, ?) "
         "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         (INDEXED_ROWID, str(upto)),
     )
-    return upto - int(mark)
+    return upto - mark
 
 
 def reset_search_watermark(conn: sqlite3.Connection) -> None:
@@ -600,16 +667,33 @@ def reset_search_watermark(conn: sqlite3.Connection) -> None:
 
 
 def clear_search_index(conn: sqlite3.Connection, lead_ids: Sequence[str]) -> int:
-    """Drop the search hashes of these leads (their row stays)."""
+    """Drop the search index entries of these leads (their row stays); the
+    leads that had any. Every lead is indexed first, so that no later batch
+    indexes these again."""
+    while index_search(conn, INDEX_BATCH) == INDEX_BATCH:
+        pass
     count = 0
     for start in range(0, len(lead_ids), 500):
         chunk = list(lead_ids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        count += conn.execute(
-            "UPDATE leads SET email_hash = NULL, phone_hash = NULL "  # noqa: S608
-            f"WHERE id IN ({marks}) AND (email_hash IS NOT NULL OR phone_hash IS NOT NULL)",
+        # Rows of older versions carry their hashes: clearing them fires the
+        # trigger that drops their entries.
+        cleared = {
+            row[0]
+            for row in conn.execute(
+                "UPDATE leads SET email_hash = NULL, phone_hash = NULL "  # noqa: S608
+                f"WHERE id IN ({marks}) AND (email_hash IS NOT NULL OR phone_hash IS NOT NULL) "
+                "RETURNING id",
+                chunk,
+            )
+        }
+        for lead in conn.execute(
+            f"SELECT id, payload FROM leads WHERE id IN ({marks})",  # noqa: S608
             chunk,
-        ).rowcount
+        ).fetchall():
+            if _drop_search_entries(conn, [lead]):
+                cleared.add(lead[0])
+        count += len(cleared)
     return count
 
 
@@ -659,7 +743,6 @@ OPS: dict[str, Callable[..., Any]] = {
     "noop": noop,
     "fail": fail,
     "set_search_key": set_search_key,
-    "reindex_search": reindex_search,
     "clear_search_index": clear_search_index,
     "index_search": index_search,
     "execute": execute,

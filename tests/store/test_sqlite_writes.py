@@ -18,10 +18,11 @@ from bridge.store.sqlite_writes import (
     LEAD_FIELDS,
     STATEMENT_ROWS,
     Ingest,
+    index_search,
     lead_rows,
     prepare_body,
+    reset_search_watermark,
     run_ingests,
-    search_hasher,
     set_search_key,
     statement_sizes,
 )
@@ -174,6 +175,16 @@ def stored_hashes(conn: sqlite3.Connection) -> dict[str, tuple[bytes | None, byt
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def index_entries(conn: sqlite3.Connection) -> set[tuple[bytes, str]]:
+    return set(conn.execute("SELECT hash, lead_id FROM lead_search").fetchall())
+
+
+def expected_entries(
+    hashes: dict[str, tuple[bytes | None, bytes | None]],
+) -> set[tuple[bytes, str]]:
+    return {(h, lid) for lid, pair in hashes.items() for h in pair if h is not None}
+
+
 @pytest.fixture
 def reparses(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """Every parse of a stored payload's text for the search index."""
@@ -188,41 +199,80 @@ def reparses(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     return calls
 
 
-def test_intake_hashes_come_from_the_parsed_body_not_sql_functions(
+def index(conn: sqlite3.Connection, hasher: SearchHasher | None = None) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    done = index_search(conn, 1000, hasher)
+    conn.execute("COMMIT")
+    return done
+
+
+def test_intake_commits_no_hashes_the_index_batch_computes_them(
     conn: sqlite3.Connection, reparses: list[str | None]
 ) -> None:
     set_search_key(conn, SEARCH_KEY)
-    # Any SQL function of the old INSERT, counted if a statement still called it.
-    sql_calls: list[str] = []
-    for name in ("lb_email_hash", "lb_phone_hash"):
-        conn.create_function(name, 1, lambda p, n=name: sql_calls.append(n))
-    body = json.dumps(SEARCH_LEADS).encode()
-    commit(conn, prepare_body(body, ("crm",), T0, search_hasher(conn)))
-    expected = {lead["id"]: reference_hashes(lead) for lead in SEARCH_LEADS}
-    assert stored_hashes(conn) == expected
+    # A raw body (its values kept by the writer) and Store.ingest's leads (no
+    # parsed body: their payloads are parsed at index time).
+    leads = [LeadIn(str(lead["id"]), json.dumps(lead)) for lead in SEARCH_LEADS[:4]]
+    body = json.dumps(SEARCH_LEADS[4:]).encode()
+    commit(conn, Ingest(lead_rows(leads, T0), ("crm",), [], T0), prepare_body(body, ("crm",), T0))
+    assert index_entries(conn) == set()  # nothing on the commit path
+    assert set(stored_hashes(conn).values()) == {(None, None)}
+    assert index(conn) == len(SEARCH_LEADS)
+    expected = {str(lead["id"]): reference_hashes(lead) for lead in SEARCH_LEADS}
+    assert index_entries(conn) == expected_entries(expected)
+    assert len(reparses) == 4  # only the leads whose body the writer did not parse
     hasher = SearchHasher(SEARCH_KEY)
-    assert expected == {lead["id"]: hasher.lead(lead) for lead in SEARCH_LEADS}
     assert expected["s1"][0] == hasher.email("ann.smith@example.com")
     assert expected["s1"][1] == hasher.phone("15550100000")
     assert expected["s2"][1] == hasher.phone("1 555 010 0001")
     assert expected["s6"][1] == hasher.phone("0049301234")  # ASCII digits only
     assert expected["s3"] == expected["s4"] == expected["s5"] == expected["s7"] == (None, None)
-    assert sql_calls == [] and reparses == []
+    assert index(conn) == 0  # the watermark moved
 
 
-def test_rows_prepared_without_the_key_are_hashed_from_their_text(
+def test_the_index_parses_payloads_the_writer_kept_no_values_for(
     conn: sqlite3.Connection, reparses: list[str | None]
 ) -> None:
-    # Store.ingest's leads (from another process), and a body prepared before
-    # the writer had the key: both get the hashes of the key in force.
     set_search_key(conn, SEARCH_KEY)
-    leads = [LeadIn(str(lead["id"]), json.dumps(lead)) for lead in SEARCH_LEADS[:4]]
-    body = json.dumps(SEARCH_LEADS[4:]).encode()
-    commit(conn, Ingest(lead_rows(leads, T0), ("crm",), [], T0), prepare_body(body, ("crm",), T0))
-    assert stored_hashes(conn) == {lead["id"]: reference_hashes(lead) for lead in SEARCH_LEADS}
-    assert len(reparses) == len(SEARCH_LEADS)
+    conn.search_backlog.limit = 3  # type: ignore[attr-defined]
+    for lead in SEARCH_LEADS:  # one request each: the first three are kept
+        commit(conn, prepare_body(json.dumps([lead]).encode(), ("crm",), T0))
+    # Leads erased before their batch, their rowids taken again by other leads:
+    # s6 gets s2's rowid, s8 s3's.
+    conn.execute("DELETE FROM deliveries WHERE lead_id <> 's1'")
+    conn.execute("DELETE FROM leads WHERE id <> 's1'")
+    again = [lead for lead in SEARCH_LEADS if lead["id"] in ("s6", "s8")]
+    commit(conn, prepare_body(json.dumps(again).encode(), ("crm",), T0))
+    index(conn)
+    expected = {str(lead["id"]): reference_hashes(lead) for lead in [SEARCH_LEADS[0], *again]}
+    assert index_entries(conn) == expected_entries(expected)
+    assert [json.loads(p or "") for p in reparses] == again
 
 
-def test_without_a_key_intake_indexes_nothing(conn: sqlite3.Connection) -> None:
+def test_a_new_key_indexes_every_lead_again(conn: sqlite3.Connection) -> None:
+    set_search_key(conn, SEARCH_KEY)
     commit(conn, prepare_body(json.dumps(SEARCH_LEADS).encode(), ("crm",), T0))
-    assert set(stored_hashes(conn).values()) == {(None, None)}
+    index(conn)
+    other = SearchHasher(b"o" * 32)
+    conn.execute("BEGIN IMMEDIATE")
+    reset_search_watermark(conn)
+    conn.execute("COMMIT")
+    assert index(conn, other) == len(SEARCH_LEADS)
+    expected = {str(lead["id"]): other.lead(lead) for lead in SEARCH_LEADS}
+    assert index_entries(conn) == expected_entries(expected)
+
+
+def test_without_a_key_nothing_is_indexed(conn: sqlite3.Connection) -> None:
+    commit(conn, prepare_body(json.dumps(SEARCH_LEADS).encode(), ("crm",), T0))
+    assert index(conn) == 0
+    assert index_entries(conn) == set()
+
+
+def test_a_tombstoned_id_is_a_duplicate_only_where_tombstones_exist(
+    conn: sqlite3.Connection,
+) -> None:
+    assert commit(conn, ingest(["a"])) == [(["a"], [])]
+    conn.execute("INSERT INTO erased_leads (id, erased_at) VALUES ('gone', ?)", (T0,))
+    assert commit(conn, ingest(["gone", "b"])) == [(["b"], ["gone"])]
+    assert conn.execute("SELECT id FROM leads ORDER BY rowid").fetchall() == [("a",), ("b",)]
+    assert deliveries(conn) == [("a", "crm"), ("b", "crm")]
