@@ -56,6 +56,71 @@ def _settings_problems(
     return problems
 
 
+def _validate_settings(
+    cls: type[Connector], cfg: DestinationConfig, base: str
+) -> tuple[ConnectorSettings | None, list[tuple[str, str]]]:
+    try:
+        return cls.Settings.model_validate(cfg.settings), []
+    except ValidationError as exc:
+        return None, _settings_problems(exc, cls.Settings, f"{base}.settings")
+
+
+def _mapping(
+    cls: type[Connector], cfg: DestinationConfig, base: str, problems: list[tuple[str, str]]
+) -> CompiledMapping | None:
+    try:
+        return compile_mapping(
+            cfg.mapping,
+            unmapped=cfg.unmapped if isinstance(cfg.unmapped, str) else cfg.unmapped.model_dump(),
+            path=f"{base}.mapping",
+            default=cls.default_mapping
+            if cls.default_mapping is not None
+            else DEFAULT_MAPPINGS.get(cls.type_name),
+        )
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _filter(
+    cfg: DestinationConfig, base: str, problems: list[tuple[str, str]]
+) -> LeadFilter | None:
+    try:
+        return compile_filter(cfg.when, path=f"{base}.when")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _target_problems(
+    cls: type[Connector],
+    cfg: DestinationConfig,
+    settings: ConnectorSettings | None,
+    mapping: CompiledMapping,
+    *,
+    lenient: bool,
+    base: str,
+) -> list[tuple[str, str]]:
+    """The connector's verdict on the mapping's target fields."""
+    checked = settings
+    if checked is None and lenient:
+        # Lenient mode (`lead-bridge map` without secrets): still check the
+        # target fields, against the settings as written plus defaults.
+        try:
+            checked = cls.Settings.model_construct(**cfg.settings)
+        except Exception:  # pragma: no cover - a settings model that cannot even construct
+            checked = None
+    if checked is None:
+        return []
+    try:
+        found = cls.check_fields(checked, list(mapping.targets))
+    except Exception:
+        if settings is not None:
+            raise
+        found = []  # unvalidated settings confused the check: skip it, leniently
+    return [(f"{base}.mapping.{field}", problem) for field, problem in found]
+
+
 def build_destination(
     index: int, cfg: DestinationConfig, *, lenient: bool = False
 ) -> tuple[Destination | None, list[tuple[str, str]], list[tuple[str, str]]]:
@@ -67,47 +132,12 @@ def build_destination(
         cls = registry.resolve(cfg.type, f"{base}.type")
     except ConfigError as exc:
         return None, exc.problems, warnings
-    settings: ConnectorSettings | None = None
-    try:
-        settings = cls.Settings.model_validate(cfg.settings)
-    except ValidationError as exc:
-        found = _settings_problems(exc, cls.Settings, f"{base}.settings")
-        (warnings if lenient else problems).extend(found)
-    mapping: CompiledMapping | None = None
-    try:
-        mapping = compile_mapping(
-            cfg.mapping,
-            unmapped=cfg.unmapped if isinstance(cfg.unmapped, str) else cfg.unmapped.model_dump(),
-            path=f"{base}.mapping",
-            default=cls.default_mapping
-            if cls.default_mapping is not None
-            else DEFAULT_MAPPINGS.get(cls.type_name),
-        )
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    when: LeadFilter | None = None
-    try:
-        when = compile_filter(cfg.when, path=f"{base}.when")
-    except ConfigError as exc:
-        problems.extend(exc.problems)
+    settings, found = _validate_settings(cls, cfg, base)
+    (warnings if lenient else problems).extend(found)
+    mapping = _mapping(cls, cfg, base, problems)
+    when = _filter(cfg, base, problems)
     if mapping is not None and cfg.mapping is not None:
-        checked = settings
-        if checked is None and lenient:
-            # Lenient mode (`lead-bridge map` without secrets): still check the
-            # target fields, against the settings as written plus defaults.
-            try:
-                checked = cls.Settings.model_construct(**cfg.settings)
-            except Exception:  # pragma: no cover - a settings model that cannot even construct
-                checked = None
-        if checked is not None:
-            try:
-                found = cls.check_fields(checked, list(mapping.targets))
-            except Exception:
-                if settings is not None:
-                    raise
-                found = []  # unvalidated settings confused the check: skip it, leniently
-            for field, problem in found:
-                problems.append((f"{base}.mapping.{field}", problem))
+        problems += _target_problems(cls, cfg, settings, mapping, lenient=lenient, base=base)
     if problems or mapping is None:
         return None, problems, warnings
     flow = cls.flow_defaults

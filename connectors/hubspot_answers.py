@@ -83,21 +83,28 @@ def split_batch(
         value = props.get(id_property) if isinstance(props, dict) else None
         key = contact_key(id_property, str(value)) if value is not None else None
         if key in wanted:
-            detail = "created" if item.get("new") else "updated"
-            out[key] = DeliveryResult(remote_id=str(item["id"]), status_code=status, detail=detail)
+            out[key] = _contact_result(item, status)
     if len(keys) == 1 and not out and len(results) == 1:  # an answer without properties
-        first = results[0]
-        detail = "created" if first.get("new") else "updated"
-        out[keys[0]] = DeliveryResult(remote_id=str(first["id"]), status_code=status, detail=detail)
-    for error in body.get("errors") or []:
-        if not isinstance(error, dict):
-            continue
-        context = error.get("context")
+        out[keys[0]] = _contact_result(results[0], status)
+    for key, error in _errors_by_key(body.get("errors"), id_property):
+        if key in wanted and key not in out:
+            out[key] = _from_body(207, error, {})
+    return out
+
+
+def _contact_result(item: Mapping[str, Any], status: int) -> DeliveryResult:
+    detail = "created" if item.get("new") else "updated"
+    return DeliveryResult(remote_id=str(item["id"]), status_code=status, detail=detail)
+
+
+def _errors_by_key(errors: Any, id_property: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """(contact key, error) for each id an error of a 207 names in its context."""
+    out = []
+    for error in errors if isinstance(errors, list) else []:
+        context = error.get("context") if isinstance(error, dict) else None
         ids = context.get("ids") if isinstance(context, dict) else None
         for value in ids if isinstance(ids, list) else []:
-            key = contact_key(id_property, str(value))
-            if key in wanted and key not in out:
-                out[key] = _from_body(207, error, {})
+            out.append((contact_key(id_property, str(value)), error))
     return out
 
 
