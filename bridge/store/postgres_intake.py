@@ -134,21 +134,9 @@ class GroupWriter:
         return result
 
     async def _insert(self, batch: list[_IngestOp]) -> None:
-        first: dict[str, tuple[_IngestOp, LeadIn]] = {}
-        for op in batch:
-            op.result = IngestResult()
-            for lead in op.leads:
-                first.setdefault(lead.id, (op, lead))
+        first = _first_of_each(batch)
         ids = sorted(first)
         rows = [first[i] for i in ids]
-        deliveries = [
-            (lid, d, op.now)
-            for lid, (op, _) in zip(ids, rows, strict=True)
-            for d in op.destinations
-        ]
-        quarantine = [(op.now, q) for op in batch for q in op.quarantine]
-        hasher = self.hasher()
-        hashes = [hasher.payload(lead.payload) if hasher else (None, None) for _, lead in rows]
         # One statement, so one round trip and one implicit transaction: the leads,
         # the deliveries of the leads actually inserted (the foreign key is checked
         # at the end of the statement) and the quarantine rows.
@@ -156,27 +144,66 @@ class GroupWriter:
             cur = await conn.execute(
                 INSERT_GROUP,
                 (
-                    ids,
-                    [op.now for op, _ in rows],
-                    [lead.created for _, lead in rows],
-                    [lead.url for _, lead in rows],
-                    [lead.payload for _, lead in rows],
-                    [e for e, _ in hashes],
-                    [p for _, p in hashes],
-                    [lid for lid, _, _ in deliveries],
-                    [d for _, d, _ in deliveries],
-                    [n for _, _, n in deliveries],
-                    [n for n, _ in quarantine],
-                    [_strip_nul(q.reason) for _, q in quarantine],
-                    [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
-                    [q.item_index for _, q in quarantine],
-                    [_strip_nul(q.raw) for _, q in quarantine],
+                    *_lead_columns(ids, rows, self.hasher()),
+                    *_delivery_columns(ids, rows),
+                    *_quarantine_columns(batch),
                 ),
             )
             accepted = {r[0] for r in await cur.fetchall()}
         for op in batch:
             for lead in op.leads:
-                if lead.id in accepted and first[lead.id][0] is op and first[lead.id][1] is lead:
-                    op.result.accepted.append(lead.id)
-                else:
-                    op.result.duplicates.append(lead.id)
+                # By identity: two requests in one group may carry equal leads.
+                first_op, first_lead = first[lead.id]
+                mine = first_op is op and first_lead is lead and lead.id in accepted
+                (op.result.accepted if mine else op.result.duplicates).append(lead.id)
+
+
+_Row = tuple[_IngestOp, LeadIn]
+
+
+def _first_of_each(batch: list[_IngestOp]) -> dict[str, _Row]:
+    """Each lead id's first occurrence in the group (later ones are duplicates);
+    clears the results of an earlier try of the same requests."""
+    first: dict[str, _Row] = {}
+    for op in batch:
+        op.result = IngestResult()
+        for lead in op.leads:
+            first.setdefault(lead.id, (op, lead))
+    return first
+
+
+def _lead_columns(
+    ids: list[str], rows: list[_Row], hasher: SearchHasher | None
+) -> tuple[list[Any], ...]:
+    hashes = [hasher.payload(lead.payload) if hasher else (None, None) for _, lead in rows]
+    return (
+        ids,
+        [op.now for op, _ in rows],
+        [lead.created for _, lead in rows],
+        [lead.url for _, lead in rows],
+        [lead.payload for _, lead in rows],
+        [e for e, _ in hashes],
+        [p for _, p in hashes],
+    )
+
+
+def _delivery_columns(ids: list[str], rows: list[_Row]) -> tuple[list[Any], ...]:
+    deliveries = [
+        (lid, d, op.now) for lid, (op, _) in zip(ids, rows, strict=True) for d in op.destinations
+    ]
+    return (
+        [lid for lid, _, _ in deliveries],
+        [d for _, d, _ in deliveries],
+        [n for _, _, n in deliveries],
+    )
+
+
+def _quarantine_columns(batch: list[_IngestOp]) -> tuple[list[Any], ...]:
+    quarantine = [(op.now, q) for op in batch for q in op.quarantine]
+    return (
+        [n for n, _ in quarantine],
+        [_strip_nul(q.reason) for _, q in quarantine],
+        [_strip_nul(q.lead_id) if q.lead_id else None for _, q in quarantine],
+        [q.item_index for _, q in quarantine],
+        [_strip_nul(q.raw) for _, q in quarantine],
+    )

@@ -79,6 +79,18 @@ async def test_same_lead_at_two_replicas_at_once_is_stored_once(make_pg: MakePG)
     assert (await b.status(T0)).destinations[0].counts["pending"] == 50
 
 
+async def test_the_same_body_twice_in_one_group_is_accepted_once(make_pg: MakePG) -> None:
+    """A provider retry can land in the same group as the original: equal
+    requests, equal leads; exactly one of them gets each lead accepted."""
+    store = make_pg()
+    await store.open()
+    body = [lead("twin-a"), lead("twin-b")]
+    results = await asyncio.gather(*(store.ingest(list(body), ["crm"], [], T0) for _ in range(3)))
+    assert sorted(x for r in results for x in r.accepted) == ["twin-a", "twin-b"]
+    assert sum(len(r.duplicates) for r in results) == 4
+    assert len(await store.get_deliveries("twin-a")) == 1
+
+
 async def test_one_bad_request_does_not_fail_its_batch_neighbours(make_pg: MakePG) -> None:
     store = make_pg()
     await store.open()
