@@ -319,6 +319,14 @@ class WriterProcess:
     back. If the process dies, every waiting write fails with StoreUnavailable
     (none of them was answered, so none was acknowledged) and ``alive`` turns
     false.
+
+    Not :mod:`bridge.groupcommit`, on purpose: this side pipelines, it does not
+    batch. The writer process group-commits (:class:`GroupCommit`, a blocking
+    loop with no event loop to run the primitive) and answers each chunk once
+    it is durable, while this side keeps sending. The primitive in front (one
+    batch out at a time, answered when all of it is) idles the writer while
+    the loop answers and sends, and costs a second future per request on the
+    event loop: measured more CPU per request and no gain (bench/README.md).
     """
 
     def __init__(self, path: Path, synchronous: str) -> None:
