@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ from tests.engine.harness import (
     dest,
     script,
 )
+from tests.waiting import eventually
 
 
 async def test_connection_error_is_retried_inside_the_attempt(
@@ -36,11 +36,12 @@ async def test_connection_retries_wait_growing_pauses_within_the_attempt(
     s.clock = h.clock
     await h.engine().start()
     await h.add("led_1")
-    for _ in range(400):
-        row = await h.delivery("led_1", "crm")
-        if row.attempts:
-            break
-        await asyncio.sleep(0.005)
+
+    async def attempted() -> bool:
+        return bool((await h.delivery("led_1", "crm")).attempts)
+
+    await eventually(attempted, "the first attempt's outcome")
+    row = await h.delivery("led_1", "crm")
     assert (
         row.status == "pending"
         and row.attempts == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ from tests.engine.harness import (
     dest,
     script,
 )
+from tests.waiting import eventually
 
 
 async def test_refused_credentials_at_startup_are_a_dead_letter(
@@ -36,11 +36,11 @@ async def test_unreachable_at_startup_is_retried_on_the_schedule(
     h: Harness = await make_harness(dest("crm"))
     await h.engine().start()
     await h.add("led_1")
-    for _ in range(400):
-        row = await h.delivery("led_1", "crm")
-        if row.attempts == 1:
-            break
-        await asyncio.sleep(0.005)
+
+    async def attempted() -> bool:
+        return (await h.delivery("led_1", "crm")).attempts == 1
+
+    await eventually(attempted, "the first attempt's outcome")
     [first] = await h.store.get_attempts("led_1")
     assert (first.outcome, first.error) == ("retry", "token endpoint unreachable")
     h.clock.advance(60)  # past the schedule's first delay and the startup back-off

@@ -31,10 +31,12 @@ async def test_rate_limit_retry_after_pauses_the_whole_destination(
     await h.engine().start()
     t0 = h.clock.time()
     await h.add("led_1")
-    for _ in range(200):
-        if len(s.calls) == 1 and (await h.delivery("led_1", "crm")).attempts == 1:
-            break
-        await asyncio.sleep(0.005)
+
+    async def deferred() -> bool:  # (being rate limited does not count as an attempt)
+        row = await h.delivery("led_1", "crm")
+        return len(s.calls) == 1 and not row.leased and row.next_attempt_at == t0 + 120
+
+    await eventually(deferred, "led_1 deferred by the Retry-After")
     row = await h.delivery("led_1", "crm")
     assert row.next_attempt_at == pytest.approx(t0 + 120)
     # What the `destination paused` alert reads (lead_bridge_destination_paused_seconds).
@@ -55,11 +57,14 @@ async def test_long_rate_limit_pause_gives_leases_back_instead_of_holding_them(
     await h.engine().start()
     t0 = h.clock.time()
     await h.add(*[f"led_{i}" for i in range(5)])
-    for _ in range(400):
-        rows = [await h.delivery(f"led_{i}", "crm") for i in range(5)]
-        if all(not r.leased for r in rows) and any(r.attempts for r in rows):
-            break
-        await asyncio.sleep(0.005)
+    rows: list[Any] = []
+
+    async def given_back() -> bool:
+        rows[:] = [await h.delivery(f"led_{i}", "crm") for i in range(5)]
+        paused = any(r.next_attempt_at == pytest.approx(t0 + 3600) for r in rows)
+        return bool(s.calls) and paused and all(not r.leased for r in rows)
+
+    await eventually(given_back, "the pause and every lease given back")
     # Nothing is held under a lease during the hour-long pause (claimed ones are
     # given back, due when it ends; the others are not claimed meanwhile).
     assert all(not r.leased for r in rows), rows

@@ -59,8 +59,7 @@ async def test_expired_lease_is_fenced(
     a = h.engine()
     await a.start()
     await h.add("led_1")
-    while not first.calls:
-        await asyncio.sleep(0.005)
+    await eventually(lambda: bool(first.calls), "A's send")
     # Worker A hangs past its lease; worker B takes the delivery over and succeeds.
     h.clock.advance(3600)
     b = h.engine()
@@ -85,8 +84,7 @@ async def test_stop_releases_leases_of_unfinished_attempts(
     engine = h.engine()
     await engine.start()
     await h.add("led_1", "led_2")
-    while len(s.calls) < 2:
-        await asyncio.sleep(0.005)
+    await eventually(lambda: len(s.calls) >= 2, "two sends in flight")
     await engine.stop(0.1)
     for lead in ("led_1", "led_2"):
         row = await h.delivery(lead, "crm")
