@@ -72,26 +72,34 @@ async def test_items_submitted_during_a_flush_go_together_in_the_next() -> None:
     assert await asyncio.gather(*first, *later) == ["A", "B", "C", "D"]
 
 
-async def test_max_items_bounds_each_flush_in_order() -> None:
+@pytest.mark.parametrize(
+    ("options", "items", "batches"),
+    [
+        ({"max_items": 2}, "a b c d e", [["a", "b"], ["c", "d"], ["e"]]),
+        # a byte bound still takes one item, however large
+        (
+            {"max_bytes": 4, "size": len},
+            "aa bb c toolarge d",
+            [["aa", "bb"], ["c"], ["toolarge"], ["d"]],
+        ),
+        (
+            {"max_items": 2, "max_bytes": 4, "size": len},
+            "a b c dddd e",
+            [["a", "b"], ["c"], ["dddd"], ["e"]],
+        ),
+    ],
+)
+async def test_bounds_cut_the_flushes_in_order(
+    options: dict[str, Any], items: str, batches: list[list[str]]
+) -> None:
     flush = Flushes()
-    group = make(flush, max_items=2)
-    tasks = submit(group, "a", "b", "c", "d", "e")
-    for expected in (["a", "b"], ["c", "d"], ["e"]):
-        items, answer = await flush.next()
-        assert items == expected
-        answer.set_result(upper(items))
-    assert await asyncio.gather(*tasks) == ["A", "B", "C", "D", "E"]
-
-
-async def test_max_bytes_bounds_each_flush_but_takes_at_least_one() -> None:
-    flush = Flushes()
-    group = make(flush, max_bytes=4, size=len)
-    tasks = submit(group, "aa", "bb", "c", "toolarge", "d")
-    for expected in (["aa", "bb"], ["c"], ["toolarge"], ["d"]):
-        items, answer = await flush.next()
-        assert items == expected
-        answer.set_result(upper(items))
-    assert await asyncio.gather(*tasks) == ["AA", "BB", "C", "TOOLARGE", "D"]
+    group = make(flush, **options)
+    tasks = submit(group, *items.split())
+    for expected in batches:
+        taken, answer = await flush.next()
+        assert taken == expected
+        answer.set_result(upper(taken))
+    assert await asyncio.gather(*tasks) == items.upper().split()
 
 
 async def test_an_item_can_fail_alone() -> None:
