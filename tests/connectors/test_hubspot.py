@@ -37,6 +37,7 @@ from tests.connectors.fake_hubspot import (
     unauthorized,
     validation_error,
 )
+from tests.waiting import eventually
 
 TOKEN = "pat-na1-test-token"
 CONTEXT = DeliveryContext(
@@ -304,8 +305,7 @@ async def test_reauthentication_keeps_the_thread_pool_and_queued_sends(
         asyncio.create_task(connector.send({**RECORD, "email": f"p{i}@example.com"}, CONTEXT))
         for i in range(5)
     ]
-    while len(fake.requests) < 2:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(fake.requests) >= 2, "two sends at the fake")
     pool = connector._pool
     await connector.reauthenticate()
     results = await asyncio.gather(*sends, return_exceptions=True)

@@ -18,6 +18,7 @@ from connectors.base import DeliveryContext
 from connectors.salesforce import SalesforceConnector, Settings, classify
 from connectors.testing import Scenario, check_connector
 from tests.connectors.fake_salesforce import JWT_GRANT, FakeSalesforce
+from tests.waiting import eventually
 
 EXTERNAL = "Lead_Bridge_Id__c"
 LEAD = {"FirstName": "John", "LastName": "Doe", "Company": "Org", "Email": "john@example.com"}
@@ -446,8 +447,7 @@ async def test_a_refused_fresh_token_is_refreshed_despite_a_late_stale_refusal(
     conn = await connector(external_id_field=EXTERNAL)
     fake.delay_next(3.0)  # this send goes out with token 1 and is answered late
     late = asyncio.create_task(conn.send(LEAD, ctx("led_late")))
-    while not fake.calls():
-        await asyncio.sleep(0.01)
+    await eventually(lambda: bool(fake.calls()), "the first send at the fake")
     fake.expire_tokens()
     with pytest.raises(AuthError):
         await conn.send(LEAD, ctx("led_1"))
