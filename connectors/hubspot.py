@@ -11,12 +11,14 @@ that holds the lead id (set automatically unless the mapping fills it).
 The SDK is blocking (urllib3): calls run on the connector's own threads with an
 explicit timeout (:class:`connectors._blocking.BlockingConnector`); urllib3's own
 retries are off because the delivery engine owns retries. ``hubspot`` is
-imported only when a HubSpot destination starts.
+imported at the first call, on a pool thread (not when the destination starts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import importlib.util
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bridge import USER_AGENT
@@ -73,7 +75,33 @@ _INSTALL_HINT = "pip install 'lead-bridge[hubspot]'"
 _POOL_SIZE = 32
 
 
-class HubSpotConnector(BlockingConnector["BatchApi"]):
+class _Client:
+    """The SDK client of one authentication, built at its first call on a pool
+    thread: hubspot-api-client (tens of MB, a good part of a second to import)
+    stays off the start path."""
+
+    def __init__(self, build: Callable[[], BatchApi]) -> None:
+        self._build = build
+        self._api: BatchApi | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> BatchApi:
+        with self._lock:
+            if self._api is None:
+                self._api = self._build()
+            return self._api
+
+    def close(self) -> None:
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            # Calls still running on the old client finish; its connections are not reused.
+            api.api_client.rest_client.pool_manager.clear()
+            api.api_client.close()
+
+
+class HubSpotConnector(BlockingConnector[_Client]):
     type_name = "hubspot"
     label = "HubSpot"
     Settings: ClassVar[type[ConnectorSettings]] = HubSpotSettings
@@ -125,20 +153,24 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         register_secret(self.settings.access_token.get_secret_value())
         await super().startup()
 
-    async def authenticate(self) -> BatchApi:
+    async def authenticate(self) -> _Client:
         # A private app token cannot be refreshed: re-authentication builds a fresh
         # client, which gives a passing 401 one more chance; a revoked token fails
         # again and the engine gives up.
-        return self._build_api()
+        # The SDK is imported at the first call; whether it is installed is known now.
+        if importlib.util.find_spec("hubspot") is None:
+            raise ConfigError(
+                f"destination {self.name!r} (type hubspot) needs hubspot-api-client: "
+                f"{_INSTALL_HINT}"
+            )
+        return _Client(self._build_api)
 
-    def retire(self, creds: BatchApi) -> None:
-        # Calls still running on the old client finish; its connections are not reused.
-        creds.api_client.rest_client.pool_manager.clear()
-        creds.api_client.close()
+    def retire(self, creds: _Client) -> None:
+        creds.close()
 
     @property
     def _api(self) -> BatchApi | None:
-        return self._creds
+        return self._creds.api if self._creds is not None else None
 
     async def check(self) -> CheckResult:
         """Ask HubSpot about the access token (token-info): refused, or its
@@ -230,6 +262,17 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
             raise RuntimeError(f"HubSpot destination {self.name!r} was not started")
         properties = contact_properties(record)
         id_value = self._id_value(properties, context)
+        return upsert_result(*await self._request([(id_value, properties)]))
+
+    async def _request(self, inputs: list[tuple[str, dict[str, str]]]) -> tuple[int, bytes]:
+        """One batch upsert of ``(id, properties)`` inputs on the connector's pool."""
+        return await self.call(lambda client: self._upsert(client, inputs))
+
+    def _upsert(
+        self, client: _Client, inputs: list[tuple[str, dict[str, str]]]
+    ) -> tuple[int, bytes]:
+        """One batch upsert call, on the pool's thread (reading the body blocks too)."""
+        api = client.api
         from hubspot.crm.contacts import (
             BatchInputSimplePublicObjectBatchInputUpsert,
             SimplePublicObjectBatchInputUpsert,
@@ -240,16 +283,9 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
                 SimplePublicObjectBatchInputUpsert(
                     id_property=self.settings.id_property, id=id_value, properties=properties
                 )
+                for id_value, properties in inputs
             ]
         )
-        return upsert_result(*await self._request(batch))
-
-    async def _request(self, batch: Any) -> tuple[int, bytes]:
-        """One batch upsert request on the connector's pool: (status, body)."""
-        return await self.call(lambda api: self._upsert(api, batch))
-
-    def _upsert(self, api: BatchApi, batch: Any) -> tuple[int, bytes]:
-        """One batch upsert call, on the pool's thread (reading the body blocks too)."""
         try:
             # Unparsed answer: the SDK's models drop 201 bodies and hide the status.
             response = api.upsert_with_http_info(
@@ -278,11 +314,6 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         """
         if self._creds is None:
             raise RuntimeError(f"HubSpot destination {self.name!r} was not started")
-        from hubspot.crm.contacts import (
-            BatchInputSimplePublicObjectBatchInputUpsert,
-            SimplePublicObjectBatchInputUpsert,
-        )
-
         id_property = self.settings.id_property
         results: list[DeliveryResult | DeliveryError | None] = [None] * len(items)
         rounds: list[dict[str, tuple[int, str, dict[str, str]]]] = []
@@ -304,18 +335,12 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
         # after the first takes its own rate token (next_request).
         first = True
         for inputs in rounds:
-            batch = BatchInputSimplePublicObjectBatchInputUpsert(
-                inputs=[
-                    SimplePublicObjectBatchInputUpsert(
-                        id_property=id_property, id=id_value, properties=props
-                    )
-                    for _, id_value, props in inputs.values()
-                ]
-            )
             if not first:
                 await self.next_request()
             first = False
-            status, data = await self._request(batch)
+            status, data = await self._request(
+                [(id_value, props) for _, id_value, props in inputs.values()]
+            )
             for key, answer in split_batch(status, data, id_property, list(inputs)).items():
                 results[inputs[key][0]] = answer
         for index, result in enumerate(results):
@@ -324,15 +349,7 @@ class HubSpotConnector(BlockingConnector["BatchApi"]):
             # Not in HubSpot's answer: once more, alone (an upsert, so harmless).
             record, context = items[index]
             properties = contact_properties(record)
-            single = BatchInputSimplePublicObjectBatchInputUpsert(
-                inputs=[
-                    SimplePublicObjectBatchInputUpsert(
-                        id_property=id_property,
-                        id=self._id_value(properties, context),
-                        properties=properties,
-                    )
-                ]
-            )
+            single = [(self._id_value(properties, context), properties)]
             try:
                 if not first:
                     await self.next_request()

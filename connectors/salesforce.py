@@ -34,18 +34,19 @@ asyncio pool has only ``cpu_count + 4`` threads, shared with everything else), o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from bridge import USER_AGENT
-from bridge.errors import DeliveryError, PermanentError, RetryableError
+from bridge.errors import ConfigError, DeliveryError, PermanentError, RetryableError
 from bridge.logs import event, register_secret
 from connectors import _http
 from connectors._blocking import BlockingConnector
@@ -105,13 +106,26 @@ def _quote_id(value: str) -> str:
 # --------------------------------------------------------------------------- connector
 
 
-@dataclass(frozen=True)
 class _Session:
-    """One access token and the sObject client bound to it."""
+    """One access token and the sObject client bound to it.
 
-    token: str
-    instance_url: str
-    sobject: SFType
+    The client is built on its first use, on a pool thread: simple-salesforce and
+    requests (tens of MB, a good part of a second to import) stay off the start path.
+    """
+
+    def __init__(self, token: str, instance_url: str, build: Callable[[str, str], SFType]) -> None:
+        self.token = token
+        self.instance_url = instance_url
+        self._build = build
+        self._sobject: SFType | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def sobject(self) -> SFType:
+        with self._lock:
+            if self._sobject is None:
+                self._sobject = self._build(self.token, self.instance_url)
+            return self._sobject
 
 
 def _http_session(settings: Settings) -> requests.Session:
@@ -157,7 +171,9 @@ class SalesforceConnector(BlockingConnector[_Session]):
         assert isinstance(settings, Settings)
         self.config: Settings = settings
         self._http: httpx.AsyncClient | None = None
+        # Created with the first sObject client (see _Session), shared by all.
         self._requests: requests.Session | None = None
+        self._requests_lock = threading.Lock()
         self._usage: ApiUsage | None = None
         auth = settings.auth
         for secret in (auth.client_secret, auth.password, auth.security_token, auth.access_token):
@@ -197,8 +213,6 @@ class SalesforceConnector(BlockingConnector[_Session]):
 
     async def startup(self) -> None:
         # Idempotent: the engine calls it again after a failed start (token refused).
-        if self._requests is None:
-            self._requests = _http_session(self.config)
         if self._http is None:
             verify: ssl.SSLContext | bool = True
             if self.config.ca_bundle is not None:
@@ -299,9 +313,10 @@ class SalesforceConnector(BlockingConnector[_Session]):
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self._requests is not None:
-            self._requests.close()
-            self._requests = None
+        with self._requests_lock:
+            requests_session, self._requests = self._requests, None
+        if requests_session is not None:
+            requests_session.close()
 
     # ---------------------------------------------------------------- worker thread
 
@@ -383,6 +398,12 @@ class SalesforceConnector(BlockingConnector[_Session]):
     # ---------------------------------------------------------------- tokens
 
     async def authenticate(self) -> _Session:
+        # The SDK is imported at the first call; whether it is installed is known now.
+        if importlib.util.find_spec("simple_salesforce") is None:
+            raise ConfigError(
+                f"destination {self.name!r} (type salesforce) needs simple-salesforce: "
+                "pip install 'lead-bridge[salesforce]'"
+            )
         if self.config.auth.mode == "token":
             static = self.config.auth.access_token
             assert static is not None and self.config.instance_url is not None
@@ -392,21 +413,28 @@ class SalesforceConnector(BlockingConnector[_Session]):
         return self._bind(token, instance_url)
 
     def _bind(self, token: str, instance_url: str) -> _Session:
+        return _Session(token, instance_url, self._sobject_client)
+
+    def _sobject_client(self, token: str, instance_url: str) -> SFType:
+        """The SDK's client for one token (on a pool thread, at its first call)."""
         from simple_salesforce.api import SFType
 
+        with self._requests_lock:
+            if self._requests is None:
+                self._requests = _http_session(self.config)
+            requests_session = self._requests
         parts = urlsplit(instance_url)
         instance = parts.hostname or ""
         if parts.port not in (None, 443):
             instance += f":{parts.port}"
         # No `salesforce=` argument: SFType then never refreshes the token by itself.
-        sobject = SFType(
+        return SFType(
             self.config.sobject,
             session_id=token,
             sf_instance=instance,
             sf_version=self.config.api_version,
-            session=self._requests,
+            session=requests_session,
         )
-        return _Session(token, instance_url, sobject)
 
 
 def _record_id(answer: Any) -> str | None:

@@ -568,3 +568,19 @@ async def test_contract(fake: FakeHubSpot) -> None:
         rejected_fields=["data.email", "FirstName"],
     )
     assert [r.detail for r in results] == ["created", "updated"]
+
+
+def test_starting_the_connector_does_not_import_hubspot() -> None:
+    """The SDK loads at the first call (on a pool thread), not on the start path."""
+    code = """
+import asyncio, sys
+from connectors.hubspot import HubSpotConnector, HubSpotSettings
+async def main():
+    c = HubSpotConnector("crm", HubSpotSettings.model_validate({"access_token": "pat-x"}))
+    await c.startup()
+    await c.close()
+asyncio.run(main())
+print("hubspot" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -542,3 +542,26 @@ def test_the_requests_session_never_follows_redirects() -> None:
             session.close()
         assert response.status_code == 302
         assert target.requests == []
+
+
+def test_starting_the_connector_does_not_import_the_sdk() -> None:
+    """simple-salesforce and requests load at the first call, not on the start path."""
+    import subprocess
+    import sys
+
+    code = """
+import asyncio, sys
+from connectors.salesforce import SalesforceConnector, Settings
+async def main():
+    settings = Settings.model_validate({
+        "auth": {"mode": "token", "access_token": "00Dx!y"},
+        "instance_url": "https://example.my.salesforce.com",
+    })
+    c = SalesforceConnector("crm", settings)
+    await c.startup()
+    await c.close()
+asyncio.run(main())
+print(sorted(m for m in ("simple_salesforce", "requests") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
