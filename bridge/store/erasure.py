@@ -156,6 +156,8 @@ class ErasePlan:
 Step = tuple[str, list[Any], Callable[[Sequence[Sequence[Any]]], None]]
 
 _PAGE = 500
+# Rows read per statement when looking for the address in a whole table.
+_SCAN = 5000
 
 
 class PlanBuilder:
@@ -194,8 +196,7 @@ class PlanBuilder:
         if self.lead_id is not None:
             yield f"SELECT id FROM leads WHERE id = {m}", [self.lead_id], self._take_ids  # noqa: S608
         if self.matcher is not None:
-            cond, params = self._quoting("payload")
-            yield f"SELECT id, payload FROM leads WHERE {cond}", params, self._take_leads  # noqa: S608
+            yield from self._scan("leads", "id, payload", "payload", "", self._take_leads)
         ids = sorted(self.ids)
         self.plan.lead_ids = ids
         for start in range(0, len(ids), _PAGE):
@@ -214,18 +215,40 @@ class PlanBuilder:
                 self._take_quarantine,
             )
         if self.matcher is not None:
-            cond, params = self._quoting("error")
-            yield (
-                f"SELECT id, lead_id, error FROM attempts WHERE {cond} ORDER BY id",  # noqa: S608
-                params,
-                self._take_attempts,
+            yield from self._scan("attempts", "id, lead_id, error", "error", 0, self._take_attempts)
+            yield from self._scan(
+                "deliveries", "id, lead_id, last_error", "last_error", 0, self._take_errors
             )
-            cond, params = self._quoting("last_error")
-            yield (
-                f"SELECT id, lead_id, last_error FROM deliveries WHERE {cond} ORDER BY id",  # noqa: S608
-                params,
-                self._take_errors,
-            )
+
+    def _scan(
+        self,
+        table: str,
+        columns: str,
+        column: str,
+        start: str | int,
+        take: Callable[[Sequence[Sequence[Any]]], None],
+    ) -> Iterator[Step]:
+        """The rows of ``table`` whose ``column`` may quote the address, read
+        ``_SCAN`` rows per statement in id order: on a table of millions of rows
+        no statement scans (or holds a snapshot over) the whole table. Each
+        statement answers at least one row: the page's last id and size, then
+        the page's candidate rows (NULLs when it has none)."""
+        m = self.mark
+        cond, params = self._quoting(column)
+        query = (
+            f"WITH page AS (SELECT {columns} FROM {table} WHERE id > {m} "  # noqa: S608
+            f"ORDER BY id LIMIT {m}) "
+            "SELECT last.id, last.n, hit.* FROM (SELECT max(id) AS id, count(*) AS n FROM page) "
+            f"AS last LEFT JOIN (SELECT {columns} FROM page WHERE {cond}) AS hit ON 1 = 1 "
+            "ORDER BY hit.id"
+        )
+        after: str | int | None = start
+        while after is not None:
+            found: list[Sequence[Any]] = []
+            yield query, [after, _SCAN, *params], found.extend
+            (last, scanned, *_), *_ = found
+            take([row[2:] for row in found if row[2] is not None])
+            after = last if scanned == _SCAN else None
 
     def _take_ids(self, rows: Sequence[Sequence[Any]]) -> None:
         self.ids.update(r[0] for r in rows)
@@ -256,7 +279,7 @@ class PlanBuilder:
         ]
 
     def _take_attempts(self, rows: Sequence[Sequence[Any]]) -> None:
-        self.plan.attempt_ids = self._quoted(rows)
+        self.plan.attempt_ids += self._quoted(rows)
 
     def _take_errors(self, rows: Sequence[Sequence[Any]]) -> None:
-        self.plan.scrub_ids = self._quoted(rows)
+        self.plan.scrub_ids += self._quoted(rows)

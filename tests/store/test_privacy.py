@@ -12,6 +12,7 @@ import pytest
 from bridge.config import RetentionConfig
 from bridge.metrics import Metrics
 from bridge.retention import DAY, trim_quarantine
+from bridge.store import erasure
 from bridge.store.base import LeadIn, Outcome, QuarantineIn, Store
 from bridge.store.erasure import ERASED_ERROR, AddressMatcher
 
@@ -69,7 +70,12 @@ def test_address_matcher_reads_json_escapes_and_keys() -> None:
     assert matcher.in_json("[" * 5000 + '"ann@x.io"')  # not JSON (too deep): as text
 
 
-async def test_erase_matches_addresses_exactly_everywhere(store: Store) -> None:
+@pytest.mark.parametrize("scan", [None, 2], ids=["one-page", "pages-of-2"])
+async def test_erase_matches_addresses_exactly_everywhere(
+    store: Store, scan: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if scan is not None:  # the plan reads leads, attempts and deliveries page by page
+        monkeypatch.setattr(erasure, "_SCAN", scan)
     await store.ingest(
         [lead("ann", "ann@x.io"), lead("joann", "joann@x.io"), lead("other", "o@x.io")],
         ["crm"],
