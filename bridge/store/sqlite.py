@@ -253,6 +253,9 @@ class SQLiteStore(Store):
         with contextlib.suppress(sqlite3.Error):
             conn = self._connect()
             try:
+                # Best effort: a reader of another process pinning the WAL must not
+                # hold shutdown for the connection's 30 s busy_timeout.
+                conn.execute(f"PRAGMA busy_timeout={int(CHECKPOINT_WAIT * 1000)}")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
@@ -560,6 +563,9 @@ class SQLiteStore(Store):
         (the background one, each second): both pass, so try for a few seconds
         before saying it did not work. Runs in a thread."""
         conn = self._connect()
+        # Each try waits at most CHECKPOINT_WAIT in SQLite's busy handler, not the
+        # connection's 30 s busy_timeout: the tries bound the whole wait (~5-10 s).
+        conn.execute(f"PRAGMA busy_timeout={int(CHECKPOINT_WAIT * 1000)}")
         try:
             for _ in range(CHECKPOINT_TRIES):
                 busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
