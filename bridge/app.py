@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,21 +18,10 @@ from bridge.errors import StoreError
 from bridge.intake import Intake, error, json_response
 from bridge.logs import event, register_secret
 from bridge.metrics import Metrics
+from bridge.state import AppState
 from bridge.store import Store, create_store
 
-if TYPE_CHECKING:
-    from bridge.engine import Engine
-
 log = logging.getLogger("lead_bridge.app")
-
-
-@dataclass
-class AppState:
-    runtime: Runtime
-    store: Store
-    metrics: Metrics
-    engine: Engine | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
 def register_secrets(runtime: Runtime) -> None:

@@ -1,5 +1,5 @@
 """The webhook endpoint: auth, body limits, then parse, validate and store
-(:meth:`Store.ingest_body` with :mod:`bridge.leads`), answer.
+(:mod:`bridge.leads`, :meth:`Store.ingest`), answer.
 
 The answer is 200 only after the batch is committed to the store; anything
 that fails before the commit answers 503 so the provider retries. Invalid
@@ -19,13 +19,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bridge.errors import StoreError
+from bridge.leads import BodyResult, body_result, parse_body, quarantined_body
 from bridge.logs import access, event
 from bridge.metrics import Metrics
 from bridge.store.base import Store
@@ -121,6 +122,43 @@ def _ids(ids: Sequence[str]) -> str:
     return ",".join(shown)
 
 
+@runtime_checkable
+class BodyStore(Protocol):
+    """A store backend that takes webhook bodies raw and parses them itself,
+    with :func:`bridge.leads.parse_body` and the same result (the SQLite
+    backend does it in its writer process, off the event loop). Not part of
+    the :class:`Store` interface: intake uses it where a backend has it."""
+
+    async def ingest_body(
+        self, body: bytes, destinations: Sequence[str], now: float
+    ) -> BodyResult: ...
+
+
+BodyIngester = Callable[[bytes, Sequence[str], float], Awaitable[BodyResult]]
+
+
+def body_ingester(store: Store) -> BodyIngester:
+    """How intake stores a body in ``store``: raw where the backend parses
+    bodies itself (:class:`BodyStore`), else parsed here and stored as leads.
+
+    A refused body is quarantined whole; an empty array stores nothing.
+    """
+    if isinstance(store, BodyStore):
+        return store.ingest_body
+
+    async def parse_and_ingest(body: bytes, destinations: Sequence[str], now: float) -> BodyResult:
+        batch = parse_body(body)
+        if batch.problem is not None:
+            await store.ingest([], [], [quarantined_body(body, batch.problem)], now)
+            return body_result(batch, None)
+        if not batch.received:
+            return body_result(batch, None)
+        stored = await store.ingest(batch.leads, destinations, batch.rejected, now)
+        return body_result(batch, stored)
+
+    return parse_and_ingest
+
+
 class Intake:
     """The endpoint. One instance per app; ``handle`` is the Starlette endpoint."""
 
@@ -142,6 +180,7 @@ class Intake:
         # False: no line for accepted requests (refusals and failures are still logged).
         self.access_log = access_log
         self.store = store
+        self.ingest_body = body_ingester(store)
         self.metrics = metrics
         self.destinations = list(destinations)
         self.header_secrets = [s.encode() for s in header_secrets]
@@ -274,7 +313,7 @@ class Intake:
         committing = time.perf_counter()
         self.inflight_bytes += size
         try:
-            result = await self.store.ingest_body(body, self.destinations, self.clock())
+            result = await self.ingest_body(body, self.destinations, self.clock())
         except StoreError as exc:
             # Nothing was acknowledged, so nothing is lost: the provider sends it again.
             self.metrics.request("unavailable")

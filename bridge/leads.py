@@ -1,7 +1,7 @@
 """A webhook body into leads: parse, check, split. Pure functions, no I/O.
 
-Used by intake, or by the store when it does this work elsewhere (the SQLite
-writer process parses bodies so the event loop does not). A body that is not a
+Used by intake, and by a store backend that takes raw bodies to parse them
+elsewhere (the SQLite writer process, so that the event loop does not). A body that is not a
 JSON array of at most MAX_DEPTH levels is refused whole (``Batch.problem``);
 otherwise each element is a lead or a quarantined element with its reason.
 Every key, known or new, is kept verbatim in the lead's payload.
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from bridge.store.base import LeadIn, QuarantineIn
+from bridge.models import IngestResult, LeadIn, QuarantineIn
 
 MAX_DEPTH = 32
 MAX_ID_LENGTH = 255
@@ -178,6 +178,34 @@ class Batch:
     # writer reads the search index's email and phone from it, not from a
     # second parse of the payload text.
     elements: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class BodyResult:
+    """What became of one webhook body (what intake answers)."""
+
+    problem: tuple[str, str] | None = None  # (code, message): refused whole, quarantined
+    received: int = 0  # elements in the array; 0 without a problem is a probe
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: int = 0  # elements quarantined one by one
+    lead_ids: list[str] = field(default_factory=list)  # the valid leads' ids, in order
+
+
+def body_result(batch: Batch, stored: IngestResult | None) -> BodyResult:
+    """What intake answers for a parsed body, once it is stored (``stored`` is
+    None for a refused body or a probe: no leads were stored)."""
+    if batch.problem is not None:
+        return BodyResult(problem=batch.problem)
+    if stored is None:
+        return BodyResult()
+    return BodyResult(
+        received=batch.received,
+        accepted=stored.accepted,
+        duplicates=stored.duplicates,
+        rejected=len(batch.rejected),
+        lead_ids=[lead.id for lead in batch.leads],
+    )
 
 
 def split_batch(

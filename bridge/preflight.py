@@ -18,15 +18,25 @@ import os
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge import registry
 
 if TYPE_CHECKING:
-    from bridge.config import PluginsConfig, ServerConfig, StorageConfig
-    from bridge.destinations import Destination
+    from bridge.config import DestinationConfig, PluginsConfig, ServerConfig, StorageConfig
 
 Problems = list[tuple[str, str]]
+
+
+class Built(Protocol):
+    """What the checks read of a built destination (:class:`bridge.destinations.
+    Destination`, which runs these checks: named here, not imported)."""
+
+    @property
+    def config(self) -> DestinationConfig: ...
+
+    @property
+    def settings(self) -> Any: ...
 
 
 def _creatable(directory: Path) -> str | None:
@@ -138,7 +148,7 @@ def _missing(module: str) -> bool:
         return True
 
 
-def check_destinations(destinations: Sequence[tuple[int, Destination]]) -> Problems:
+def check_destinations(destinations: Sequence[tuple[int, Built]]) -> Problems:
     """``(index in destinations:, destination)`` pairs: SDKs and CA bundles."""
     problems: Problems = []
     for index, dest in destinations:

@@ -35,7 +35,7 @@ _EPILOG = argparse.RawDescriptionHelpFormatter
 
 def _time(text: str) -> float:
     """``30m`` / ``2d`` ago, or an ISO 8601 time with its UTC offset."""
-    from bridge.admin import BadRequest, parse_since
+    from bridge.admin.http import BadRequest, parse_since
 
     try:
         return parse_since(text, time.time())

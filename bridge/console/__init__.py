@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
-    from bridge.app import AppState
+    from bridge.state import AppState
 
 # Every page's GET route, for bench/console.py (lead and destination names filled in).
 PAGES = {

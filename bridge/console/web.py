@@ -21,7 +21,7 @@ from bridge.errors import StoreError
 from bridge.logs import event
 
 if TYPE_CHECKING:
-    from bridge.app import AppState
+    from bridge.state import AppState
 
 log = logging.getLogger("lead_bridge.console")
 

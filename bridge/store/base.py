@@ -1,6 +1,6 @@
 """The store interface: everything Lead Bridge keeps durably goes through here.
 
-Tables (same schema on every backend, see ``schema.py``):
+Tables (the same on every backend: ``sqlite_schema.py``, ``postgres_schema.py``):
 
 * ``leads``       one row per lead id, with the original JSON (``payload``);
 * ``deliveries``  the transactional outbox: one row per (lead, destination),
@@ -31,203 +31,60 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from bridge.errors import StoreError
+from bridge.models import (
+    STATUSES as STATUSES,
+)
+
+# The values the interface speaks (bridge.models), importable from here too.
+from bridge.models import (
+    AttemptOutcome as AttemptOutcome,
+)
+from bridge.models import (
+    AttemptRecord as AttemptRecord,
+)
+from bridge.models import (
+    Claim as Claim,
+)
+from bridge.models import (
+    DeliveryRecord as DeliveryRecord,
+)
+from bridge.models import (
+    DeliveryStatus as DeliveryStatus,
+)
+from bridge.models import (
+    DestinationStatus as DestinationStatus,
+)
+from bridge.models import (
+    EraseReport as EraseReport,
+)
+from bridge.models import (
+    IngestResult as IngestResult,
+)
+from bridge.models import (
+    LeadIn as LeadIn,
+)
+from bridge.models import (
+    LeadRecord as LeadRecord,
+)
+from bridge.models import (
+    Outcome as Outcome,
+)
+from bridge.models import (
+    QuarantineIn as QuarantineIn,
+)
+from bridge.models import (
+    ReplayResult as ReplayResult,
+)
+from bridge.models import (
+    StoreStatus as StoreStatus,
+)
+from bridge.store.erasure import CHUNK, ErasePart, ErasePlan
 
 if TYPE_CHECKING:
-    from bridge.leads import Batch
-    from bridge.store.erasure import ErasePart, ErasePlan
     from bridge.store.search import SearchHasher
-
-DeliveryStatus = Literal["pending", "delivered", "dead", "skipped"]
-AttemptOutcome = Literal["delivered", "retry", "rate_limited", "dead", "skipped"]
-STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "skipped")
-
-
-class LeadIn(NamedTuple):
-    """A validated lead ready to store. ``payload`` is its JSON text, verbatim keys.
-
-    (A named tuple: built once per lead on intake's hot path, where a frozen
-    dataclass's __init__ costs several times more.)"""
-
-    id: str
-    payload: str
-    created: str | None = None
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class QuarantineIn:
-    """Something received but not accepted, kept for inspection."""
-
-    reason: str
-    raw: str
-    lead_id: str | None = None
-    item_index: int | None = None
-
-
-@dataclass
-class IngestResult:
-    accepted: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-
-
-@dataclass
-class BodyResult:
-    """What became of one webhook body (:meth:`Store.ingest_body`)."""
-
-    problem: tuple[str, str] | None = None  # (code, message): refused whole, quarantined
-    received: int = 0  # elements in the array; 0 without a problem is a probe
-    accepted: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    rejected: int = 0  # elements quarantined one by one
-    lead_ids: list[str] = field(default_factory=list)  # the valid leads' ids, in order
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A leased delivery handed to a worker."""
-
-    delivery_id: int
-    lead_id: str
-    destination: str
-    attempts: int  # attempts already made before this one
-    created_at: float  # when the delivery row was created (for max_age)
-    lease_token: str
-    payload: str | None  # the lead's JSON; None if purged or erased
-    received_at: float
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The result of one attempt, applied by :meth:`Store.finish` (fenced)."""
-
-    delivery_id: int
-    lease_token: str
-    status: DeliveryStatus
-    attempt_outcome: AttemptOutcome
-    started_at: float
-    duration: float
-    next_attempt_at: float | None = None  # required when status == "pending"
-    error: str | None = None
-    status_code: int | None = None
-    remote_id: str | None = None
-    # False for outcomes that did not consume an attempt (e.g. a re-authentication retry
-    # that is recorded but should not count against the schedule).
-    count_attempt: bool = True
-
-
-@dataclass(frozen=True)
-class LeadRecord:
-    id: str
-    received_at: float
-    created: str | None
-    url: str | None
-    payload: str | None
-
-
-@dataclass(frozen=True)
-class DeliveryRecord:
-    id: int
-    lead_id: str
-    destination: str
-    status: DeliveryStatus
-    attempts: int
-    created_at: float
-    next_attempt_at: float | None
-    leased: bool
-    last_error: str | None
-    last_status_code: int | None
-    remote_id: str | None
-    delivered_at: float | None
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    delivery_id: int
-    lead_id: str
-    destination: str
-    number: int
-    started_at: float
-    duration: float
-    outcome: str
-    error: str | None
-    status_code: int | None
-    remote_id: str | None
-
-
-@dataclass(frozen=True)
-class DestinationStatus:
-    destination: str
-    counts: dict[str, int]  # status -> count (pending, delivered, dead, skipped)
-    in_flight: int  # pending rows currently leased
-    oldest_pending_at: float | None  # created_at of the oldest pending delivery
-
-
-@dataclass(frozen=True)
-class StoreStatus:
-    leads: int
-    quarantined: int
-    undelivered: int  # leads with no delivery row at all (no destinations configured)
-    unrouted: int  # leads whose every delivery was skipped by `when:`
-    destinations: list[DestinationStatus]
-
-
-@dataclass
-class ReplayResult:
-    requeued: int = 0
-    refused_delivered: int = 0  # delivered rows not requeued without force
-    not_found: int = 0
-
-
-@dataclass
-class EraseReport:
-    leads: int = 0
-    deliveries: int = 0
-    attempts: int = 0
-    quarantine: int = 0
-    errors_scrubbed: int = 0  # other leads' delivery errors that quoted the address
-    lead_ids: list[str] = field(default_factory=list)
-    # False: erased, but the old bytes may still be in a file (SQLite's WAL) until
-    # the next checkpoint; running the erasure again retries it.
-    files_clean: bool = True
-
-    def add(self, other: EraseReport) -> None:
-        self.leads += other.leads
-        self.deliveries += other.deliveries
-        self.attempts += other.attempts
-        self.quarantine += other.quarantine
-        self.errors_scrubbed += other.errors_scrubbed
-        self.lead_ids += other.lead_ids
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "leads": self.leads,
-            "deliveries": self.deliveries,
-            "attempts": self.attempts,
-            "quarantine": self.quarantine,
-            "errors_scrubbed": self.errors_scrubbed,
-            "lead_ids": self.lead_ids,
-        }
-
-
-def body_result(batch: Batch, stored: IngestResult | None) -> BodyResult:
-    """What intake answers for a parsed body, once it is stored (``stored`` is
-    None for a refused body or a probe: no leads were stored)."""
-    if batch.problem is not None:
-        return BodyResult(problem=batch.problem)
-    if stored is None:
-        return BodyResult()
-    return BodyResult(
-        received=batch.received,
-        accepted=stored.accepted,
-        duplicates=stored.duplicates,
-        rejected=len(batch.rejected),
-        lead_ids=[lead.id for lead in batch.leads],
-    )
 
 
 # The deliveries columns every backend selects, in the order delivery_from_row reads.
@@ -410,23 +267,6 @@ class Store:
         :class:`~bridge.errors.StoreUnavailable` if it could not commit.
         """
         raise NotImplementedError
-
-    async def ingest_body(self, body: bytes, destinations: Sequence[str], now: float) -> BodyResult:
-        """Parse a webhook body (:func:`bridge.leads.parse_body`) and store it.
-
-        A refused body is quarantined whole; an empty array stores nothing.
-        Here the parsing runs in the caller's process; a backend may run it
-        elsewhere (the SQLite writer process does), with the same result.
-        """
-        from bridge.leads import parse_body, quarantined_body
-
-        batch = parse_body(body)
-        if batch.problem is not None:
-            await self.ingest([], [], [quarantined_body(body, batch.problem)], now)
-            return body_result(batch, None)
-        if not batch.received:
-            return body_result(batch, None)
-        return body_result(batch, await self.ingest(batch.leads, destinations, batch.rejected, now))
 
     # ------------------------------------------------------------------ delivery
 
@@ -674,8 +514,6 @@ class Store:
         quarantine, errors quoting the address), one bounded transaction per
         part of the plan, paced by :func:`in_bounded_transactions` so intake's
         commits go in between. ``progress(done, total)`` follows each part."""
-        from bridge.store.erasure import CHUNK
-
         plan = await self.erase_plan(email=email, lead_id=lead_id)
         parts = list(plan.parts(chunk or CHUNK))
         done = 0

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.store.base import EraseReport
+from bridge.models import EraseReport
 
 # What another lead's stored error becomes when it quoted the address.
 ERASED_ERROR = "[erased: contained personal data]"

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.leads import BodyResult
 from bridge.store.base import (
     DELIVERY_COLUMNS,
     STATUSES,
     AttemptRecord,
-    BodyResult,
     Claim,
     DeliveryRecord,
     DestinationStatus,
@@ -332,8 +332,9 @@ class SQLiteStore(Store):
         return result
 
     async def ingest_body(self, body: bytes, destinations: Sequence[str], now: float) -> BodyResult:
-        # Parsed in the writer process (same function, same result): the event
-        # loop, intake's bottleneck, only hands the bytes over.
+        # Not in the Store interface (bridge.intake.BodyStore): parsed in the
+        # writer process (same function, same result), so the event loop,
+        # intake's bottleneck, only hands the bytes over.
         result: BodyResult = await self._write("ingest_body", body, tuple(destinations), now)
         return result
 

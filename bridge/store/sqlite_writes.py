@@ -15,16 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bridge.errors import StoreError
-from bridge.leads import Batch, parse_body, quarantined_body
+from bridge.leads import Batch, BodyResult, body_result, parse_body, quarantined_body
 from bridge.store.base import (
-    BodyResult,
     Claim,
     EraseReport,
     IngestResult,
     LeadIn,
     Outcome,
     ReplayResult,
-    body_result,
     outcome_values,
     quarantine_drop_condition,
     replay_choice,

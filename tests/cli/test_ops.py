@@ -258,7 +258,7 @@ def test_progress_bar_only_on_a_terminal_without_json(monkeypatch: pytest.Monkey
 def test_json_times_are_iso_8601_utc_like_the_admin_api(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bridge.admin import _delivery
+    from bridge.admin.http import delivery_json
 
     code, out, _ = run(capsys, "deliveries", "--config", str(config), "--json")
     assert code == 0
@@ -273,7 +273,7 @@ def test_json_times_are_iso_8601_utc_like_the_admin_api(
             await store.close()
 
     for record in asyncio.run(records()):
-        admin = _delivery(record)
+        admin = delivery_json(record)
         cli = rows[(record.lead_id, record.destination)]
         for key in ("created_at", "updated_at", "delivered_at", "next_attempt_at"):
             assert cli[key] == admin[key], key

@@ -1,5 +1,5 @@
 """No console error page quotes its input (issue 14 item 3), like
-tests/test_admin_echo.py for the admin API: every console page and form, a
+tests/admin/test_echo.py for the admin API: every console page and form, a
 canary in each path parameter and in each form or query field (one at a time,
 the others absent), and every 4xx answer is searched for the canary."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.config import RetentionConfig
+from bridge.intake import body_ingester
 from bridge.metrics import Metrics
 from bridge.retention import DAY, trim_quarantine
 from bridge.store import erasure
@@ -179,12 +180,14 @@ async def test_erased_lead_resent_is_a_duplicate_and_never_stored(store: Store) 
 
 async def test_erased_lead_resent_as_a_webhook_body_is_a_duplicate(store: Store) -> None:
     # the SQLite writer parses bodies itself: its own path to the same insert
-    first = await store.ingest_body(body(("led_1", "ann@x.io")), ["crm"], T0)
+    first = await body_ingester(store)(body(("led_1", "ann@x.io")), ["crm"], T0)
     assert first.accepted == ["led_1"]
     report = await store.erase(email="ann@x.io")
     assert report.lead_ids == ["led_1"]
 
-    again = await store.ingest_body(body(("led_1", "ann@x.io"), ("led_3", "c@x.io")), ["crm"], T0)
+    again = await body_ingester(store)(
+        body(("led_1", "ann@x.io"), ("led_3", "c@x.io")), ["crm"], T0
+    )
 
     assert (again.accepted, again.duplicates) == (["led_3"], ["led_1"])
     assert await store.get_lead("led_1") is None

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge.admin import BadRequest, parse_since
+from bridge.admin.http import BadRequest, parse_since
 from bridge.console.web import PREFIX, Call, Console, Refused
 from bridge.operations.dead_letters import (
     ERROR_CLASSES,

@@ -1,33 +1,31 @@
 """The admin API's erasure: ``POST /admin/erase/preview`` counts, ``POST
 /admin/erase`` with ``confirm: true`` removes (as ``lead-bridge erase``).
 
-Kept apart from :mod:`bridge.admin` (the routes are mounted there, behind the
-admin token). Neither answer nor log line holds the address: counts and lead ids.
+Mounted by :mod:`bridge.admin.routes`, behind the admin token. Neither answer nor log line holds the address: counts and lead ids.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.admin import BadRequest, body_problem
-from bridge.admin_ops import actor
+from bridge.admin.http import BadRequest, Handler, actor, body_problem
 from bridge.intake import json_response
 from bridge.logs import event
+from bridge.operations import audit
 from bridge.store.base import EraseReport
 
 if TYPE_CHECKING:
-    from bridge.app import AppState
+    from bridge.state import AppState
 
 log = logging.getLogger("lead_bridge.admin")
 
-Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound="EraseTarget")
 
 
@@ -109,8 +107,6 @@ def erase_routes(state: AppState, protected: Callable[[Handler], Handler]) -> li
                 "(POST /admin/erase/preview counts first)"
             )
         report = await store.erase(email=body.email, lead_id=body.lead_id)
-        from bridge.operations import audit
-
         detail = {k: v for k, v in report.as_dict().items() if k != "lead_ids"}
         target = body.lead_id if body.lead_id is not None else "by email"
         await audit.record(store, actor(request), "erase", target=target, detail=detail)
@@ -128,73 +124,3 @@ def erase_routes(state: AppState, protected: Callable[[Handler], Handler]) -> li
         Route("/erase/preview", protected(erase_preview), methods=["POST"]),
         Route("/erase", protected(erase), methods=["POST"]),
     ]
-
-
-_COUNT = {"type": "integer", "minimum": 0}
-
-_TARGET: dict[str, Any] = {
-    "email": {
-        "anyOf": [
-            {"type": "string", "minLength": 3, "maxLength": 320, "pattern": "@"},
-            {"type": "null"},
-        ]
-    },
-    "lead_id": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}]},
-}
-# Exactly one of email and lead_id, as the handler checks it.
-_ONE_OF = [
-    {"required": ["email"], "properties": {"email": {"type": "string"}}},
-    {"required": ["lead_id"], "properties": {"lead_id": {"type": "string"}}},
-]
-
-SCHEMAS: dict[str, Any] = {
-    "EraseTarget": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": _TARGET,
-        "oneOf": _ONE_OF,
-    },
-    "EraseRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["confirm"],
-        "properties": {
-            **_TARGET,
-            "confirm": {
-                "const": True,
-                "description": "must be true: an erasure cannot be undone (preview first)",
-            },
-        },
-        "oneOf": _ONE_OF,
-    },
-    "EraseReport": {
-        "type": "object",
-        "required": [
-            "leads",
-            "deliveries",
-            "attempts",
-            "quarantine",
-            "errors_scrubbed",
-            "lead_ids",
-            "dry_run",
-            "files_clean",
-        ],
-        "properties": {
-            "leads": _COUNT,
-            "deliveries": _COUNT,
-            "attempts": _COUNT,
-            "quarantine": _COUNT,
-            "errors_scrubbed": {
-                **_COUNT,
-                "description": "other leads' delivery errors that quoted the address",
-            },
-            "lead_ids": {"type": "array", "items": {"type": "string"}},
-            "dry_run": {"type": "boolean"},
-            "files_clean": {
-                "type": "boolean",
-                "description": "false: erased, but the old bytes may remain in SQLite's WAL "
-                "until the next checkpoint (erase again to retry it)",
-            },
-        },
-    },
-}
