@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.config import validate_config
+from bridge.config_load import validate_config
 from bridge.destinations import Runtime, build_destinations
 from bridge.metrics import Metrics
 from bridge.operations.audit import list_audit, record

@@ -10,7 +10,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from bridge import registry
-from bridge.config import Config, DestinationConfig, describe_error
+from bridge.config import Config, DestinationConfig
+from bridge.config_load import describe_error
 from bridge.errors import ConfigError, MappingError
 from bridge.mapping import (
     DEFAULT_MAPPINGS,
@@ -219,15 +220,8 @@ def load_runtime(
     section that is valid.
     """
     from bridge import preflight as checks
-    from bridge.config import (
-        PluginsConfig,
-        ServerConfig,
-        StorageConfig,
-        check_tree,
-        covered,
-        read_yaml,
-        resolve_config_path,
-    )
+    from bridge.config import PluginsConfig, ServerConfig, StorageConfig
+    from bridge.config_load import check_tree, covered, read_yaml, resolve_config_path
 
     config, tree, problems, warnings = check_tree(
         read_yaml(resolve_config_path(path)), env, lenient=lenient

@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
     config_path, rest = argv[0], argv[1:]
     server_pid = os.getppid()
     try:
-        from bridge.config import load_config
+        from bridge.config_load import load_config
 
         config, _ = load_config(config_path)
     except Exception:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import validate_config
+from bridge.config_load import validate_config
 from bridge.errors import ConfigError
 from bridge.store.sqlite_writer import MAX_READ_BYTES, FrameReader
 from tests.conftest import AppHarness

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from bridge.config import (
-    ConfigError,
+from bridge.config import parse_duration
+from bridge.config_load import (
     expand_env,
     load_config,
-    parse_duration,
     resolve_config_path,
     validate_config,
 )
+from bridge.errors import ConfigError
 
 
 def problems(tree: Any) -> list[tuple[str, str]]:

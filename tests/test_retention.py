@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.config import RetentionConfig, validate_config
+from bridge.config import RetentionConfig
+from bridge.config_load import validate_config
 from bridge.destinations import Runtime
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.retention import DAY, purge_once, retention_task

@@ -16,7 +16,8 @@ import pytest
 import uvicorn
 
 from bridge.cli.serve import uvicorn_config
-from bridge.config import Config, validate_config
+from bridge.config import Config
+from bridge.config_load import validate_config
 from bridge.errors import ConfigError
 from tests.processes import BridgeProcess, free_port
 from tests.waiting import wait_until

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.config import format_path, parse_duration
+from bridge.config_load import format_path
+from bridge.durations import parse_duration
 from bridge.models import DeliveryRecord
 from bridge.operations.search import BadQuery
 from bridge.timestamps import iso_utc

@@ -139,7 +139,7 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 
 
 async def _open_store(config_path: str | None) -> Store:
-    from bridge.config import load_config
+    from bridge.config_load import load_config
     from bridge.store import create_store
 
     # Lenient: erasure needs only the storage settings, not every connector secret.

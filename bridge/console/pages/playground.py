@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.config import DestinationConfig, describe_error
+from bridge.config import DestinationConfig
+from bridge.config_load import describe_error
 from bridge.console.web import Call, Console
 from bridge.destinations import Runtime, build_destination
 from bridge.operations.mapping import evaluate
