@@ -3,11 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from bridge.destinations import Runtime
+    from bridge.store.base import Store
+
+T = TypeVar("T")
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand reading the configuration, with --json output: help,
+    description and epilog (examples, printed as written) in ``kwargs``."""
+    parser = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    add_config_option(parser)
+    add_json_option(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def load_runtime_for(args: argparse.Namespace, *, strict: bool = False) -> Runtime:
+    """The configuration of ``--config``. Lenient unless ``strict``: reading the
+    store works without the destinations' secrets at hand; sending does not."""
+    from bridge.destinations import load_runtime
+
+    return load_runtime(args.config, lenient=not strict)
+
+
+def with_store(runtime: Runtime, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """``fn(store)`` on the configured store, opened for the call and closed after."""
+    from bridge.store import create_store
+
+    async def run() -> T:
+        store = create_store(runtime.config.storage)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +115,14 @@ def duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+def shorten(text: str | None, width: int = 70) -> str:
+    """On one line, cut to ``width`` characters; ``-`` for nothing."""
+    if not text:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def iso(ts: float | None) -> str | None:

@@ -9,28 +9,25 @@ import asyncio
 import getpass
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.cli.common import (
-    add_config_option,
-    add_json_option,
+    add_command,
     duration,
     iso,
+    load_runtime_for,
     print_json,
     relative,
     table,
+    with_store,
 )
 from bridge.errors import LeadBridgeError
 
 if TYPE_CHECKING:
-    from bridge.destinations import Runtime
     from bridge.store.base import Store
 
 T = TypeVar("T")
-
-_EPILOG = argparse.RawDescriptionHelpFormatter
 
 
 def _time(text: str) -> float:
@@ -47,10 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from bridge.operations.dead_letters import ERROR_CLASSES
     from bridge.operations.search import SEARCH_STATUSES
 
-    s = sub.add_parser(
+    s = add_command(
+        sub,
         "search",
+        cmd_search,
         help="find leads by id, email, phone, time, delivery status, destination",
-        formatter_class=_EPILOG,
         epilog="examples:\n"
         "  lead-bridge search --email john@example.com\n"
         "  lead-bridge search --phone '+1 555 0100' --status dead\n"
@@ -58,8 +56,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Emails and phones are looked up through a keyed-hash index (no payload scan);\n"
         "phones match on their digits. Pass --cursor from the previous page for more.",
     )
-    add_config_option(s)
-    add_json_option(s)
     s.add_argument("--lead-id", metavar="ID", help="exactly this lead id")
     s.add_argument("--email", metavar="ADDRESS", help="leads with this e-mail (exact, any case)")
     s.add_argument("--phone", metavar="NUMBER", help="leads with this phone (digits compared)")
@@ -77,12 +73,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--destination", metavar="NAME", help="has a delivery to NAME")
     s.add_argument("--limit", type=int, default=50, help="leads per page (default 50)")
     s.add_argument("--cursor", help="next_cursor printed by the previous page")
-    s.set_defaults(func=cmd_search)
 
-    d = sub.add_parser(
+    d = add_command(
+        sub,
         "dead-letters",
+        cmd_dead_letters,
         help="list dead letters by destination, error class, time; preview and bulk replay",
-        formatter_class=_EPILOG,
         epilog="examples:\n"
         "  lead-bridge dead-letters --destination salesforce --error-class auth\n"
         "  lead-bridge dead-letters --since 1d --replay          # preview, then asks\n"
@@ -91,8 +87,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "The replay requeues what the preview counted (dead letters that die later are\n"
         "left alone); attempts are kept and max_age starts over. It is audited.",
     )
-    add_config_option(d)
-    add_json_option(d)
     d.add_argument("--destination", metavar="NAME", help="only this destination")
     d.add_argument("--error-class", choices=ERROR_CLASSES, help="only this kind of failure")
     d.add_argument("--since", type=_time, metavar="WHEN", help="died since: 2h, 1d, ISO time")
@@ -108,67 +102,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--limit", type=int, default=50, help="rows listed (default 50)")
     d.add_argument("--replay", action="store_true", help="requeue the matching dead letters")
     d.add_argument("--yes", action="store_true", help="with --replay: do not ask")
-    d.set_defaults(func=cmd_dead_letters)
 
-    o = sub.add_parser(
+    add_command(
+        sub,
         "overview",
+        cmd_overview,
         help="per-destination health, unrouted leads, schema drift",
-        formatter_class=_EPILOG,
         epilog="examples:\n  lead-bridge overview\n  lead-bridge overview --json",
     )
-    add_config_option(o)
-    add_json_option(o)
-    o.set_defaults(func=cmd_overview)
 
-    dr = sub.add_parser(
+    add_command(
+        sub,
         "drift",
+        cmd_drift,
         help="provider data keys that no destination's mapping reads",
-        formatter_class=_EPILOG,
         epilog="examples:\n  lead-bridge drift\n  lead-bridge drift --json",
     )
-    add_config_option(dr)
-    add_json_option(dr)
-    dr.set_defaults(func=cmd_drift)
 
-    c = sub.add_parser(
+    c = add_command(
+        sub,
         "check-credentials",
+        cmd_check,
         help="check each destination's credentials and reachability (no lead is sent)",
-        formatter_class=_EPILOG,
         epilog="examples:\n  lead-bridge check-credentials\n  lead-bridge check-credentials crm\n"
         "Exit status 1 when a check fails.",
     )
-    add_config_option(c)
-    add_json_option(c)
     c.add_argument(
         "names", nargs="*", metavar="DESTINATION", help="only these destinations (default: all)"
     )
-    c.set_defaults(func=cmd_check)
 
-    t = sub.add_parser(
+    t = add_command(
+        sub,
         "test-send",
+        cmd_test_send,
         help="send a synthetic test lead (lb-test-…, test: true) to one destination",
-        formatter_class=_EPILOG,
         epilog="example:\n  lead-bridge test-send slack\n"
         "The test lead is sent once, never stored nor counted; the send is audited.",
     )
-    add_config_option(t)
-    add_json_option(t)
     t.add_argument("name", metavar="DESTINATION", help="the destination to send the test lead to")
-    t.set_defaults(func=cmd_test_send)
 
-    a = sub.add_parser(
+    a = add_command(
+        sub,
         "audit",
+        cmd_audit,
         help="who replayed, erased or test-sent what, and when",
-        formatter_class=_EPILOG,
         epilog="examples:\n  lead-bridge audit --limit 20\n  lead-bridge audit --action erase --json",
     )
-    add_config_option(a)
-    add_json_option(a)
     a.add_argument(
         "--limit", type=int, default=50, help="entries listed, newest first (default 50)"
     )
     a.add_argument("--action", help="only this action (replay, bulk_replay, erase, test_send)")
-    a.set_defaults(func=cmd_audit)
 
 
 def cli_actor() -> str:
@@ -177,27 +160,6 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
-
-
-def _load(args: argparse.Namespace, *, strict: bool = False) -> Runtime:
-    from bridge.destinations import load_runtime
-
-    # Reading the store works without the destinations' secrets; sending does not.
-    return load_runtime(args.config, lenient=not strict)
-
-
-def _run(runtime: Runtime, fn: Callable[[Store], Awaitable[T]]) -> T:
-    from bridge.store import create_store
-
-    async def run() -> T:
-        store = create_store(runtime.config.storage)
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def _bad(exc: Exception) -> int:
@@ -211,7 +173,7 @@ def _bad(exc: Exception) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from bridge.operations.search import BadQuery, LeadQuery, search_leads
 
-    runtime = _load(args)
+    runtime = load_runtime_for(args)
     query = LeadQuery(
         lead_id=args.lead_id,
         email=args.email,
@@ -222,7 +184,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         destination=args.destination,
     )
     try:
-        page = _run(runtime, lambda s: search_leads(s, query, limit=args.limit, cursor=args.cursor))
+        page = with_store(
+            runtime, lambda s: search_leads(s, query, limit=args.limit, cursor=args.cursor)
+        )
     except BadQuery as exc:
         return _bad(exc)
     if args.json:
@@ -264,7 +228,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     )
     from bridge.operations.search import BadQuery
 
-    runtime = _load(args)
+    runtime = load_runtime_for(args)
     query = DeadLetterQuery(args.destination, args.error_class, args.since, args.until)
     if args.ids and not args.replay:
         return _bad(ValueError("--id selects deliveries to replay: add --replay"))
@@ -294,9 +258,9 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
     try:
         if args.replay:
-            result = _run(runtime, replay)
+            result = with_store(runtime, replay)
         else:
-            page = _run(runtime, listing)
+            page = with_store(runtime, listing)
     except BadQuery as exc:
         return _bad(exc)
     if args.replay:
@@ -352,8 +316,8 @@ def _spark(counts: list[int]) -> str:
 def cmd_overview(args: argparse.Namespace) -> int:
     from bridge.operations.overview import overview
 
-    runtime = _load(args)
-    view = _run(runtime, lambda s: overview(s, runtime))
+    runtime = load_runtime_for(args)
+    view = with_store(runtime, lambda s: overview(s, runtime))
     if args.json:
         print_json(asdict(view))
         return 0
@@ -394,8 +358,8 @@ def cmd_overview(args: argparse.Namespace) -> int:
 def cmd_drift(args: argparse.Namespace) -> int:
     from bridge.operations.drift import drift_keys
 
-    runtime = _load(args)
-    keys = _run(runtime, lambda s: drift_keys(s, runtime))
+    runtime = load_runtime_for(args)
+    keys = with_store(runtime, lambda s: drift_keys(s, runtime))
     if args.json:
         print_json([asdict(k) for k in keys])
         return 0
@@ -416,7 +380,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from bridge.operations.credentials import check_destination
 
-    runtime = _load(args, strict=True)
+    runtime = load_runtime_for(args, strict=True)
     names = args.names or [d.name for d in runtime.destinations]
     unknown = [n for n in names if runtime.destination(n) is None]
     if unknown:
@@ -448,12 +412,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_test_send(args: argparse.Namespace) -> int:
     from bridge.operations.testsend import send_test_lead
 
-    runtime = _load(args, strict=True)
+    runtime = load_runtime_for(args, strict=True)
     dest = runtime.destination(args.name)
     if dest is None:
         known = ", ".join(d.name for d in runtime.destinations) or "none configured"
         return _bad(ValueError(f"no destination {args.name!r}; known: {known}"))
-    result = _run(runtime, lambda s: send_test_lead(s, dest, actor=cli_actor()))
+    result = with_store(runtime, lambda s: send_test_lead(s, dest, actor=cli_actor()))
     if args.json:
         print_json(asdict(result))
     elif result.ok:
@@ -472,8 +436,8 @@ def cmd_test_send(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from bridge.operations.audit import list_audit
 
-    runtime = _load(args)
-    entries = _run(runtime, lambda s: list_audit(s, limit=args.limit, action=args.action))
+    runtime = load_runtime_for(args)
+    entries = with_store(runtime, lambda s: list_audit(s, limit=args.limit, action=args.action))
     if args.json:
         print_json([{**asdict(e), "at": iso(e.at)} for e in entries])
         return 0

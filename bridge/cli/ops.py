@@ -4,53 +4,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 from bridge.cli.common import (
-    add_config_option,
-    add_json_option,
+    add_command,
     duration,
-    iso,
+    load_runtime_for,
     parse_since,
     print_json,
     relative,
+    shorten,
     table,
+    with_store,
 )
+from bridge.cli.show import cmd_show
 from bridge.destinations import Runtime
-from bridge.store.base import STATUSES, Store
+from bridge.models import STATUSES
+from bridge.store.base import Store
 
 T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "status",
+        cmd_status,
         help="deliveries per destination and status, oldest pending, dead",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  lead-bridge status --config /etc/lead-bridge/config.yaml\n"
         "  lead-bridge status --json | jq '.destinations[] | {destination, counts}'",
     )
-    add_config_option(p)
-    add_json_option(p)
-    p.set_defaults(func=cmd_status)
 
-    d = sub.add_parser(
+    d = add_command(
+        sub,
         "deliveries",
+        cmd_deliveries,
         help="list deliveries, newest first",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  lead-bridge deliveries --status dead --since 1d\n"
         "  lead-bridge deliveries --destination crm --limit 200\n"
         "  lead-bridge deliveries --status pending --page 2\n"
         "  lead-bridge deliveries --json | jq '.[].lead_id'",
     )
-    add_config_option(d)
-    add_json_option(d)
     d.add_argument(
         "--status", choices=STATUSES, help="only deliveries in this status, e.g. --status dead"
     )
@@ -65,27 +63,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument(
         "--page", type=int, default=1, metavar="P", help="which page of --limit rows (default 1)"
     )
-    d.set_defaults(func=cmd_deliveries)
 
-    s = sub.add_parser(
+    s = add_command(
+        sub,
         "show",
+        cmd_show,
         help="a lead, its mapped record per destination, every attempt",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  lead-bridge show led_slp3mt0qxvIXYUIK\n"
         "  lead-bridge show led_slp3mt0qxvIXYUIK --json",
     )
-    add_config_option(s)
-    add_json_option(s)
     s.add_argument("lead_id", metavar="LEAD_ID", help="the lead's id, as the provider sent it")
-    s.set_defaults(func=cmd_show)
 
-    r = sub.add_parser(
+    r = add_command(
+        sub,
         "replay",
+        cmd_replay,
         help="deliver again (after fixing a mapping or credentials)",
         description="Make a lead's deliveries due again, or every dead delivery. "
         "`--dead` first shows how many it would requeue per destination and asks; "
         "a running lead-bridge picks them up at its next poll.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  lead-bridge replay led_slp3mt0qxvIXYUIK            # its dead or pending deliveries\n"
         "  lead-bridge replay led_slp3mt0qxvIXYUIK -d crm --force   # send a delivered one again\n"
@@ -93,8 +89,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  lead-bridge replay --dead --destination crm       # preview, then asks\n"
         "  lead-bridge replay --dead --yes                   # no question (scripts)",
     )
-    add_config_option(r)
-    add_json_option(r)
     r.add_argument("lead_id", nargs="?", metavar="LEAD_ID", help="the lead to deliver again")
     r.add_argument(
         "--dead", action="store_true", help="every dead delivery (of --destination, if given)"
@@ -111,37 +105,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="with --dead: print what would be requeued, change nothing",
     )
-    r.set_defaults(func=cmd_replay)
-
-
-def _load(args: argparse.Namespace) -> Runtime:
-    from bridge.destinations import load_runtime
-
-    # Operators inspect the store without the destinations' secrets at hand.
-    return load_runtime(args.config, lenient=True)
-
-
-def _with_store(runtime: Runtime, fn: Callable[[Store], Awaitable[T]]) -> T:
-    from bridge.store import create_store
-
-    async def run() -> T:
-        store = create_store(runtime.config.storage)
-        await store.open()
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 # --------------------------------------------------------------------------- status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    runtime = _load(args)
+    runtime = load_runtime_for(args)
     now = time.time()
-    status = _with_store(runtime, lambda s: s.status(now))
+    status = with_store(runtime, lambda s: s.status(now))
     if args.json:
         print_json(
             {
@@ -208,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    runtime = _load(args)
+    runtime = load_runtime_for(args)
     if args.limit < 1 or args.page < 1:
         print("lead-bridge deliveries: --limit and --page start at 1", file=sys.stderr)
         return 2
@@ -223,7 +195,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
         )
         return rows[skip:], await _count_deliveries(store, args)
 
-    rows, total = _with_store(runtime, page)
+    rows, total = with_store(runtime, page)
     if args.json:
         print_json([asdict(r) for r in rows])
         return 0
@@ -242,7 +214,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
                     r.attempts,
                     relative(r.updated_at, now),
                     relative(r.next_attempt_at, now) if r.status == "pending" else "-",
-                    _short(r.last_error),
+                    shorten(r.last_error),
                 ]
                 for r in rows
             ],
@@ -273,94 +245,6 @@ async def _count_deliveries(store: Store, args: argparse.Namespace) -> int:
     return int(count)
 
 
-def _short(text: str | None, width: int = 70) -> str:
-    if not text:
-        return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-# --------------------------------------------------------------------------- show
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    runtime = _load(args)
-
-    from bridge.operations.timeline import lead_timeline
-
-    timeline = _with_store(runtime, lambda s: lead_timeline(s, runtime, args.lead_id))
-    if timeline is None:
-        print(f"lead {args.lead_id!r} is not stored", file=sys.stderr)
-        return 1
-    lead, deliveries, attempts = timeline.lead, timeline.deliveries, timeline.attempts
-    payload = timeline.payload
-    mapped = runtime.preview(payload)
-    if args.json:
-        print_json(
-            {
-                "lead": {**asdict(lead), "payload": payload},
-                "mapped": mapped,
-                "deliveries": [asdict(d) for d in deliveries],
-                "attempts": [asdict(a) for a in attempts],
-            }
-        )
-        return 0
-    now = time.time()
-    print(f"lead {lead.id}")
-    print(f"  received  {iso(lead.received_at)} ({relative(lead.received_at, now)})")
-    print(f"  created   {lead.created or '-'}")
-    print(f"  url       {lead.url or '-'}")
-    if payload is None:
-        print("  payload   (purged or erased)")
-    else:
-        print("  payload")
-        for line in json.dumps(payload, indent=2, ensure_ascii=False).splitlines():
-            print(f"    {line}")
-    print()
-    for d in deliveries:
-        state = "pending (in flight)" if d.leased else d.status
-        print(f"destination {d.destination}: {state}, {d.attempts} attempt(s)")
-        if d.remote_id or d.last_status_code:
-            print(f"  remote id {d.remote_id or '-'} (HTTP {d.last_status_code or '-'})")
-        if d.status == "pending" and d.next_attempt_at:
-            print(f"  next attempt {relative(d.next_attempt_at, now)}")
-        if d.last_error and d.status != "delivered":
-            print(f"  last error: {d.last_error}")
-        info = mapped.get(d.destination)
-        if info is not None:
-            if "error" in info:
-                print(f"  mapping (current config): {info['error']}")
-            elif not info["when"]:
-                print("  mapping (current config): `when:` does not match")
-            else:
-                print("  mapped record (current config):")
-                for line in json.dumps(info["record"], indent=2, ensure_ascii=False).splitlines():
-                    print(f"    {line}")
-        mine = [a for a in attempts if a.delivery_id == d.id]
-        if mine:
-            print(
-                "  "
-                + table(
-                    ["#", "time", "duration", "outcome", "status", "error"],
-                    [
-                        [
-                            a.number,
-                            f"{iso(a.started_at)} ({relative(a.started_at, now)})",
-                            duration(a.duration),
-                            a.outcome,
-                            a.status_code,
-                            _short(a.error, 60),
-                        ]
-                        for a in mine
-                    ],
-                ).replace("\n", "\n  ")
-            )
-        print()
-    if not deliveries:
-        print("no deliveries (no destination was configured when it arrived)")
-    return 0
-
-
 # --------------------------------------------------------------------------- replay
 
 
@@ -368,7 +252,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.lead_id and not args.dead:
         print("lead-bridge replay: give a LEAD_ID or --dead", file=sys.stderr)
         return 2
-    runtime = _load(args)
+    runtime = load_runtime_for(args)
     if args.destination and runtime.destination(args.destination) is None:
         known = ", ".join(d.name for d in runtime.destinations) or "none"
         print(
@@ -399,7 +283,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         await audit.record(store, cli_actor(), "replay", target, detail)
         return result
 
-    result = _with_store(runtime, requeue)
+    result = with_store(runtime, requeue)
     if args.json:
         print_json(asdict(result))
     else:
@@ -462,7 +346,7 @@ def _replay_dead(args: argparse.Namespace, runtime: Runtime) -> int:
             )
         return out
 
-    result = _with_store(runtime, run)
+    result = with_store(runtime, run)
     if args.json:
         print_json({**result, "dry_run": args.dry_run})
         return 0

@@ -33,76 +33,36 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from bridge.errors import StoreError
 from bridge.models import (
-    STATUSES as STATUSES,
-)
-
-# The values the interface speaks (bridge.models), importable from here too.
-from bridge.models import (
-    AttemptOutcome as AttemptOutcome,
-)
-from bridge.models import (
-    AttemptRecord as AttemptRecord,
-)
-from bridge.models import (
-    Claim as Claim,
-)
-from bridge.models import (
-    DeliveryRecord as DeliveryRecord,
-)
-from bridge.models import (
-    DeliveryStatus as DeliveryStatus,
-)
-from bridge.models import (
-    DestinationStatus as DestinationStatus,
-)
-from bridge.models import (
-    EraseReport as EraseReport,
-)
-from bridge.models import (
-    IngestResult as IngestResult,
-)
-from bridge.models import (
-    LeadIn as LeadIn,
-)
-from bridge.models import (
-    LeadRecord as LeadRecord,
-)
-from bridge.models import (
-    Outcome as Outcome,
-)
-from bridge.models import (
-    QuarantineIn as QuarantineIn,
-)
-from bridge.models import (
-    ReplayResult as ReplayResult,
-)
-from bridge.models import (
-    StoreStatus as StoreStatus,
+    STATUSES,
+    AttemptOutcome,
+    AttemptRecord,
+    Claim,
+    DeliveryRecord,
+    DeliveryStatus,
+    DestinationStatus,
+    EraseReport,
+    IngestResult,
+    LeadIn,
+    LeadRecord,
+    Outcome,
+    QuarantineIn,
+    ReplayResult,
+    StoreStatus,
 )
 from bridge.store.erasure import CHUNK, ErasePart, ErasePlan
+from bridge.store.sql_shared import (
+    DELIVERY_COLUMNS,
+    delivery_from_row,
+    outcome_values,
+    quarantine_cutoff_query,
+    quarantine_drop_condition,
+    replay_choice,
+    versions_to_apply,
+)
 
 if TYPE_CHECKING:
     from bridge.store.search import SearchHasher
-
-
-# The deliveries columns every backend selects, in the order delivery_from_row reads.
-DELIVERY_COLUMNS = (
-    "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
-    "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
-)
-
-
-def versions_to_apply(current: int, latest: int) -> range:
-    """The schema versions a database at ``current`` still needs; a database
-    newer than this code (``latest``) is refused rather than misread."""
-    if current > latest:
-        raise StoreError(
-            f"database schema version {current} is newer than this lead-bridge "
-            f"({latest}); upgrade lead-bridge"
-        )
-    return range(current + 1, latest + 1)
 
 
 # Rows examined per transaction by long operator jobs (replay of dead letters,
@@ -110,6 +70,38 @@ def versions_to_apply(current: int, latest: int) -> range:
 PART_ROWS = 500
 # The longest pause between two parts.
 PART_PAUSE = 0.1
+
+# The interface; the values it speaks (defined in bridge.models) and what the
+# SQL backends share (bridge.store.sql_shared) are importable from here too.
+__all__ = [
+    "DELIVERY_COLUMNS",
+    "PART_PAUSE",
+    "PART_ROWS",
+    "STATUSES",
+    "AttemptOutcome",
+    "AttemptRecord",
+    "Claim",
+    "DeliveryRecord",
+    "DeliveryStatus",
+    "DestinationStatus",
+    "EraseReport",
+    "IngestResult",
+    "LeadIn",
+    "LeadRecord",
+    "Outcome",
+    "QuarantineIn",
+    "ReplayResult",
+    "Store",
+    "StoreStatus",
+    "delivery_from_row",
+    "in_bounded_transactions",
+    "outcome_values",
+    "pause_after_part",
+    "quarantine_cutoff_query",
+    "quarantine_drop_condition",
+    "replay_choice",
+    "versions_to_apply",
+]
 
 T = TypeVar("T")
 
@@ -142,91 +134,6 @@ async def pause_after_part(started: float) -> None:
     most PART_PAUSE."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(min(max(0.0, loop.time() - started), PART_PAUSE))
-
-
-def replay_choice(rows: Sequence[tuple[int, str]], force: bool) -> tuple[list[int], ReplayResult]:
-    """Of the matching deliveries ``(id, status)``, the ones a replay requeues:
-    dead and skipped ones, delivered ones only with ``force``; pending ones are
-    queued already. ``requeued`` is set; the caller updates those rows."""
-    result = ReplayResult()
-    if not rows:
-        result.not_found = 1
-        return [], result
-    ids = []
-    for did, status in rows:
-        if status == "delivered" and not force:
-            result.refused_delivered += 1
-        elif status != "pending":
-            ids.append(did)
-    result.requeued = len(ids)
-    return ids, result
-
-
-def outcome_values(o: Outcome) -> tuple[Any, ...]:
-    """What an outcome writes to its delivery row, in the order both backends
-    bind it: id, lease token (the fence), status, attempts increment,
-    next_attempt_at, last_error, last_status_code, remote_id, delivered_at,
-    updated_at."""
-    ended = o.started_at + o.duration
-    return (
-        o.delivery_id,
-        o.lease_token,
-        o.status,
-        1 if o.count_attempt else 0,
-        o.next_attempt_at if o.status == "pending" else None,
-        o.error,
-        o.status_code,
-        o.remote_id,
-        ended if o.status == "delivered" else None,
-        ended,
-    )
-
-
-def quarantine_drop_condition(
-    before: float | None, upto_id: int | None, mark: str
-) -> tuple[str, list[Any]]:
-    """The WHERE condition (and its parameters) of the quarantine rows retention
-    drops, shared by both backends (``mark``: their placeholder); "" drops none."""
-    conds, params = [], []  # type: tuple[list[str], list[Any]]
-    if before is not None:
-        conds.append(f"received_at < {mark}")
-        params.append(before)
-    if upto_id is not None:
-        conds.append(f"id <= {mark}")
-        params.append(upto_id)
-    return " OR ".join(conds), params
-
-
-def quarantine_cutoff_query(
-    max_rows: int | None, max_bytes: int | None, mark: str, size: str
-) -> tuple[str, list[Any]]:
-    """The query for :meth:`Store.quarantine_cutoff`: the newest quarantine row
-    beyond a cap, counting from the newest (``size``: the backend's byte length
-    of ``raw``). "" when there is no cap."""
-    conds, params = [], []  # type: tuple[list[str], list[Any]]
-    if max_rows is not None:
-        conds.append(f"n > {mark}")
-        params.append(max_rows)
-    if max_bytes is not None:
-        conds.append(f"total > {mark}")
-        params.append(max_bytes)
-    if not conds:
-        return "", []
-    return (
-        f"SELECT id FROM (SELECT id, row_number() OVER w AS n, sum({size}) OVER w AS total "  # noqa: S608
-        "FROM quarantine WINDOW w AS (ORDER BY id DESC)) AS r "
-        f"WHERE {' OR '.join(conds)} ORDER BY id DESC LIMIT 1",
-        params,
-    )
-
-
-def delivery_from_row(row: Sequence[Any], now: float) -> DeliveryRecord:
-    """A DELIVERY_COLUMNS row as a record; ``leased`` is derived from the lease token."""
-    (did, lid, dest, status, attempts, created, nxt, token, err, code, rid, dat, upd) = row
-    leased = token is not None and status == "pending" and (nxt or 0) > now
-    return DeliveryRecord(
-        did, lid, dest, status, attempts, created, nxt, leased, err, code, rid, dat, upd
-    )
 
 
 class Store:

@@ -89,8 +89,8 @@ class AddressMatcher:
 
 
 @dataclass
-class ErasePart:
-    """What one transaction removes (each list at most a chunk long)."""
+class EraseTargets:
+    """The rows an erasure removes or scrubs, by id."""
 
     lead_ids: list[str] = field(default_factory=list)
     quarantine_ids: list[int] = field(default_factory=list)
@@ -108,24 +108,16 @@ class ErasePart:
 
 
 @dataclass
-class ErasePlan:
-    """Everything one erasure removes, found with reads only."""
+class ErasePart(EraseTargets):
+    """What one transaction removes (each list at most a chunk long)."""
 
-    lead_ids: list[str] = field(default_factory=list)  # sorted
+
+@dataclass
+class ErasePlan(EraseTargets):
+    """Everything one erasure removes, found with reads only (``lead_ids`` sorted)."""
+
     deliveries: int = 0  # delivery rows of those leads
     lead_attempts: int = 0  # attempt rows of those leads
-    quarantine_ids: list[int] = field(default_factory=list)
-    attempt_ids: list[int] = field(default_factory=list)
-    scrub_ids: list[int] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return (
-            len(self.lead_ids)
-            + len(self.quarantine_ids)
-            + len(self.attempt_ids)
-            + len(self.scrub_ids)
-        )
 
     def report(self) -> EraseReport:
         """What :meth:`Store.erase` would report (the preview)."""
