@@ -116,30 +116,33 @@ def _compile(node: Any, where: str, problems: list[tuple[str, str]]) -> Test | N
             problems.append((where, f"{combinators[0]!r} must be the only key of its condition"))
             return None
         key, inner = next(iter(node.items()))
-        if key == "not":
-            test = _compile(inner, f"{where}.not", problems)
-            return None if test is None else (lambda lead: not test(lead))
-        if not isinstance(inner, list) or not inner:
-            problems.append((f"{where}.{key}", "expected a non-empty list of conditions"))
-            return None
-        tests = [_compile(c, f"{where}.{key}[{i}]", problems) for i, c in enumerate(inner)]
-        if any(t is None for t in tests):
-            return None
-        compiled = [t for t in tests if t is not None]
-        if key == "all":
-            return lambda lead: all(t(lead) for t in compiled)
-        return lambda lead: any(t(lead) for t in compiled)
+        return _combination(key, inner, where, problems)
+    return _field_condition(node, where, problems)
 
+
+def _combination(key: str, inner: Any, where: str, problems: list[tuple[str, str]]) -> Test | None:
+    """``all:`` / ``any:`` a list of conditions, or ``not:`` one."""
+    if key == "not":
+        test = _compile(inner, f"{where}.not", problems)
+        return None if test is None else (lambda lead: not test(lead))
+    if not isinstance(inner, list) or not inner:
+        problems.append((f"{where}.{key}", "expected a non-empty list of conditions"))
+        return None
+    tests = [_compile(c, f"{where}.{key}[{i}]", problems) for i, c in enumerate(inner)]
+    if any(t is None for t in tests):
+        return None
+    compiled = [t for t in tests if t is not None]
+    if key == "all":
+        return lambda lead: all(t(lead) for t in compiled)
+    return lambda lead: any(t(lead) for t in compiled)
+
+
+def _field_condition(
+    node: Mapping[str, Any], where: str, problems: list[tuple[str, str]]
+) -> Test | None:
+    """``{field: ..., <test>: ...}``: every test of the condition must hold."""
     count = len(problems)
-    if "field" not in node:
-        problems.append((where, "a condition needs 'field' (or all:, any:, not:)"))
-        path = None
-    else:
-        try:
-            path = parse_path(node["field"])
-        except ValueError as exc:
-            problems.append((f"{where}.field", str(exc)))
-            path = None
+    path = _field(node, where, problems)
     ops = [k for k in node if k != "field"]
     if not ops and path is not None:
         problems.append((where, "a condition needs a test: one of " + ", ".join(OPERATORS)))
@@ -155,6 +158,17 @@ def _compile(node: Any, where: str, problems: list[tuple[str, str]]) -> Test | N
         return None
     compiled_tests = [t for t in tests if t is not None]
     return lambda lead: all(t(lead) for t in compiled_tests)
+
+
+def _field(node: Mapping[str, Any], where: str, problems: list[tuple[str, str]]) -> Path | None:
+    if "field" not in node:
+        problems.append((where, "a condition needs 'field' (or all:, any:, not:)"))
+        return None
+    try:
+        return parse_path(node["field"])
+    except ValueError as exc:
+        problems.append((f"{where}.field", str(exc)))
+        return None
 
 
 def compile_filter(when: Any, *, path: str) -> LeadFilter | None:

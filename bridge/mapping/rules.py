@@ -273,15 +273,7 @@ def _compile_rule(target: str, spec: Any, where: str, problems: _Problems) -> _R
         )
         return None
     count = len(problems.items)
-    for key in spec:
-        if key not in SOURCES and key not in MODIFIERS:
-            close = difflib.get_close_matches(str(key), SOURCES + MODIFIERS, n=1, cutoff=0.6)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else "expected: " + ", ".join(SOURCES + MODIFIERS)
-            )
-            problems.add(f"{where}.{key}", f"unknown rule key; {hint}")
+    _check_keys(spec, where, problems)
     kinds = [k for k in SOURCES if k in spec]
     if len(kinds) != 1:
         problems.add(
@@ -296,32 +288,8 @@ def _compile_rule(target: str, spec: Any, where: str, problems: _Problems) -> _R
     source_where = where if shorthand else f"{where}.{kinds[0]}"
     found = _source(kinds[0], spec[kinds[0]], spec, source_where, problems)
     rule = _Rule(target, source=found[0], paths=found[1], origin=found[2]) if found else None
-
-    steps_raw = spec.get("transform", [])
-    if not isinstance(steps_raw, list):
-        steps_raw = [steps_raw]
-    steps = []
-    for i, step_spec in enumerate(steps_raw):
-        try:
-            steps.append(compile_step(step_spec))
-        except ValueError as exc:
-            problems.add(f"{where}.transform[{i}]", str(exc))
-
-    lookup: dict[str, Any] | None = None
-    if "map" in spec:
-        if not isinstance(spec["map"], Mapping) or not spec["map"]:
-            problems.add(f"{where}.map", "expected a non-empty mapping {from: to}")
-        else:
-            lookup = {}
-            for key, mapped in spec["map"].items():
-                norm = _lookup_key(key)
-                if norm is None:
-                    problems.add(f"{where}.map", f"map keys are text or numbers, got {key!r}")
-                elif norm in lookup:
-                    problems.add(f"{where}.map.{key}", "duplicate key (keys match ignoring case)")
-                else:
-                    lookup[norm] = mapped
-
+    steps = _steps(spec.get("transform", []), where, problems)
+    lookup = _lookup(spec["map"], f"{where}.map", problems) if "map" in spec else None
     required = spec.get("required", False)
     if not isinstance(required, bool):
         problems.add(f"{where}.required", "expected true or false")
@@ -332,6 +300,46 @@ def _compile_rule(target: str, spec: Any, where: str, problems: _Problems) -> _R
     rule.default = spec.get("default", _UNSET)
     rule.required = required is True
     return rule
+
+
+def _check_keys(spec: Mapping[str, Any], where: str, problems: _Problems) -> None:
+    for key in spec:
+        if key not in SOURCES and key not in MODIFIERS:
+            close = difflib.get_close_matches(str(key), SOURCES + MODIFIERS, n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "expected: " + ", ".join(SOURCES + MODIFIERS)
+            )
+            problems.add(f"{where}.{key}", f"unknown rule key; {hint}")
+
+
+def _steps(raw: Any, where: str, problems: _Problems) -> list[tuple[str, Step]]:
+    """``transform:``, one step or a list of them."""
+    steps = []
+    for i, step_spec in enumerate(raw if isinstance(raw, list) else [raw]):
+        try:
+            steps.append(compile_step(step_spec))
+        except ValueError as exc:
+            problems.add(f"{where}.transform[{i}]", str(exc))
+    return steps
+
+
+def _lookup(table: Any, where: str, problems: _Problems) -> dict[str, Any] | None:
+    """``map: {from: to}``, its keys as :func:`_lookup_key` matches them."""
+    if not isinstance(table, Mapping) or not table:
+        problems.add(where, "expected a non-empty mapping {from: to}")
+        return None
+    lookup: dict[str, Any] = {}
+    for key, mapped in table.items():
+        norm = _lookup_key(key)
+        if norm is None:
+            problems.add(where, f"map keys are text or numbers, got {key!r}")
+        elif norm in lookup:
+            problems.add(f"{where}.{key}", "duplicate key (keys match ignoring case)")
+        else:
+            lookup[norm] = mapped
+    return lookup
 
 
 def compile_mapping(
