@@ -20,9 +20,20 @@ from bridge.destinations import Runtime, load_runtime
 from bridge.metrics import Metrics
 from bridge.store.base import Outcome, Store
 from bridge.store.sqlite import SQLiteStore
+from tests.fakes import Script, install_scripts
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEED_LEAD: dict[str, Any] = json.loads((FIXTURES / "seed_lead.json").read_text())
+
+
+@pytest.fixture
+def scripts() -> Iterator[dict[str, Script]]:
+    """This test's scripts for the scripted connector (tests.fakes), by name:
+    empty at the start, gone at the end, so no test sees another's."""
+    registry: dict[str, Script] = {}
+    install_scripts(registry)
+    yield registry
+    install_scripts(None)
 
 
 @pytest.fixture

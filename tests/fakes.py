@@ -2,7 +2,8 @@
 
 A destination uses the scripted connector with
 ``type: "tests.fakes:ScriptedConnector"`` and ``settings: {script: NAME}``;
-the test registers ``SCRIPTS[NAME] = Script([...])`` with one action per call.
+the test registers ``scripts[NAME] = Script([...])`` with one action per call,
+``scripts`` being the test's own registry (the ``scripts`` fixture).
 """
 
 from __future__ import annotations
@@ -58,7 +59,20 @@ class Script:
         return self.actions.pop(0) if self.actions else "ok"
 
 
-SCRIPTS: dict[str, Script] = {}
+# The running test's scripts by name: installed by the ``scripts`` fixture
+# (tests/conftest.py), so that no script outlives its test.
+_scripts: dict[str, Script] | None = None
+
+
+def install_scripts(scripts: dict[str, Script] | None) -> None:
+    global _scripts
+    _scripts = scripts
+
+
+def current_scripts() -> dict[str, Script]:
+    if _scripts is None:
+        raise AssertionError("a scripted connector needs the test's `scripts` fixture")
+    return _scripts
 
 
 class ScriptedSettings(ConnectorSettings):
@@ -73,7 +87,7 @@ class ScriptedConnector(Connector):
     @property
     def script(self) -> Script:
         assert isinstance(self.settings, ScriptedSettings)
-        return SCRIPTS.setdefault(self.settings.script, Script())
+        return current_scripts().setdefault(self.settings.script, Script())
 
     async def startup(self) -> None:
         script = self.script
@@ -179,4 +193,12 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-__all__ = ["SCRIPTS", "AuthError", "DeliveryError", "FakeClock", "Script", "ScriptedConnector"]
+__all__ = [
+    "AuthError",
+    "DeliveryError",
+    "FakeClock",
+    "Script",
+    "ScriptedConnector",
+    "current_scripts",
+    "install_scripts",
+]

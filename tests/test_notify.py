@@ -20,7 +20,7 @@ from bridge.notify import Notifier, NotifyError
 from bridge.store.base import LeadIn, Outcome
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead, spy_calls
-from tests.fakes import SCRIPTS, Script
+from tests.fakes import Script
 
 T0 = 1_800_000_000.0
 EMAIL = "jane.canary@example.com"
@@ -233,11 +233,11 @@ async def test_webhook_format_carries_the_figures(store: SQLiteStore, receiver: 
 
 
 async def test_the_service_runs_the_notifier_when_alerts_url_is_set(
-    make_runtime: Callable[..., Runtime], receiver: Receiver
+    make_runtime: Callable[..., Runtime], receiver: Receiver, scripts: dict[str, Script]
 ) -> None:
     from bridge.errors import PermanentError
 
-    SCRIPTS["alerts"] = Script([PermanentError("HTTP 422: Unprocessable", status_code=422)])
+    scripts["alerts"] = Script([PermanentError("HTTP 422: Unprocessable", status_code=422)])
     runtime = make_runtime(
         auth={"header_secrets": ["hook-secret-123"]},
         worker={"poll_interval": 0.02},
@@ -266,7 +266,6 @@ async def test_the_service_runs_the_notifier_when_alerts_url_is_set(
             await asyncio.wait_for(receiver.arrived.wait(), timeout=30)
     finally:
         await store.close()
-        SCRIPTS.clear()
 
     assert "• crm: 1 new dead letter(s) (HTTP 422: 1)" in receiver.bodies[0]["text"]
 

@@ -12,12 +12,12 @@ from bridge.store.sqlite import SQLiteStore
 from tests.engine.harness import (
     Harness,
 )
-from tests.fakes import SCRIPTS, FakeClock, Script
+from tests.fakes import FakeClock, Script
 
 
 @pytest.fixture
 async def make_harness(
-    make_runtime: Callable[..., Runtime],
+    make_runtime: Callable[..., Runtime], scripts: dict[str, Script]
 ) -> AsyncIterator[Callable[..., Any]]:
     harnesses: list[Harness] = []
 
@@ -31,7 +31,7 @@ async def make_harness(
         clock = FakeClock()
         for d in destinations:
             if "script" in d["settings"]:
-                SCRIPTS.setdefault(d["settings"]["script"], Script()).clock = clock
+                scripts.setdefault(d["settings"]["script"], Script()).clock = clock
         harness = Harness(runtime, store, clock)
         harnesses.append(harness)
         return harness
@@ -42,4 +42,3 @@ async def make_harness(
             if not engine.stopping:
                 await engine.stop(2)
         await h.store.close()
-    SCRIPTS.clear()

@@ -13,7 +13,7 @@ from bridge.metrics import Metrics
 from bridge.store.base import DeliveryRecord, LeadIn
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import make_lead
-from tests.fakes import SCRIPTS, FakeClock, Script
+from tests.fakes import FakeClock, Script, current_scripts
 from tests.waiting import DEADLINE, eventually
 
 SCHEDULE = [5, 300, 1800, 7200]
@@ -92,8 +92,9 @@ class Harness:
 
 
 def script(name: str, *actions: Any) -> Script:
-    SCRIPTS[name] = Script(list(actions))
-    return SCRIPTS[name]
+    """Register the running test's script ``name`` (the ``scripts`` fixture)."""
+    registered = current_scripts()[name] = Script(list(actions))
+    return registered
 
 
 BATCHING = "tests.fakes:BatchingConnector"

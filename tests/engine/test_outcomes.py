@@ -18,7 +18,6 @@ from tests.engine.harness import (
     script,
     wait_attempts,
 )
-from tests.fakes import SCRIPTS
 
 
 async def test_flaky_destination_is_delivered_once_at_growing_delays(
@@ -87,7 +86,7 @@ async def test_unclassified_exception_is_retried_and_logged_with_traceback(
 
 
 async def test_when_filter_skips_and_lead_is_unrouted(make_harness: Callable[..., Any]) -> None:
-    script("us")
+    s = script("us")
     h: Harness = await make_harness(
         dest("us", when={"field": "data.organization_country", "equals": "Canada"})
     )
@@ -95,14 +94,14 @@ async def test_when_filter_skips_and_lead_is_unrouted(make_harness: Callable[...
     await h.add("led_1")
     row = await h.settle("led_1", "us")
     assert row.status == "skipped"
-    assert SCRIPTS["us"].calls == []
+    assert s.calls == []
     assert (await h.store.status(h.clock.time())).unrouted == 1
 
 
 async def test_mapping_error_is_a_dead_letter_naming_the_field(
     make_harness: Callable[..., Any],
 ) -> None:
-    script("crm")
+    s = script("crm")
     h: Harness = await make_harness(
         dest("crm", mapping={"Email": {"source": "data.email", "required": True}})
     )
@@ -111,7 +110,7 @@ async def test_mapping_error_is_a_dead_letter_naming_the_field(
     row = await h.settle("led_1", "crm")
     assert row.status == "dead"
     assert row.last_error is not None and row.last_error.startswith("mapping error: Email")
-    assert SCRIPTS["crm"].calls == []
+    assert s.calls == []
 
 
 async def test_records_idempotency_key_and_mapped_record(make_harness: Callable[..., Any]) -> None:

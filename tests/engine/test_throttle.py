@@ -19,7 +19,6 @@ from tests.engine.harness import (
     script,
     wait_attempts,
 )
-from tests.fakes import SCRIPTS
 from tests.waiting import eventually
 
 
@@ -180,7 +179,7 @@ async def test_the_api_budget_guard_slows_then_pauses_the_destination(
     row = await h.settle("led_5", "crm")
     assert row.status == "delivered"
     assert engine.destination_states()["crm"]["api_budget"]["state"] == "ok"
-    assert SCRIPTS["crm"].usage == ApiUsage(100, 1000)
+    assert s.usage == ApiUsage(100, 1000)
 
 
 async def test_a_connectors_further_requests_take_tokens_and_respect_a_pause(

@@ -23,7 +23,7 @@ from bridge.store.base import LeadIn, QuarantineIn
 from bridge.store.postgres import PostgresStore
 from bridge.store.postgres_schema import MIGRATIONS
 from tests.conftest import make_lead
-from tests.fakes import SCRIPTS, Script
+from tests.fakes import Script
 from tests.store.conftest import PG_URL
 from tests.store.test_store import T0, lead
 from tests.waiting import eventually
@@ -264,7 +264,10 @@ async def test_intake_answers_503_and_readiness_fails_while_the_database_is_down
 
 
 async def test_workers_back_off_while_the_database_is_down_and_resume_without_restart(
-    make_pg: MakePG, make_runtime: Callable[..., Runtime], caplog: pytest.LogCaptureFixture
+    make_pg: MakePG,
+    make_runtime: Callable[..., Runtime],
+    caplog: pytest.LogCaptureFixture,
+    scripts: dict[str, Script],
 ) -> None:
     """During the outage the claim loop logs claim_failed and waits (it is not a
     crash: no restart, readiness does not list it as down); when the database
@@ -273,7 +276,7 @@ async def test_workers_back_off_while_the_database_is_down_and_resume_without_re
     await proxy.up()
     store = make_pg(f"postgresql://postgres@127.0.0.1:{proxy.port}/test", pool_size=3, timeout=1.0)
     await store.open()
-    script = SCRIPTS["pg-outage"] = Script()
+    script = scripts["pg-outage"] = Script()
     runtime = make_runtime(
         destinations=[
             {
