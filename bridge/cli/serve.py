@@ -323,8 +323,8 @@ def _tune_gil() -> None:
 def _freeze_startup_objects() -> None:
     """Move everything built at startup (modules, config, pydantic models: a few
     hundred thousand objects) out of the garbage collector's sight. Otherwise
-    every full collection walks them all, which paused the event loop for
-    20-50 ms several times in a 10-second intake benchmark."""
+    every full collection walks them all and pauses the event loop
+    (bench/README.md, "Figures behind comments")."""
     gc.collect()
     gc.freeze()
 

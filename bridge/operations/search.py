@@ -82,7 +82,8 @@ def _hash_condition(store: Store, column: str, hashed: bytes) -> tuple[str, list
     index: PostgreSQL's on the column, SQLite's lead_search (bridge/store/search.py)."""
     if store.dialect == "sqlite":
         # As a set of rowids: the planner then never walks every lead newest
-        # first to save the sort (measured with an OR: 170 ms, not 0.1 ms).
+        # first to save the sort, as it may with an OR (bench/README.md,
+        # "Figures behind comments").
         return (
             "l.rowid IN (SELECT i.rowid FROM lead_search s JOIN leads i ON i.id = s.lead_id "
             "WHERE s.hash = ?)",
