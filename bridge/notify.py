@@ -176,55 +176,78 @@ class Notifier:
         destinations += [DestinationStatus(name, {}, 0, None) for name in sorted(down - known)]
         due: list[tuple[Trouble, int]] = []
         for dest in destinations:
-            counts = dest.counts
-            dead = counts.get("dead", 0)
-            pending = counts.get("pending", 0)
-            oldest = dest.oldest_pending_at
-            finished = self._finished.get(dest.destination, 0)
-            watch = self._watch.get(dest.destination)
-            if watch is None:
-                if self._primed_at is None:
-                    # Dead letters that existed before we started watching are not news.
-                    watch = self._watch[dest.destination] = _Watch(
-                        dead, now, finished, now, pending, oldest, dead
-                    )
-                    if dest.destination not in down:
-                        continue
-                else:
-                    # A destination with no rows at the first look: all of it is new.
-                    watch = self._watch[dest.destination] = _Watch(0, self._primed_at, 0, now)
-            if watch.moved(pending, dead, oldest) or finished != watch.finished or pending == 0:
-                watch.finished, watch.progress_at = finished, now
-            if pending and now - watch.progress_at >= self.config.stalled_after:
-                if self._counted_at < now:  # a stall is reported on a fresh count only
-                    await self._count_finished(now)
-                    finished = self._finished.get(dest.destination, 0)
-                if finished != watch.finished:
-                    watch.finished, watch.progress_at = finished, now
-            watch.dead_seen = min(watch.dead_seen, dead)  # a replay took some back
-            new_dead = dead - watch.dead_seen
-            idle = now - watch.progress_at
-            worker_down = dest.destination in down
-            stalled = idle if pending and idle >= self.config.stalled_after else None
-            if new_dead < self.config.dead_letters and stalled is None and not worker_down:
-                continue
-            if now - watch.noticed_at < self.config.min_interval:
-                continue
-            reasons = await self._reasons(dest.destination, watch.since) if new_dead else {}
-            trouble = Trouble(
-                destination=dest.destination,
-                new_dead_letters=new_dead,
-                reasons=reasons,
-                pending=pending,
-                oldest_pending_seconds=round(now - oldest, 1) if oldest is not None else None,
-                stalled_seconds=round(stalled, 1) if stalled is not None else None,
-                worker_down=worker_down,
-            )
-            due.append((trouble, dead))
+            found = await self._assess(dest, now, worker_down=dest.destination in down)
+            if found is not None:
+                due.append(found)
         if self._primed_at is None:
             self._primed_at = now
         if not due:
             return []
+        return await self._notify(due, now)
+
+    def _watch_of(self, dest: DestinationStatus, now: float, worker_down: bool) -> _Watch | None:
+        """The destination's watch, made at its first look; None when nothing
+        about it can be news yet."""
+        watch = self._watch.get(dest.destination)
+        if watch is not None:
+            return watch
+        if self._primed_at is not None:
+            # A destination with no rows at the first look: all of it is new.
+            watch = self._watch[dest.destination] = _Watch(0, self._primed_at, 0, now)
+            return watch
+        # Dead letters that existed before we started watching are not news.
+        dead, pending = dest.counts.get("dead", 0), dest.counts.get("pending", 0)
+        finished = self._finished.get(dest.destination, 0)
+        watch = self._watch[dest.destination] = _Watch(
+            dead, now, finished, now, pending, dest.oldest_pending_at, dead
+        )
+        return watch if worker_down else None
+
+    async def _track_progress(self, watch: _Watch, dest: DestinationStatus, now: float) -> None:
+        """Move the watch's last progress to ``now`` if the destination moved."""
+        pending, dead = dest.counts.get("pending", 0), dest.counts.get("dead", 0)
+        finished = self._finished.get(dest.destination, 0)
+        moved = watch.moved(pending, dead, dest.oldest_pending_at)
+        if moved or finished != watch.finished or pending == 0:
+            watch.finished, watch.progress_at = finished, now
+        if pending and now - watch.progress_at >= self.config.stalled_after:
+            if self._counted_at < now:  # a stall is reported on a fresh count only
+                await self._count_finished(now)
+                finished = self._finished.get(dest.destination, 0)
+            if finished != watch.finished:
+                watch.finished, watch.progress_at = finished, now
+
+    async def _assess(
+        self, dest: DestinationStatus, now: float, *, worker_down: bool
+    ) -> tuple[Trouble, int] | None:
+        """The trouble to report about one destination now (with its dead count), if any."""
+        watch = self._watch_of(dest, now, worker_down)
+        if watch is None:
+            return None
+        await self._track_progress(watch, dest, now)
+        dead, pending = dest.counts.get("dead", 0), dest.counts.get("pending", 0)
+        watch.dead_seen = min(watch.dead_seen, dead)  # a replay took some back
+        new_dead = dead - watch.dead_seen
+        idle = now - watch.progress_at
+        stalled = idle if pending and idle >= self.config.stalled_after else None
+        if new_dead < self.config.dead_letters and stalled is None and not worker_down:
+            return None
+        if now - watch.noticed_at < self.config.min_interval:
+            return None
+        oldest = dest.oldest_pending_at
+        trouble = Trouble(
+            destination=dest.destination,
+            new_dead_letters=new_dead,
+            reasons=await self._reasons(dest.destination, watch.since) if new_dead else {},
+            pending=pending,
+            oldest_pending_seconds=round(now - oldest, 1) if oldest is not None else None,
+            stalled_seconds=round(stalled, 1) if stalled is not None else None,
+            worker_down=worker_down,
+        )
+        return trouble, dead
+
+    async def _notify(self, due: list[tuple[Trouble, int]], now: float) -> list[Trouble]:
+        """Post one notice for every trouble due; the watches remember it was sent."""
         troubles = [trouble for trouble, _ in due]
         try:
             assert self.post is not None

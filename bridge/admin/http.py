@@ -135,6 +135,14 @@ def int_param(text: str | None, name: str, default: int, maximum: int = 2**62) -
     return int(text)
 
 
+def page_limit(text: str | None, default: int, maximum: int = 500) -> int:
+    """``limit``: rows per page, 1 to ``maximum``."""
+    limit = int_param(text, "limit", default)
+    if not 1 <= limit <= maximum:
+        raise BadQuery(f"limit: expected 1 to {maximum}, got {limit}")
+    return limit
+
+
 def parse_body(model: type[BaseModel], raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw or b"{}")

@@ -63,6 +63,19 @@ _ERROR = {
 }
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 
+# The store's counts and a destination's identity, in the status and the overview.
+_STORE_COUNTS = {
+    "leads": {"type": "integer"},
+    "quarantined": {"type": "integer"},
+    "undelivered": {"type": "integer"},
+    "unrouted": {"type": "integer"},
+}
+_DESTINATION = {
+    "name": {"type": "string"},
+    "type": {"type": ["string", "null"]},
+    "configured": {"type": "boolean"},
+    "enabled": {"type": "boolean"},
+}
 _STATES = {
     "type": "object",
     "additionalProperties": {"type": "string", "enum": list(SEARCH_STATUSES)},
@@ -153,19 +166,13 @@ _OPERATOR: dict[str, Any] = {
         "type": "object",
         "properties": {
             "generated_at": _TIME,
-            "leads": {"type": "integer"},
-            "quarantined": {"type": "integer"},
-            "unrouted": {"type": "integer"},
-            "undelivered": {"type": "integer"},
+            **_STORE_COUNTS,
             "destinations": {
                 "type": "array",
                 "items": {
                     "type": "object",
                     "properties": {
-                        "name": {"type": "string"},
-                        "type": {"type": ["string", "null"]},
-                        "configured": {"type": "boolean"},
-                        "enabled": {"type": "boolean"},
+                        **_DESTINATION,
                         "delivered": {"type": "integer"},
                         "pending": {"type": "integer"},
                         "retrying": {"type": "integer"},
@@ -300,20 +307,14 @@ OPENAPI_BASE: dict[str, Any] = {
             "Status": {
                 "type": "object",
                 "properties": {
-                    "leads": {"type": "integer"},
-                    "quarantined": {"type": "integer"},
-                    "undelivered": {"type": "integer"},
-                    "unrouted": {"type": "integer"},
+                    **_STORE_COUNTS,
                     "workers": {"type": "boolean"},
                     "destinations": {
                         "type": "array",
                         "items": {
                             "type": "object",
                             "properties": {
-                                "name": {"type": "string"},
-                                "type": {"type": ["string", "null"]},
-                                "configured": {"type": "boolean"},
-                                "enabled": {"type": "boolean"},
+                                **_DESTINATION,
                                 "counts": {
                                     "type": "object",
                                     "additionalProperties": {"type": "integer"},

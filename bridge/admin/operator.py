@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bridge.admin.http import Handler, actor, int_param, iso, parse_body, query
+from bridge.admin.http import Handler, actor, int_param, iso, page_limit, parse_body, query
 from bridge.intake import error, json_response
 from bridge.operations import audit
 from bridge.operations.credentials import check_destination
@@ -116,9 +116,7 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
           "401": {$ref: "#/components/responses/Unauthorized"}
         """
         q = query(request, ("limit",))
-        limit = int_param(q.get("limit"), "limit", 50)
-        if not 1 <= limit <= 500:
-            raise BadQuery(f"limit: expected 1 to 500, got {limit}")
+        limit = page_limit(q.get("limit"), 50)
         rows = await unrouted_leads(store, limit=limit)
         return json_response(200, {"leads": [{"id": i, "received_at": iso(t)} for i, t in rows]})
 
@@ -212,9 +210,7 @@ def operator_routes(state: AppState, protected: Callable[[Handler], Handler]) ->
           "401": {$ref: "#/components/responses/Unauthorized"}
         """
         q = query(request, ("limit", "before_id", "action"))
-        limit = int_param(q.get("limit"), "limit", 100)
-        if not 1 <= limit <= 500:
-            raise BadQuery(f"limit: expected 1 to 500, got {limit}")
+        limit = page_limit(q.get("limit"), 100)
         before = q.get("before_id")
         entries = await audit.list_audit(
             store,
