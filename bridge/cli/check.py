@@ -59,20 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bridge.destinations import load_runtime
-    from bridge.errors import ConfigError
 
     runtime = load_runtime(args.config, preflight="serve")
-    selected = runtime.destinations
-    if args.destination:
-        known = {d.name for d in runtime.destinations}
-        unknown = [name for name in args.destination if name not in known]
-        if unknown:
-            raise ConfigError(
-                f"no destination named {', '.join(map(repr, unknown))}; "
-                f"configured: {', '.join(sorted(known)) or '(none)'}",
-                "--destination",
-            )
-        selected = [d for d in runtime.destinations if d.name in args.destination]
+    selected = _selected(runtime, args.destination)
     results = asyncio.run(_connect(runtime, selected)) if args.connect else {}
     failed = [name for name, (ok, _) in results.items() if ok is False]
     if args.json:
@@ -84,9 +73,33 @@ def cmd_check(args: argparse.Namespace) -> int:
             }
         )
         return 1 if failed else 0
-    config = runtime.config
+    _print_text(runtime, results)
+    if failed:
+        print(f"lead-bridge: connection check failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _selected(runtime: Runtime, names: list[str] | None) -> list[Destination]:
+    """The destinations ``--destination`` names (all without it); an unknown name is an error."""
+    from bridge.errors import ConfigError
+
+    if not names:
+        return runtime.destinations
+    known = {d.name for d in runtime.destinations}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"no destination named {', '.join(map(repr, unknown))}; "
+            f"configured: {', '.join(sorted(known)) or '(none)'}",
+            "--destination",
+        )
+    return [d for d in runtime.destinations if d.name in names]
+
+
+def _print_text(runtime: Runtime, results: dict[str, tuple[bool | None, str]]) -> None:
     print(f"configuration OK: {len(runtime.destinations)} destination(s)")
-    print(f"  webhook: POST {_base_url(runtime)}{config.server.path}")
+    print(f"  webhook: POST {_base_url(runtime)}{runtime.config.server.path}")
     for dest in runtime.destinations:
         state = "" if dest.config.enabled else " (disabled)"
         rate = f", {dest.rate_per_second:g}/s" if dest.rate_per_second else ""
@@ -98,10 +111,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(line)
     for warning in _warnings(runtime):
         print(f"warning: {warning}", file=sys.stderr)
-    if failed:
-        print(f"lead-bridge: connection check failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _base_url(runtime: Runtime) -> str:
