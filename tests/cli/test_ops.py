@@ -14,72 +14,10 @@ from typing import Any
 
 import pytest
 
-from bridge.cli import main
-from bridge.store.base import LeadIn, Outcome
+from bridge.store.base import LeadIn
 from bridge.store.sqlite import SQLiteStore
+from tests.cli.conftest import DESTS, run
 from tests.conftest import make_lead
-
-DESTS = [
-    {
-        "name": "crm",
-        "type": "jsonl",
-        "settings": {"path": "crm.jsonl"},
-        "mapping": {"Email": "data.email", "Company": "data.organization_name"},
-    },
-    {"name": "chat", "type": "jsonl", "settings": {"path": "chat.jsonl"}},
-]
-
-
-@pytest.fixture
-def config(write_config: Callable[..., Path]) -> Path:
-    path = write_config(destinations=DESTS)
-
-    async def fill() -> None:
-        store = SQLiteStore(f"sqlite:///{path.parent / 'lead-bridge.db'}")
-        await store.open()
-        now = time.time()
-        leads = [LeadIn(i, json.dumps(make_lead(i))) for i in ("led_ok", "led_dead")]
-        await store.ingest(leads, ["crm", "chat"], [], now - 120)
-        claims = await store.claim(destination="crm", limit=10, lease_seconds=60, now=now)
-        outcomes = []
-        for c in claims:
-            if c.lead_id == "led_ok":
-                outcomes.append(
-                    Outcome(
-                        c.delivery_id,
-                        c.lease_token,
-                        "delivered",
-                        "delivered",
-                        now - 60,
-                        0.12,
-                        remote_id="00Q5e00000abc",
-                        status_code=201,
-                    )
-                )
-            else:
-                outcomes.append(
-                    Outcome(
-                        c.delivery_id,
-                        c.lease_token,
-                        "dead",
-                        "dead",
-                        now - 30,
-                        0.05,
-                        error="HTTP 400: REQUIRED_FIELD_MISSING: LastName",
-                        status_code=400,
-                    )
-                )
-        await store.finish(outcomes)
-        await store.close()
-
-    asyncio.run(fill())
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_status_table_and_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,23 +55,6 @@ def test_deliveries_filters(config: Path, capsys: pytest.CaptureFixture[str]) ->
     }
     code, out, _ = run(capsys, "deliveries", "--config", str(config), "--since", "10s")
     assert "no deliveries match" in out
-
-
-def test_show_lead_mapped_records_and_attempts(
-    config: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, _ = run(capsys, "show", "led_dead", "--config", str(config))
-    assert code == 0
-    assert "destination crm: dead, 1 attempt(s)" in out
-    assert "last error: HTTP 400: REQUIRED_FIELD_MISSING: LastName" in out
-    assert '"Email": "sergunich@gmail.com"' in out
-    assert "dead" in out and "50ms" in out
-    code, out, _ = run(capsys, "show", "led_dead", "--config", str(config), "--json")
-    data = json.loads(out)
-    assert data["mapped"]["crm"]["record"] == {"Email": "sergunich@gmail.com", "Company": "Org"}
-    assert [a["outcome"] for a in data["attempts"]] == ["dead"]
-    code, _, err = run(capsys, "show", "nope", "--config", str(config))
-    assert code == 1 and "not stored" in err
 
 
 def test_replay(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
