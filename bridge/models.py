@@ -135,6 +135,16 @@ class StoreStatus:
     destinations: list[DestinationStatus]
 
 
+@dataclass(frozen=True)
+class ReplayFilter:
+    """Which deliveries a replay makes due again (see :meth:`Store.replay`)."""
+
+    lead_id: str | None = None
+    destination: str | None = None
+    dead_only: bool = False
+    force: bool = False  # delivered ones too
+
+
 @dataclass
 class ReplayResult:
     requeued: int = 0

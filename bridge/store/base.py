@@ -47,6 +47,7 @@ from bridge.models import (
     LeadRecord,
     Outcome,
     QuarantineIn,
+    ReplayFilter,
     ReplayResult,
     StoreStatus,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "LeadRecord",
     "Outcome",
     "QuarantineIn",
+    "ReplayFilter",
     "ReplayResult",
     "Store",
     "StoreStatus",
@@ -217,11 +219,8 @@ class Store:
         result = ReplayResult(not_found=1)
         for part in await in_bounded_transactions(
             lambda after: self.replay_part(
+                ReplayFilter(lead_id, destination, dead_only, force),
                 now=now,
-                lead_id=lead_id,
-                destination=destination,
-                dead_only=dead_only,
-                force=force,
                 after=after,
                 limit=PART_ROWS,
             )
@@ -232,15 +231,7 @@ class Store:
         return result
 
     async def replay_part(
-        self,
-        *,
-        now: float,
-        lead_id: str | None,
-        destination: str | None,
-        dead_only: bool,
-        force: bool,
-        after: Any,
-        limit: int,
+        self, which: ReplayFilter, *, now: float, after: Any, limit: int
     ) -> tuple[ReplayResult, Any]:
         """One transaction of :meth:`replay`, from cursor ``after`` (None: the
         start), examining about ``limit`` rows: what it did (``not_found`` set

@@ -42,6 +42,7 @@ from bridge.store.base import (
     LeadIn,
     Outcome,
     QuarantineIn,
+    ReplayFilter,
     ReplayResult,
     outcome_values,
     replay_choice,
@@ -328,27 +329,19 @@ class PostgresStore(PostgresReads, PostgresPrivacy):
             return int(cur.rowcount)
 
     async def replay_part(
-        self,
-        *,
-        now: float,
-        lead_id: str | None,
-        destination: str | None,
-        dead_only: bool,
-        force: bool,
-        after: Any,
-        limit: int,
+        self, which: ReplayFilter, *, now: float, after: Any, limit: int
     ) -> tuple[ReplayResult, Any]:
         # The same parts as SQLite's (bridge.store.sqlite_writes.replay_part).
-        where, params = _filters(lead_id=lead_id, destination=destination)
+        where, params = _filters(lead_id=which.lead_id, destination=which.destination)
         cursor: Any = None
         async with self._connection() as conn, conn.transaction():
-            if lead_id is not None:
-                if dead_only:
+            if which.lead_id is not None:
+                if which.dead_only:
                     where.append(sql.SQL("status = 'dead'"))
                 query = sql.SQL("SELECT id, status FROM deliveries WHERE {} FOR UPDATE")
                 cur = await conn.execute(query.format(sql.SQL(" AND ").join(where)), params)
                 rows = await cur.fetchall()
-            elif dead_only:
+            elif which.dead_only:
                 where.append(sql.SQL("status = 'dead'"))
                 cond = sql.SQL(" AND ").join(where)
                 if after is None:
@@ -370,9 +363,9 @@ class PostgresStore(PostgresReads, PostgresPrivacy):
                     (after or 0, limit),
                 )
                 examined = await cur.fetchall()
-                rows = [(i, st) for i, st, d in examined if destination in (None, d)]
+                rows = [(i, st) for i, st, d in examined if which.destination in (None, d)]
                 cursor = examined[-1][0] if len(examined) == limit else None
-            ids, result = replay_choice(rows, force)
+            ids, result = replay_choice(rows, which.force)
             if ids:
                 await conn.execute(
                     "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, "

@@ -36,6 +36,7 @@ from bridge.store.base import (
     LeadRecord,
     Outcome,
     QuarantineIn,
+    ReplayFilter,
     ReplayResult,
     Store,
     StoreStatus,
@@ -361,18 +362,17 @@ class SQLiteStore(Store):
         return count
 
     async def replay_part(
-        self,
-        *,
-        now: float,
-        lead_id: str | None,
-        destination: str | None,
-        dead_only: bool,
-        force: bool,
-        after: Any,
-        limit: int,
+        self, which: ReplayFilter, *, now: float, after: Any, limit: int
     ) -> tuple[ReplayResult, Any]:
         part: tuple[ReplayResult, Any] = await self._write(
-            "replay_part", now, lead_id, destination, dead_only, force, after, limit
+            "replay_part",
+            now,
+            which.lead_id,
+            which.destination,
+            which.dead_only,
+            which.force,
+            after,
+            limit,
         )
         return part
 
