@@ -4,18 +4,18 @@ Why a process. SQLite releases the GIL while it works, but a writer *thread*
 needs the GIL back after every statement and every returned row, and under
 load the event loop holds it: each hand-over waits for a switch interval, so
 commits took several times longer than SQLite needed, and webhook requests
-waited for them (measured: a 1-lead commit cycle ~6 ms in a thread, ~1.3 ms of
-SQLite work). In its own process the writer has its own GIL and the event loop
-keeps the whole of its own. Webhook bodies go over as raw bytes
-(``ingest_body``) and are parsed here, by the writer itself, just before the
-commit that stores them: the event loop, intake's bottleneck, neither parses
-nor pickles leads.
+waited for them (figures: bench/README.md, "Figures behind comments"). In its
+own process the writer has its own GIL and the event loop keeps the whole of
+its own. Webhook bodies go over as raw bytes (``ingest_body``, the SQLite
+backend's private fast path, see :class:`bridge.intake.BodyStore`) and are
+parsed here, by the writer itself, just before the commit that stores them:
+the event loop, intake's bottleneck, neither parses nor pickles leads.
 
 Why one thread. The process does everything in one thread: read the socket,
 parse, write, answer. A second thread that read and parsed while the writer
 committed ran into the same GIL hand-overs at every SQLite call, and on two
 cores shared with the event loop and the load generator one thread less was
-worth more than the overlap (paired runs: +8 % for 10-lead posts). While the
+worth more than the overlap (measured in paired runs). While the
 writer commits, new requests wait in the socket's buffer (4 MiB; beyond that
 in the parent's outbox, see ``WriterProcess._flush``; intake bounds the
 bytes in flight, see :mod:`bridge.intake`).
@@ -163,12 +163,11 @@ class GroupCommit:
     Webhook requests go in commits of at most INTAKE_CHUNK, each answered as
     soon as it is durable: under load the event loop then sends the first
     chunk's responses (and reads the next requests) while the writer commits
-    the next chunk, instead of the two taking turns over one large batch
-    (instrumented with unbounded batches: batches of 60 and more requests, and
-    the writer idle up to ~9 ms at a time while the loop worked through them;
-    paired runs with a cap of 16-24: 1.13-1.16 x on 10-lead posts, 1.15-1.40 x
-    on 1-lead posts; 8 was too few). Each chunk costs an fsync, so at low
-    concurrency nothing changes: batches are smaller than the cap anyway.
+    the next chunk, instead of the two taking turns over one large batch, which
+    left the writer idle while the loop worked through it (the cap was chosen
+    in paired runs: bench/README.md, "Figures behind comments"). Each chunk
+    costs an fsync, so at low concurrency nothing changes: batches are smaller
+    than the cap anyway.
     """
 
     def __init__(self, conn: sqlite3.Connection, answer: Callable[[list[Answer]], None]) -> None:
