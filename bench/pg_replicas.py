@@ -38,7 +38,9 @@ from drain import CONCURRENCY, WEBHOOK_SECRET, Sink
 from psycopg import sql
 
 
-def write_config(work: Path, url: str, sink_url: str, port: int, name: str) -> Path:
+def write_config(
+    work: Path, url: str, sink_url: str, port: int, name: str, concurrency: int = CONCURRENCY
+) -> Path:
     tree: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "access_log": False, "behind_proxy": True},
         "auth": {"header_secrets": [SECRET]},
@@ -54,7 +56,7 @@ def write_config(work: Path, url: str, sink_url: str, port: int, name: str) -> P
                     "secret": WEBHOOK_SECRET,
                     "allow_private": True,
                 },
-                "flow": {"concurrency": CONCURRENCY},
+                "flow": {"concurrency": concurrency},
             }
         ],
     }
@@ -106,7 +108,10 @@ def one_count(work: Path, base_url: str, sink: Sink, n: int, args: Any) -> dict[
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     ports = [free_port() for _ in range(n)]
-    configs = [write_config(work, url, sink.url, p, f"r{n}-{i}.yaml") for i, p in enumerate(ports)]
+    configs = [
+        write_config(work, url, sink.url, p, f"r{n}-{i}.yaml", args.concurrency)
+        for i, p in enumerate(ports)
+    ]
     py = sys.executable
     try:
         serves = [
@@ -191,6 +196,9 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64, help="in total")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help="the sink destination's, per replica"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
