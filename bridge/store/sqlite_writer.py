@@ -24,9 +24,9 @@ Group commit. The writer takes everything that arrived since its last commit
 and commits it in a few transactions (``synchronous=FULL`` costs an fsync per
 commit, so batching concurrent requests is what makes durable intake fast):
 intake's ``ingest`` operations first and apart, sharing statements, up to
-``INTAKE_CHUNK`` requests a commit (see :class:`GroupCommit`), then at most
-``ENGINE_CHUNK`` other operations (claims, outcomes) in another
-transaction, so a webhook's 200 never waits behind a large batch of delivery
+``INTAKE_CHUNK`` requests a commit (more on a single CPU, see
+:func:`intake_chunk`), then at most ``ENGINE_CHUNK`` other operations (claims,
+outcomes) in another transaction, so a webhook's 200 never waits behind a large batch of delivery
 work. If a batch fails because of one operation (a constraint, a bad value),
 its operations are retried one per transaction, so that operation does not fail
 its neighbours; if the database itself fails (locked, busy, I/O), the whole
@@ -82,6 +82,10 @@ log = logging.getLogger("lead_bridge.store")
 ENGINE_CHUNK = 32
 # Webhook requests committed (and answered) together at most; see GroupCommit.
 INTAKE_CHUNK = 24
+# The same when the writer has a single CPU (see intake_chunk).
+ONE_CPU_CHUNK = 256
+# cgroup v2: "QUOTA PERIOD" or "max PERIOD" (a container given --cpus=1).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # Frames, and bytes, taken from the socket at a time at most (about: reading
 # stops once either is reached); the rest waits in the socket.
 MAX_FRAMES = 2000
@@ -168,11 +172,18 @@ class GroupCommit:
     in paired runs: bench/README.md, "Figures behind comments"). Each chunk
     costs an fsync, so at low concurrency nothing changes: batches are smaller
     than the cap anyway.
+    ``chunk`` is that cap (:func:`intake_chunk`).
     """
 
-    def __init__(self, conn: sqlite3.Connection, answer: Callable[[list[Answer]], None]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        answer: Callable[[list[Answer]], None],
+        chunk: int = INTAKE_CHUNK,
+    ) -> None:
         self.conn = conn
         self.answer = answer
+        self.chunk = chunk
 
     def run(self, reader: FrameReader) -> None:
         """Until the parent's end of the socket closes and everything received
@@ -186,8 +197,9 @@ class GroupCommit:
                 ended, frames = True, []
             for request in frames:
                 (ingests if request[1] in INGESTS else others).append(request)
-            for start in range(0, len(ingests), INTAKE_CHUNK):
-                self.commit_and_answer([_prepare(r) for r in ingests[start : start + INTAKE_CHUNK]])
+            chunk = self.chunk
+            for start in range(0, len(ingests), chunk):
+                self.commit_and_answer([_prepare(r) for r in ingests[start : start + chunk]])
             if others:
                 self.commit_and_answer(
                     [others.popleft() for _ in range(min(ENGINE_CHUNK, len(others)))]
@@ -257,6 +269,27 @@ def _prepare(request: Request) -> Request:
         return rid, "fail", (f"{type(exc).__name__}: {exc}",)
 
 
+def usable_cpus(cgroup: Path = CGROUP_CPU_MAX) -> float:
+    """The CPUs this process may use: its affinity (taskset, a cpuset), capped
+    by a cgroup v2 CPU quota if one is set."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = cgroup.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def intake_chunk(cpus: float) -> int:
+    """Webhook requests per commit at most. Chunks pay off when the event loop
+    answers one chunk on another CPU while the writer commits the next; on a
+    single CPU the two only take turns, and every chunk is one more commit and
+    fsync (bench/README.md, "Fourth session": CPU per request on one core)."""
+    return INTAKE_CHUNK if cpus > 1.5 else ONE_CPU_CHUNK
+
+
 # The signals a whole process group gets when the service is stopped; the parent
 # handles them and then closes the writer's channel.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
@@ -288,7 +321,9 @@ def child_main(argv: Sequence[str]) -> int:
         return 1
     send_frame(sock, ("ready", os.getpid()))
     try:
-        GroupCommit(conn, lambda answers: send_frame(sock, answers)).run(FrameReader(sock))
+        GroupCommit(
+            conn, lambda answers: send_frame(sock, answers), intake_chunk(usable_cpus())
+        ).run(FrameReader(sock))
     except OSError:  # the parent is gone: nobody waits for answers any more
         return 0
     finally:

@@ -279,10 +279,13 @@ def test_the_writer_enforces_foreign_keys_after_intake_batches(
     conn.close()
 
 
-def test_webhook_requests_are_committed_and_answered_in_chunks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cpus", [1.0, 2.0])
+def test_webhook_requests_are_committed_and_answered_in_chunks(tmp_path: Path, cpus: float) -> None:
     from bridge.store import sqlite_writes
     from bridge.store.sqlite_schema import connect, migrate
-    from bridge.store.sqlite_writer import INTAKE_CHUNK, GroupCommit
+    from bridge.store.sqlite_writer import GroupCommit, intake_chunk
+
+    chunk = intake_chunk(cpus)
 
     class Arrived:
         """Everything at once, then the end of the stream."""
@@ -295,15 +298,15 @@ def test_webhook_requests_are_committed_and_answered_in_chunks(tmp_path: Path) -
 
     conn = connect(tmp_path / "chunks.db", "FULL")
     migrate(conn)
-    count = 2 * INTAKE_CHUNK + 2
+    count = 2 * chunk + 2
     frames: list[object] = [
         (rid, "ingest", (sqlite_writes.lead_rows([lead(f"l{rid}")], 0.0), ("crm",), [], 0.0))
         for rid in range(count)
     ]
     answers: list[list[tuple[int, object, object]]] = []
-    GroupCommit(conn, answers.append).run(Arrived(frames))  # type: ignore[arg-type]
+    GroupCommit(conn, answers.append, chunk).run(Arrived(frames))  # type: ignore[arg-type]
     # One commit and one answer per chunk, so the first ones go out while the rest commit.
-    assert [len(a) for a in answers] == [INTAKE_CHUNK, INTAKE_CHUNK, 2]
+    assert [len(a) for a in answers] == [chunk, chunk, 2]
     assert [rid for a in answers for rid, _, _ in a] == list(range(count))
     assert all(error is None for a in answers for _, _, error in a)
     assert conn.execute("SELECT count(*) FROM leads").fetchone() == (count,)
@@ -378,3 +381,24 @@ async def test_a_dead_writer_is_reaped_off_the_event_loop(
     assert waits and all(thread is not threading.main_thread() for thread, _ in waits)
     result = await store.ingest([lead("after")], ["crm"], [], 2.0)  # a new writer
     assert result.accepted == ["after"]
+
+
+def test_a_single_cpu_commits_larger_chunks(tmp_path: Path) -> None:
+    from bridge.store.sqlite_writer import (
+        INTAKE_CHUNK,
+        ONE_CPU_CHUNK,
+        intake_chunk,
+        usable_cpus,
+    )
+
+    assert intake_chunk(2.0) == intake_chunk(8.0) == INTAKE_CHUNK
+    assert intake_chunk(1.0) == intake_chunk(1.5) == ONE_CPU_CHUNK > INTAKE_CHUNK
+    affinity = float(len(os.sched_getaffinity(0)))
+    cpu_max = tmp_path / "cpu.max"
+    assert usable_cpus(cpu_max) == affinity  # no cgroup file
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) == affinity
+    cpu_max.write_text("100000 100000\n")  # a container given one CPU
+    assert usable_cpus(cpu_max) == min(affinity, 1.0)
+    cpu_max.write_text("not a quota\n")
+    assert usable_cpus(cpu_max) == affinity
