@@ -145,6 +145,25 @@ class ErasePlan(EraseTargets):
             )
 
 
+# One erasure part as both backends run it, in one transaction and in this
+# order: (report field, statement, the part's ids it takes). ``{ids}`` is the
+# backend's test of membership in a list (SQLite ``IN (?, ...)``, PostgreSQL
+# ``= ANY(%s)``), ``{mark}`` its placeholder. Children go before their lead.
+ERASE_BEFORE_LEADS = (
+    ("attempts", "DELETE FROM attempts WHERE lead_id {ids}", "lead_ids"),
+    ("attempts", "DELETE FROM attempts WHERE id {ids}", "attempt_ids"),
+    ("deliveries", "DELETE FROM deliveries WHERE lead_id {ids}", "lead_ids"),
+)
+# The leads themselves (what each backend does with the deleted rows differs:
+# SQLite also drops their search entries, from the payloads it returns).
+ERASE_LEADS = "DELETE FROM leads WHERE id {ids} RETURNING id"
+ERASE_AFTER_LEADS = (
+    ("quarantine", "DELETE FROM quarantine WHERE id {ids}", "quarantine_ids"),
+    # other leads' delivery errors that quoted the address: parameters ERASED_ERROR, ids
+    ("errors_scrubbed", "UPDATE deliveries SET last_error = {mark} WHERE id {ids}", "scrub_ids"),
+)
+
+
 Step = tuple[str, list[Any], Callable[[Sequence[Sequence[Any]]], None]]
 
 _PAGE = 500

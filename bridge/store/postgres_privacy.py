@@ -15,8 +15,17 @@ from bridge.store.base import (
     quarantine_cutoff_query,
     quarantine_drop_condition,
 )
-from bridge.store.erasure import ERASED_ERROR, ErasePart, ErasePlan, PlanBuilder
+from bridge.store.erasure import (
+    ERASE_AFTER_LEADS,
+    ERASE_BEFORE_LEADS,
+    ERASE_LEADS,
+    ERASED_ERROR,
+    ErasePart,
+    ErasePlan,
+    PlanBuilder,
+)
 from bridge.store.postgres_base import PostgresBase
+from bridge.store.sql_shared import PURGE_SET, PURGEABLE
 
 
 class PostgresPrivacy(PostgresBase):
@@ -27,15 +36,11 @@ class PostgresPrivacy(PostgresBase):
         # from the cursor; one statement, so one short transaction.
         start, start_id = after if after is not None else (float("-inf"), "")
         rows = await self._fetch(
-            "WITH part AS (SELECT received_at, id FROM leads WHERE received_at < %s "
+            "WITH part AS (SELECT received_at, id FROM leads WHERE received_at < %s "  # noqa: S608 - our constants
             "AND received_at >= %s AND (received_at, id) > (%s, %s) "
             "ORDER BY received_at, id LIMIT %s), "
-            "purged AS (UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "
-            "purged_at = %s FROM part WHERE leads.id = part.id AND leads.payload IS NOT NULL "
-            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id "
-            "AND d.status NOT IN ('delivered', 'skipped')) "
-            # A lead never given a delivery (no destination then) is not delivered.
-            "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id) RETURNING 1) "
+            f"purged AS (UPDATE leads SET {PURGE_SET.format(mark='%s')} FROM part "
+            f"WHERE leads.id = part.id AND {PURGEABLE} RETURNING 1) "
             "SELECT (SELECT count(*) FROM purged), (SELECT count(*) FROM part), last.* "
             "FROM (SELECT 1) AS one LEFT JOIN (SELECT received_at, id FROM part "
             "ORDER BY received_at DESC, id DESC LIMIT 1) AS last ON true",
@@ -103,23 +108,17 @@ class PostgresPrivacy(PostgresBase):
                 )
         async with self._connection() as conn, conn.transaction():
 
-            async def run(query: str, *params: Any) -> int:
-                return int((await conn.execute(query, params)).rowcount)  # type: ignore[arg-type]
+            async def run(steps: Sequence[tuple[str, str, str]]) -> None:
+                for field, query, source in steps:
+                    params: list[Any] = [list(getattr(part, source))]
+                    if "{mark}" in query:
+                        params.insert(0, ERASED_ERROR)
+                    cur = await conn.execute(query.format(ids="= ANY(%s)", mark="%s"), params)
+                    setattr(report, field, getattr(report, field) + int(cur.rowcount))
 
-            report.attempts = await run("DELETE FROM attempts WHERE lead_id = ANY(%s)", ids)
-            report.attempts += await run(
-                "DELETE FROM attempts WHERE id = ANY(%s)", list(part.attempt_ids)
-            )
-            report.deliveries = await run("DELETE FROM deliveries WHERE lead_id = ANY(%s)", ids)
-            cur = await conn.execute("DELETE FROM leads WHERE id = ANY(%s) RETURNING id", (ids,))
+            await run(ERASE_BEFORE_LEADS)
+            cur = await conn.execute(ERASE_LEADS.format(ids="= ANY(%s)"), (ids,))
             report.lead_ids = sorted(r[0] for r in await cur.fetchall())
             report.leads = len(report.lead_ids)
-            report.quarantine = await run(
-                "DELETE FROM quarantine WHERE id = ANY(%s)", list(part.quarantine_ids)
-            )
-            report.errors_scrubbed = await run(
-                "UPDATE deliveries SET last_error = %s WHERE id = ANY(%s)",
-                ERASED_ERROR,
-                list(part.scrub_ids),
-            )
+            await run(ERASE_AFTER_LEADS)
         return report

@@ -1,6 +1,6 @@
 """What both SQL backends (SQLite, PostgreSQL) write and read the same way:
 the deliveries columns and their record, the values an outcome writes, which
-deliveries a replay requeues, the quarantine retention queries, and which
+deliveries a replay requeues, the payload purge, the quarantine retention queries, and which
 migrations a database still needs. ``mark`` is the backend's placeholder.
 """
 
@@ -16,6 +16,18 @@ from bridge.models import DeliveryRecord, Outcome, ReplayResult
 DELIVERY_COLUMNS = (
     "id, lead_id, destination, status, attempts, created_at, next_attempt_at, "
     "lease_token, last_error, last_status_code, remote_id, delivered_at, updated_at"
+)
+
+
+# Retention's payload purge, both backends: what a purged lead row becomes
+# ({mark}: the purge time), and which leads of a part qualify (every delivery
+# finished; a lead never given a delivery, for lack of a destination then, is
+# not delivered).
+PURGE_SET = "payload = NULL, email_hash = NULL, phone_hash = NULL, purged_at = {mark}"
+PURGEABLE = (
+    "leads.payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d "
+    "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
+    "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id)"
 )
 
 

@@ -27,8 +27,9 @@ from bridge.store.base import (
     quarantine_drop_condition,
     replay_choice,
 )
-from bridge.store.erasure import ERASED_ERROR
+from bridge.store.erasure import ERASE_AFTER_LEADS, ERASE_BEFORE_LEADS, ERASE_LEADS, ERASED_ERROR
 from bridge.store.search import INDEXED_ROWID, SearchHasher
+from bridge.store.sql_shared import PURGE_SET, PURGEABLE
 
 # Values per lead in an Ingest's flat ``rows``, in the order of the leads
 # table's INSERT: id, received_at, created, url, payload. The search hashes are
@@ -509,13 +510,8 @@ def purge_payloads_part(
     purged = {
         row[0]
         for row in conn.execute(
-            "UPDATE leads SET payload = NULL, email_hash = NULL, phone_hash = NULL, "  # noqa: S608
-            f"purged_at = ? WHERE rowid IN ({','.join('?' * len(leads))}) "
-            "AND payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d "
-            "WHERE d.lead_id = leads.id AND d.status NOT IN ('delivered', 'skipped')) "
-            # A lead never given a delivery (no destination then) is not delivered.
-            "AND EXISTS (SELECT 1 FROM deliveries d WHERE d.lead_id = leads.id) "
-            "RETURNING rowid",
+            f"UPDATE leads SET {PURGE_SET.format(mark='?')} "  # noqa: S608
+            f"WHERE rowid IN ({','.join('?' * len(leads))}) AND {PURGEABLE} RETURNING rowid",
             (time.time(), *(lead[1] for lead in leads)),
         )
     }
@@ -536,21 +532,26 @@ def erase_part(
 ) -> EraseReport:
     """One part of an erasure plan (:mod:`bridge.store.erasure`), one transaction."""
     report = EraseReport()
+    part = {
+        "lead_ids": lead_ids,
+        "quarantine_ids": quarantine_ids,
+        "attempt_ids": attempt_ids,
+        "scrub_ids": scrub_ids,
+    }
 
-    def delete(sql: str, ids: Sequence[Any]) -> int:
-        if not ids:
-            return 0
-        marks = ",".join("?" * len(ids))
-        return conn.execute(sql.format(marks), list(ids)).rowcount
+    def run(steps: Sequence[tuple[str, str, str]]) -> None:
+        for field, sql, source in steps:
+            if ids := list(part[source]):
+                marks = ",".join("?" * len(ids))
+                params = [ERASED_ERROR, *ids] if "{mark}" in sql else ids
+                count = conn.execute(sql.format(ids=f"IN ({marks})", mark="?"), params).rowcount
+                setattr(report, field, getattr(report, field) + count)
 
-    report.attempts = delete("DELETE FROM attempts WHERE lead_id IN ({})", lead_ids)
-    report.attempts += delete("DELETE FROM attempts WHERE id IN ({})", attempt_ids)
-    report.deliveries = delete("DELETE FROM deliveries WHERE lead_id IN ({})", lead_ids)
+    run(ERASE_BEFORE_LEADS)
     if lead_ids:
         marks = ",".join("?" * len(lead_ids))
         deleted = conn.execute(
-            f"DELETE FROM leads WHERE id IN ({marks}) RETURNING id, payload",  # noqa: S608
-            list(lead_ids),
+            ERASE_LEADS.format(ids=f"IN ({marks})") + ", payload", list(lead_ids)
         ).fetchall()
         _drop_search_entries(conn, deleted)  # the search entries of the erased leads
         gone = [lid for lid, _ in deleted]
@@ -560,13 +561,7 @@ def erase_part(
             "INSERT INTO erased_leads (id, erased_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
             [(lid, now) for lid in gone],
         )
-    report.quarantine = delete("DELETE FROM quarantine WHERE id IN ({})", quarantine_ids)
-    if scrub_ids:
-        marks = ",".join("?" * len(scrub_ids))
-        report.errors_scrubbed = conn.execute(
-            f"UPDATE deliveries SET last_error = ? WHERE id IN ({marks})",  # noqa: S608
-            [ERASED_ERROR, *scrub_ids],
-        ).rowcount
+    run(ERASE_AFTER_LEADS)
     return report
 
 
