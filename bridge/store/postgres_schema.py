@@ -1,6 +1,7 @@
 """PostgreSQL schema: the migrations, in order (SQLite's are in sqlite_schema.py).
 
-Append a new migration at the end; never edit one that has shipped. Replicas
+Append a new migration at the end; never edit one that has shipped; update the
+current schema both backends' histories add up to in schema.py with it. Replicas
 starting at once apply them exactly once (PostgresStore._migrate holds an
 advisory lock keyed by MIGRATION_LOCK and the schema name).
 """

@@ -1,4 +1,8 @@
-"""SQLite schema and connections, shared by the store and its writer process."""
+"""SQLite schema and connections, shared by the store and its writer process.
+
+A new migration also updates the current schema declared in schema.py
+(tests/store/test_schema.py compares them).
+"""
 
 from __future__ import annotations
 
