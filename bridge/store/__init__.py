@@ -1,4 +1,4 @@
-"""Durable storage. ``open_store`` picks the backend from ``storage.url``."""
+"""Durable storage. ``create_store`` picks the backend from ``storage.url``."""
 
 from __future__ import annotations
 

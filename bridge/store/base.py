@@ -1,6 +1,6 @@
 """The store interface: everything Lead Bridge keeps durably goes through here.
 
-Tables (the same on every backend: ``sqlite_schema.py``, ``postgres_schema.py``):
+Tables (the same on every backend, declared once in ``schema.py``):
 
 * ``leads``       one row per lead id, with the original JSON (``payload``);
 * ``deliveries``  the transactional outbox: one row per (lead, destination),
