@@ -130,7 +130,7 @@ def create_app(
 
             state.engine = Engine(the_store, runtime.active, state.metrics, config.worker)
             await state.engine.start()
-            intake.on_commit = state.engine.intake_committed
+            intake.on_commit = state.engine.wake
         if run_workers and config.alerts.url is not None:
             from bridge.notify import Notifier
 

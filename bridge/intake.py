@@ -189,9 +189,9 @@ class Intake:
         self.max_inflight_bytes = max_inflight_bytes
         self.inflight_bytes = 0  # bodies given to the store, not yet answered by it
         self.clock = clock
-        # Called with the commit's wait after a commit that created deliveries
-        # (wakes and paces the in-process engine).
-        self.on_commit: Callable[[float], None] | None = None
+        # Called after a commit that created deliveries: wakes the in-process
+        # engine (claims now, not at its next poll).
+        self.on_commit: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ auth
 
@@ -310,7 +310,6 @@ class Intake:
             self.metrics.request("overloaded")
             event(log, "webhook", logging.WARNING, outcome="overloaded", status=503, bytes=size)
             return _error(503, "overloaded", "too many leads are waiting to be stored; retry later")
-        committing = time.perf_counter()
         self.inflight_bytes += size
         try:
             result = await self.ingest_body(body, self.destinations, self.clock())
@@ -341,7 +340,7 @@ class Intake:
                 access(log, "webhook", outcome="probe", leads=0, status=200)
             return 200, {"accepted": 0, "duplicates": 0, "rejected": 0}
         if result.accepted and self.destinations and self.on_commit is not None:
-            self.on_commit(time.perf_counter() - committing)
+            self.on_commit()
         accepted, duplicates, rejected = (
             len(result.accepted),
             len(result.duplicates),

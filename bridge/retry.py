@@ -1,8 +1,8 @@
-"""Backoff across attempts, Retry-After handling, and flow control primitives.
+"""Backoff across attempts, Retry-After handling, and the token bucket.
 
 Across attempts the schedule is stored in the database (``next_attempt_at``),
 so it survives restarts. Inside one attempt, connection errors get a short
-tenacity retry (see ``engine.py``); nothing here sleeps for long.
+tenacity retry (see bridge/engine/attempt.py); nothing here sleeps for long.
 """
 
 from __future__ import annotations
@@ -127,77 +127,3 @@ class TokenBucket:
         """A 429 says we were too fast: start over from an empty bucket."""
         self._refill()
         self.tokens = 0.0
-
-
-class IntakeFirst:
-    """Paces the delivery engine while intake shares its process, so intake stays fast.
-
-    In `lead-bridge serve` intake and the engine share one event loop and one
-    SQLite writer. Draining a backlog to a fast destination at full speed makes
-    every commit carry hundreds of outcomes and claims, and a webhook request
-    waits for those commits: p99 6x idle, measured with bench/drain.py. So while
-    intake is active (it committed within ``window`` seconds), the engine's
-    start rate follows the commit waits it observes — intake's own (reported by
-    intake) and the engine's: above ``budget`` the rate halves, below it grows back
-    step by step (AIMD, as TCP does with congestion). A slow destination never
-    congests the writer and is not slowed; without intake (`lead-bridge
-    worker`) nothing is limited.
-    """
-
-    def __init__(
-        self,
-        *,
-        budget: float = 0.003,
-        window: float = 2.0,
-        period: float = 0.02,
-        floor: float = 20.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self.budget = budget
-        self.window = window
-        self.period = period
-        self.floor = floor
-        self.clock = clock
-        self.rate: float | None = None  # deliveries/s; None: unlimited
-        self.intake_at = -window
-        self._tokens = 0.0
-        self._worst = 0.0
-        self._starts = 0
-
-    def intake_active(self) -> None:
-        self.intake_at = self.clock()
-
-    def observe(self, round_trip: float) -> None:
-        """The engine's commit took ``round_trip`` seconds from request to result."""
-        self._worst = max(self._worst, round_trip)
-
-    def take(self) -> bool:
-        """May one more delivery start now?"""
-        if self.rate is not None:
-            if self._tokens < 1.0:
-                return False
-            self._tokens -= 1.0
-        self._starts += 1
-        return True
-
-    def tick(self) -> None:
-        """Once per ``period``: adjust the rate, refill the allowance."""
-        if self.clock() - self.intake_at > self.window:
-            self.rate = None
-        elif self._worst > self.budget:
-            current = self.rate if self.rate is not None else self._starts / self.period
-            self.rate = max(self.floor, current / 2)
-        elif self.rate is not None:
-            self.rate = self.rate * 1.05 + 10.0
-        self._worst = 0.0
-        self._starts = 0
-        if self.rate is not None:
-            # At most one period's worth at once: no burst after a quiet spell.
-            self._tokens = min(self._tokens + self.rate * self.period, self.rate * self.period + 1)
-
-    async def run(self, kick: Callable[[], None]) -> None:
-        """Tick forever; ``kick`` resumes deliveries held back for want of allowance."""
-        while True:
-            await asyncio.sleep(self.period)
-            self.tick()
-            kick()

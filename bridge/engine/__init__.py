@@ -13,8 +13,8 @@ destination never holds up another one, nor intake. Where each part lives:
 - ``finisher``: outcomes committed in batches.
 """
 
-from bridge.engine.finisher import Finisher
+from bridge.engine.finisher import Finisher, outcome_finisher
 from bridge.engine.outcomes import idempotency_key
 from bridge.engine.supervisor import Engine
 
-__all__ = ["Engine", "Finisher", "idempotency_key"]
+__all__ = ["Engine", "Finisher", "idempotency_key", "outcome_finisher"]

@@ -121,7 +121,7 @@ class Attempts:
         """Commit one lead's outcome (fenced by its lease), count and log it."""
         ctx = self.ctx
         try:
-            applied = await ctx.finisher.finish(outcome)
+            applied = await ctx.finisher.submit(outcome)
         except StoreError as exc:
             # The lease will expire and the delivery will be attempted again.
             event(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from bridge.config import WorkerConfig
 from bridge.engine.finisher import Finisher
 from bridge.metrics import Metrics
-from bridge.retry import Clock, IntakeFirst, Sleep
+from bridge.retry import Clock, Sleep
 from bridge.store.base import Store
 
 
@@ -19,7 +19,6 @@ class EngineContext:
     metrics: Metrics
     worker: WorkerConfig
     finisher: Finisher
-    share: IntakeFirst
     clock: Clock  # wall clock (leases, pauses, due times)
     monotonic: Clock  # deadlines, rate tokens
     sleep: Sleep

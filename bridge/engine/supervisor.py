@@ -17,11 +17,11 @@ from typing import Any
 from bridge.config import WorkerConfig
 from bridge.destinations import Destination
 from bridge.engine.context import EngineContext
-from bridge.engine.finisher import Finisher
+from bridge.engine.finisher import outcome_finisher
 from bridge.engine.worker import DestinationWorker
 from bridge.logs import event
 from bridge.metrics import Metrics
-from bridge.retry import Clock, IntakeFirst, Sleep
+from bridge.retry import Clock, Sleep
 from bridge.store.base import Store
 
 log = logging.getLogger("lead_bridge.engine")
@@ -50,20 +50,17 @@ class Engine:
         self.clock = clock
         self.restart_backoff = restart_backoff
         self._stop_event = asyncio.Event()
-        self.share = IntakeFirst()
-        self.finisher = Finisher(store, self.share.observe)
+        self.finisher = outcome_finisher(store)
         self.ctx = EngineContext(
             store=store,
             metrics=metrics,
             worker=worker,
             finisher=self.finisher,
-            share=self.share,
             clock=clock,
             monotonic=monotonic,
             sleep=sleep,
             rng=rng,
         )
-        self._share_task: asyncio.Task[None] | None = None
         self.workers = [DestinationWorker(self.ctx, d) for d in destinations if d.config.enabled]
 
     @property
@@ -71,9 +68,6 @@ class Engine:
         return self.ctx.stopping
 
     async def start(self) -> None:
-        self._share_task = asyncio.create_task(
-            self.share.run(self._kick), name="lead-bridge-intake-first"
-        )
         for w in self.workers:
             # Starting counts as running: only a crashed loop is down (else /readyz
             # would name every destination until its loop is first scheduled).
@@ -132,35 +126,17 @@ class Engine:
         now = self.clock()
         return {w.name: _state(w, now) for w in self.workers}
 
-    def _kick(self) -> None:
-        for w in self.workers:
-            w.start_queued()
-
     def wake(self) -> None:
         """New deliveries are due (a replay, say): claim now, not at the next poll."""
         for w in self.workers:
             w.wakeup.set()
 
-    def intake_committed(self, latency: float) -> None:
-        """Intake in this process committed leads, waiting ``latency`` seconds for it.
-
-        That is how the engine knows it shares the loop and the store with intake,
-        and the wait intake saw is the congestion signal it paces itself by (see
-        :class:`bridge.retry.IntakeFirst`).
-        """
-        self.share.intake_active()
-        self.share.observe(latency)
-        self.wake()
-
     async def stop(self, timeout: float) -> None:
         """Stop claiming, let in-flight attempts finish within ``timeout``, release leases."""
         self.ctx.stopping = True
         self._stop_event.set()
-        if self._share_task is not None:
-            self._share_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._share_task
         await asyncio.gather(*(w.stop(timeout) for w in self.workers))
+        await self.finisher.close()
         event(log, "engine_stopped")
 
 

@@ -137,13 +137,14 @@ class DestinationWorker:
     def _room(self) -> int:
         """How many more deliveries to claim.
 
-        Up to two rounds of the destination's concurrency are held: one being
-        sent, one queued or waiting for its outcome's commit. Claiming ahead
-        keeps claims large (one store round trip per many deliveries) when the
-        engine is paced.
+        Up to three rounds of the destination's concurrency are held: one being
+        sent, one queued, one waiting for its outcomes' commit. Claiming ahead
+        keeps claims large (one store round trip per many deliveries) and the
+        slots busy while the store spaces the engine's writes behind intake's
+        (see :mod:`bridge.store.writer_share`), when a commit takes a while.
         """
         held = len(self.inflight) + len(self.queued)
-        calls = 2 * self.capacity
+        calls = 3 * self.capacity
         if self.dest.rate_per_second:
             # Do not hold leases on more than we can send well within the lease.
             calls = min(calls, max(1, int(self.dest.rate_per_second * self.lease / 4)))
@@ -155,14 +156,7 @@ class DestinationWorker:
         if self.throttle.paused():
             return
         free = self.capacity - len(self.calls)
-        share = self.ctx.share
-        while (
-            free > 0
-            and self.queued
-            and not self.ctx.stopping
-            and self._batch_ready()
-            and share.take()
-        ):
+        while free > 0 and self.queued and not self.ctx.stopping and self._batch_ready():
             claims = [self.queued.popleft() for _ in range(min(self.batch, len(self.queued)))]
             key = claims[0].delivery_id
             ids = [claim.delivery_id for claim in claims]

@@ -53,6 +53,7 @@ from bridge.store.sqlite_writes import (
     lead_rows,
     reset_search_watermark,
 )
+from bridge.store.writer_share import DELIVERY_OPS, INTAKE_OPS, WriterShare
 
 # Erasure's WAL checkpoint: tries, and seconds between them, while it is busy.
 CHECKPOINT_TRIES = 50
@@ -111,6 +112,8 @@ class SQLiteStore(Store):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = True
+        # Intake first, delivery its share of the one writer (see writer_share).
+        self.share = WriterShare()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -121,6 +124,7 @@ class SQLiteStore(Store):
         await asyncio.to_thread(self._migrate)
         await asyncio.to_thread(self._prepare_search_index)
         self._writer = await self._spawn_writer()
+        self.share = WriterShare()  # bound to this event loop
         self._indexer = asyncio.create_task(self._run_indexer(), name="sqlite-search-indexer")
         self._closed = False
         self._checkpoint_stop.clear()
@@ -268,8 +272,17 @@ class SQLiteStore(Store):
         one: the writes that were waiting failed with StoreUnavailable (503 for
         a webhook, so the provider sends again) and nothing committed is lost.
         """
+        if name in DELIVERY_OPS:
+            async with self.share.delivery():
+                writer = await self._live_writer()
+                return await writer.submit(name, args)
         writer = await self._live_writer()
-        return await writer.submit(name, args)
+        if name not in INTAKE_OPS:
+            return await writer.submit(name, args)
+        token, start = self.share.intake_started(), time.perf_counter()
+        result = await writer.submit(name, args)
+        self.share.intake_done(token, time.perf_counter() - start, len(result.accepted))
+        return result
 
     async def _live_writer(self) -> WriterProcess:
         if self._closed:
@@ -353,6 +366,7 @@ class SQLiteStore(Store):
         if not outcomes:
             return []
         applied: list[bool] = await self._write("finish", list(outcomes))
+        self.share.finished(len(applied))
         return applied
 
     async def release(self, leases: Sequence[tuple[int, str]], now: float) -> int:
