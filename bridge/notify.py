@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bridge.config import AlertsConfig
@@ -299,22 +298,22 @@ class Notifier:
         assert self.config.url is not None
         from connectors import _http
 
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
-        # The address guard of the connectors: alerts.url comes from the config too.
-        guarded = _http.connector(max_connections=1, allow_private=self.config.allow_private)
+        # The connectors' client and address guard: alerts.url comes from the config too.
+        client = _http.make_client(
+            timeout=self.config.timeout,
+            max_connections=1,
+            allow_private=self.config.allow_private,
+        )
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout, connector=guarded) as session,
-                session.post(
+            async with client:
+                response = await client.post(
                     self.config.url.get_secret_value(),
-                    data=body,
+                    content=body,
                     headers={"content-type": "application/json"},
-                    allow_redirects=False,
-                ) as response,
-            ):
-                if not 200 <= response.status < 300:
-                    raise NotifyError(f"HTTP {response.status}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                )
+            if not 200 <= response.status_code < 300:
+                raise NotifyError(f"HTTP {response.status_code}")
+        except _http.TRANSPORT_ERRORS as exc:
             refused = _http.address_refused(exc)
             if refused is not None:
                 raise NotifyError(f"alerts.url refused: {refused}") from exc

@@ -1,29 +1,30 @@
-"""The HTTP seam shared by the Slack and webhook connectors.
+"""The HTTP seam of every connector: one transport, one address guard, one
+classification of failures.
 
-Two clients, chosen by how hot the path is (measured on one core, POSTs of one
-lead to a local sink, see bench/README.md):
+Connectors speak httpx: an ``httpx.AsyncClient`` from :func:`make_client`
+(Slack, the Salesforce token, the HubSpot check, alerts, custom connectors).
+The one exception is the webhook's hot path (one POST per lead, thousands a
+second): it calls :meth:`Transport.exchange`, the same transport without httpx's
+request and response models, which cost ~15% of the worker's CPU per delivery
+(bench/README.md, "HTTP seam"). Both raise httpx's exceptions.
 
-* webhook: a raw ``aiohttp.ClientSession`` (:func:`make_session`), ~0.1 ms of
-  CPU per request (~9,000 req/s). The webhook destination must drain backlogs at
-  thousands of leads a second, and the engine, the store and the log line need
-  most of the CPU budget per delivery.
-* Slack (rate-limited to about one message a second anyway): an
-  ``httpx.AsyncClient`` (:func:`make_client`) over the ``httpx_aiohttp``
-  transport, ~0.37 ms per request (~2,650 req/s); httpx's default transport
-  costs ~1.2 ms (~750 req/s). Its tests inject ``httpx.MockTransport`` or use
-  ``respx.mock(using="httpx")``.
+:class:`Transport` is the one transport: httpx requests over one aiohttp
+session per destination, whose TCP connector (:func:`connector`) is the address
+guard. httpx's own transport costs several times the CPU per request
+(bench/README.md). Tests inject ``httpx.MockTransport`` or a resolver.
 
-:func:`classify_transport_error` is the one place that turns httpx/aiohttp
+:func:`classify_transport_error` is the one place that turns transport
 exceptions into :mod:`bridge.errors`; :func:`classify_status` reads statuses.
 
-Outbound address guard (SSRF): both clients connect through :func:`connector`,
+Outbound address guard (SSRF): every request connects through :func:`connector`,
 whose resolver refuses a host when any of its addresses is not globally
 routable (:mod:`connectors._addresses`) and whose socket factory checks the
 address of every socket it opens, IP literals included. The addresses checked
 are the ones connected to: nothing resolves the name a second time, so a DNS
 answer that changes after the check (rebinding) cannot reach an internal
 address. ``allow_private: true`` on a destination turns the guard off.
-Redirects are never followed.
+Redirects are never followed. The blocking SDKs' urllib3 pools get the same
+check in :mod:`connectors._urllib3`.
 """
 
 from __future__ import annotations
@@ -32,14 +33,17 @@ import asyncio
 import functools
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import httpx
+import yarl
 from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDictProxy
 
 from bridge import USER_AGENT
 from bridge.errors import (
@@ -137,92 +141,6 @@ def address_refused(exc: BaseException) -> AddressRefused | None:
     return None
 
 
-def guarded_create_connection(
-    address: tuple[str, int],
-    timeout: float | None,
-    source_address: tuple[str, int] | None = None,
-    socket_options: Any = None,
-    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
-) -> socket.socket:
-    """``urllib3.util.connection.create_connection`` with the guard: one lookup,
-    every answer checked, then a connection to a checked address."""
-    host, port = address
-    infos = socket.getaddrinfo(host.strip("[]"), port, 0, socket.SOCK_STREAM)
-    for info in infos:
-        if not allowed(_addresses.parse(str(info[4][0]))):
-            raise AddressRefused(
-                f"host {host!r} resolves to the non-public address {info[4][0]}; " + ALLOW_HINT
-            )
-    error: OSError | None = None
-    for family, type_, proto, _, sockaddr in infos:
-        sock = socket.socket(family, type_, proto)
-        try:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            if timeout is not None:
-                sock.settimeout(timeout)
-            if source_address is not None:
-                sock.bind(source_address)
-            sock.connect(sockaddr)
-            return sock
-        except OSError as exc:
-            error = exc
-            sock.close()
-    raise error or OSError(f"no address found for {host!r}")
-
-
-@functools.cache
-def guarded_pool_classes() -> dict[str, type]:
-    """urllib3 connection pools whose connections go through the guard, for
-    ``PoolManager.pool_classes_by_scheme`` (requests' adapters, the HubSpot SDK)."""
-    import urllib3.connection
-    import urllib3.connectionpool
-    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-
-    def new_conn(self: Any) -> socket.socket:
-        # urllib3's own _new_conn, with the guarded create_connection.
-        try:
-            sock = guarded_create_connection(
-                (self._dns_host, self.port),
-                self.timeout,
-                source_address=self.source_address,
-                socket_options=self.socket_options,
-            )
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from exc
-        except OSError as exc:
-            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
-        return sock
-
-    class GuardedHTTPConnection(urllib3.connection.HTTPConnection):
-        _new_conn = new_conn
-
-    class GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
-        _new_conn = new_conn
-
-    class GuardedHTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSConnectionPool(urllib3.connectionpool.HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    return {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
-
-
-def guard_pool_manager(pool_manager: Any, *, allow_private: bool) -> None:
-    """Route a urllib3 ``PoolManager``'s new connections through the guard.
-
-    Call before its first request. A proxy manager is left alone: the proxy,
-    set by the operator, is the only address it connects to.
-    """
-    from urllib3 import ProxyManager
-
-    if not allow_private and not isinstance(pool_manager, ProxyManager):
-        pool_manager.pool_classes_by_scheme = guarded_pool_classes()
-
-
 def connector(
     *,
     max_connections: int,
@@ -248,6 +166,189 @@ def connector(
     )
 
 
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The CA bundle httpx would use (certifi), built once per process on first use:
+    loading it is not on the start-up path."""
+    return httpx.create_ssl_context()
+
+
+# aiohttp errors -> the httpx error a caller of the httpx API expects; the first
+# match wins, so subclasses come before their bases.
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (asyncio.TimeoutError, httpx.ReadTimeout),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (ValueError, httpx.UnsupportedProtocol),  # a URL yarl cannot parse
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+    (aiohttp.ClientError, httpx.NetworkError),
+    (OSError, httpx.ConnectError),
+)
+
+
+_EXTENSIONS = {"http_version": b"HTTP/1.1"}  # read-only, shared by every response
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The whole answer of :meth:`Transport.exchange`."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+
+
+class Transport(httpx.AsyncBaseTransport):
+    """httpx requests over one aiohttp session with the guarded connector.
+
+    The session is opened on the first request (on the event loop that uses
+    it). Every response is read in full before it is returned; cookies are
+    never kept (a receiver's Set-Cookie must not follow other leads), and
+    redirects are never followed. ``timeout`` bounds each :meth:`exchange`; a
+    client's requests carry their own httpx timeouts. The connection limit is at least the destination's concurrency (the
+    engine bounds requests in flight), so requests never queue for a connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        max_connections: int,
+        allow_private: bool = False,
+        resolver: AbstractResolver | None = None,
+        allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._allow_private = allow_private
+        self._resolver = resolver
+        self._allowed = allowed
+        self._ssl_context = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        # The last URL requested and its parsed form (a destination has one URL).
+        self._last_url: object = None
+        self._last_target = yarl.URL()
+
+    def _open(self) -> aiohttp.ClientSession:
+        self._session = aiohttp.ClientSession(
+            connector=connector(
+                max_connections=self._max_connections,
+                allow_private=self._allow_private,
+                resolver=self._resolver,
+                allowed=self._allowed,
+                ssl_context=self._ssl_context or default_ssl_context(),
+            ),
+            timeout=self._timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+            headers={"User-Agent": USER_AGENT},
+        )
+        return self._session
+
+    def _client_timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout")
+        if not given:
+            return self._timeout
+        key = (given.get("connect"), given.get("read"), given.get("pool"))
+        found = self._timeouts.get(key)
+        if found is None:
+            connect, read, pool = key
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=read, connect=pool
+            )
+        return found
+
+    def _target(self, url: object) -> yarl.URL:
+        # A destination requests one URL: its parsed form is kept, recognised by identity.
+        if url is not self._last_url:
+            self._last_url, self._last_target = url, yarl.URL(str(url), encoded=True)
+        return self._last_target
+
+    async def _send(
+        self,
+        method: str,
+        url: object,
+        body: bytes,
+        headers: Mapping[str, str] | list[tuple[str, str]],
+        timeout: aiohttp.ClientTimeout,
+        request: httpx.Request | None = None,
+    ) -> tuple[int, CIMultiDictProxy[str], RawHeaders, bytes]:
+        session = self._session or self._open()
+        try:
+            async with session.request(
+                method,
+                self._target(url),
+                data=body or None,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as answer:
+                content = await answer.read()
+                return answer.status, answer.headers, answer.raw_headers, content
+        except BaseException as exc:
+            mapped = next((to for kind, to in _ERRORS if isinstance(exc, kind)), None)
+            if mapped is None:
+                raise
+            raise mapped(f"{type(exc).__name__}: {exc}".rstrip(": "), request=request) from exc
+
+    async def exchange(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> Answer:
+        """One request, its whole answer: the lean path of the webhook connector.
+
+        Same session, guard, timeout and errors (httpx's) as
+        :meth:`handle_async_request`, without building httpx's request and
+        response models, which cost more CPU than the exchange itself at a few
+        thousand deliveries a second (bench/README.md, "HTTP seam").
+        """
+        status, answer_headers, _, content = await self._send(
+            method, url, body, headers, self._timeout
+        )
+        return Answer(status, answer_headers, content)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        stream = request.stream
+        # A ready body (content=) is taken as is; a streamed one is read.
+        body = (
+            b"".join(stream) if isinstance(stream, httpx.SyncByteStream) else await request.aread()
+        )
+        status, _, raw, content = await self._send(
+            request.method,
+            request.url,
+            body,
+            # Names keep the case they were given (latin-1 is how httpx stores them).
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            self._client_timeout(request),
+            request,
+        )
+        response = httpx.Response(
+            status,
+            headers=raw,
+            stream=httpx.ByteStream(content),
+            request=request,
+            # No reason_phrase: httpx then gives the standard one, never the receiver's
+            # own (which may echo what it was sent).
+            extensions=_EXTENSIONS,
+        )
+        # aiohttp has already read and decoded the body: httpx must not run it
+        # through its content decoders a second time (a gzip answer would be
+        # decoded twice), so aread() returns it as is.
+        response._content = content
+        return response
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
 def make_client(
     *,
     timeout: float,
@@ -259,58 +360,22 @@ def make_client(
 ) -> httpx.AsyncClient:
     """A client that never follows redirects (a 3xx is an answer, not a hop).
 
-    Tests inject ``transport``; otherwise requests go through :func:`connector`.
+    Tests inject ``transport``; otherwise requests go through :class:`Transport`.
     """
     if transport is None:
-        from httpx_aiohttp import AiohttpTransport
-
-        # The CA bundle httpx would use, on the guarded connector.
-        context = ssl_context or httpx.create_ssl_context()
-
-        def session() -> aiohttp.ClientSession:
-            return aiohttp.ClientSession(
-                connector=connector(
-                    max_connections=max_connections,
-                    allow_private=allow_private,
-                    resolver=resolver,
-                    ssl_context=context,
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-
-        transport = AiohttpTransport(client=session)
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT},
-    )
-
-
-def make_session(
-    *,
-    timeout: float,
-    max_connections: int,
-    allow_private: bool = False,
-    resolver: AbstractResolver | None = None,
-    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
-) -> aiohttp.ClientSession:
-    """An aiohttp session for one destination; call from the event loop that uses it.
-
-    The connection limit is at least the destination's concurrency (the engine
-    bounds requests in flight), so requests never queue for a connection.
-    Cookies are not kept: a receiver's Set-Cookie must not follow other leads.
-    """
-    return aiohttp.ClientSession(
-        connector=connector(
+        transport = Transport(
+            timeout=timeout,
             max_connections=max_connections,
             allow_private=allow_private,
             resolver=resolver,
-            allowed=allowed,
-        ),
-        timeout=aiohttp.ClientTimeout(total=timeout),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=True,
+            ssl_context=ssl_context,
+        )
+    return httpx.AsyncClient(
+        transport=transport,
+        # No cookies kept: a receiver's Set-Cookie must not follow other requests.
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
     )
 
@@ -326,10 +391,6 @@ def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     ``what`` names the destination kind for the message (``"Slack"``, ``"webhook"``).
     Messages hold the exception type and text, never the request body.
     """
-    # httpx_aiohttp re-raises aiohttp errors as httpx ones, but maps every
-    # connection error to ConnectTimeout: the original is the better witness.
-    if isinstance(exc, httpx.HTTPError) and isinstance(exc.__cause__, aiohttp.ClientError):
-        exc = exc.__cause__
     refused = address_refused(exc)
     if refused is not None:
         return PermanentError(f"{what} {refused}")
@@ -345,12 +406,8 @@ def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     raise TypeError(f"not a transport error: {type(exc).__name__}") from exc
 
 
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    httpx.HTTPError,
-    aiohttp.ClientError,
-    asyncio.TimeoutError,
-    OSError,
-)
+# What a request through this module may raise besides a classified answer.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, httpx.InvalidURL, OSError)
 
 
 def status_error(response: httpx.Response, message: str) -> DeliveryError | None:

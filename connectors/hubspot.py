@@ -29,7 +29,7 @@ from bridge.errors import (
     RetryableError,
 )
 from bridge.logs import redact, register_secret
-from connectors import _http
+from connectors import _http, _urllib3
 from connectors._blocking import BlockingConnector
 from connectors.base import (
     ApiUsage,
@@ -252,7 +252,7 @@ class HubSpotConnector(BlockingConnector[_Client]):
         # Each access to .crm.contacts.batch_api builds a new client and pool: keep one.
         api: BatchApi = hubspot.Client.create(**options).crm.contacts.batch_api
         api.api_client.user_agent = USER_AGENT
-        _http.guard_pool_manager(
+        _urllib3.guard_pool_manager(
             api.api_client.rest_client.pool_manager, allow_private=self.settings.allow_private
         )
         return api

@@ -48,7 +48,7 @@ import httpx
 from bridge import USER_AGENT
 from bridge.errors import ConfigError, DeliveryError, PermanentError, RetryableError
 from bridge.logs import event, register_secret
-from connectors import _http
+from connectors import _http, _urllib3
 from connectors._blocking import BlockingConnector
 from connectors.base import (
     ApiUsage,
@@ -148,7 +148,7 @@ def _http_session(settings: Settings) -> requests.Session:
 
     session = _DefaultsSession()
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=MAX_THREADS)
-    _http.guard_pool_manager(adapter.poolmanager, allow_private=settings.allow_private)
+    _urllib3.guard_pool_manager(adapter.poolmanager, allow_private=settings.allow_private)
     session.mount("https://", adapter)
     session.headers.update(settings.session_headers())
     session.headers["User-Agent"] = USER_AGENT

@@ -2,6 +2,7 @@
 
     from connectors.testing import Scenario, check_connector
 
+    @pytest.mark.respx(using="httpx")  # a client from connectors._http.make_client
     async def test_contract(respx_mock):
         route = respx_mock.post("https://example.test/hook")
         await check_connector(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import time
@@ -25,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
@@ -64,7 +62,7 @@ def decode_secret(secret: str) -> bytes:
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    digest = hmac.digest(key, signed, "sha256")  # one-shot: OpenSSL's fast path
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
@@ -138,8 +136,10 @@ def _encode(record: Mapping[str, Any]) -> bytes:
         raise PermanentError(f"the record cannot be encoded as JSON: {exc}") from exc
 
 
-def _remote_id(content_type: str, body: bytes) -> str | None:
-    if "json" not in content_type:
+def _remote_id(answer: _http.Answer) -> str | None:
+    """The ``id`` of a JSON object answer, if the receiver sent one."""
+    body = answer.content
+    if not body or "json" not in answer.headers.get("Content-Type", ""):
         return None
     try:
         data = orjson.loads(body)
@@ -157,11 +157,10 @@ def _where(url: str) -> str:
 
 
 class WebhookConnector(Connector):
-    """One aiohttp session per destination.
+    """One transport (:class:`connectors._http.Transport`) per destination.
 
-    Raw aiohttp rather than httpx: on this hot path (one POST per lead, a few
-    thousand a second) httpx's request/response models cost more CPU than the
-    HTTP exchange itself; see :mod:`connectors._http` for the measurements.
+    Each lead is one :meth:`~connectors._http.Transport.exchange`: the seam's lean
+    path, without httpx's request and response models (see :mod:`connectors._http`).
     """
 
     type_name = "webhook"
@@ -183,7 +182,7 @@ class WebhookConnector(Connector):
         super().__init__(name, settings)
         self._max_connections = max_connections
         self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: _http.Transport | None = None
         self._key = (
             decode_secret(self.settings.secret.get_secret_value())
             if self.settings.secret is not None
@@ -192,15 +191,24 @@ class WebhookConnector(Connector):
         self._headers = {"content-type": "application/json", **self.settings.headers}
 
     async def startup(self) -> None:
-        if self._session is None:
+        if self._transport is None:
             if self.settings.secret is not None:
                 register_secret(self.settings.secret.get_secret_value())
-            self._session = _http.make_session(
+            self._transport = _http.Transport(
                 timeout=self.settings.timeout,
                 max_connections=self._max_connections,
                 allow_private=self.settings.allow_private,
                 resolver=self._resolver,
             )
+
+    async def _exchange(self, method: str, body: bytes, headers: dict[str, str]) -> _http.Answer:
+        if self._transport is None:
+            await self.startup()
+        assert self._transport is not None
+        try:
+            return await self._transport.exchange(method, self.settings.url, body, headers)
+        except _http.TRANSPORT_ERRORS as exc:
+            raise _http.classify_transport_error(exc, "webhook") from exc
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         body = _encode(record)
@@ -210,41 +218,21 @@ class WebhookConnector(Connector):
             timestamp = int(time.time())
             headers["webhook-timestamp"] = str(timestamp)
             headers["webhook-signature"] = sign(self._key, context.idempotency_key, timestamp, body)
-        if self._session is None:
-            await self.startup()
-        assert self._session is not None
-        try:
-            async with self._session.request(
-                self.settings.method,
-                self.settings.url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,  # a 3xx is an answer, not a hop
-            ) as response:
-                answer = await response.read()
-                status = response.status
-                error = _classify(status, response.headers.get("Retry-After"))
-                content_type = response.headers.get("Content-Type", "")
-        except _http.TRANSPORT_ERRORS as exc:
-            raise _http.classify_transport_error(exc, "webhook") from exc
-        if error is not None:
-            raise error
-        return DeliveryResult(remote_id=_remote_id(content_type, answer), status_code=status)
+        answer = await self._exchange(self.settings.method, body, headers)
+        status = answer.status
+        if not 200 <= status < 300:
+            error = _classify(status, answer.headers.get("Retry-After"))
+            if error is not None:
+                raise error
+        return DeliveryResult(remote_id=_remote_id(answer), status_code=status)
 
     async def check(self) -> CheckResult:
         """A HEAD request with the configured headers: any HTTP answer proves
         the receiver is reachable; no lead is sent and nothing is signed."""
         where = _where(self.settings.url)
-        await self.startup()  # the session's connector guards the address
-
-        assert self._session is not None
-        try:
-            async with self._session.head(
-                self.settings.url, headers=self.settings.headers, allow_redirects=False
-            ) as response:
-                status, reason = response.status, _http.reason(response.status)
-        except _http.TRANSPORT_ERRORS as exc:
-            raise _http.classify_transport_error(exc, "webhook") from exc
+        # The transport's connector guards the address.
+        head = await self._exchange("HEAD", b"", dict(self.settings.headers))
+        status, reason = head.status, _http.reason(head.status)
         answer = f"HTTP {status} {reason}".strip()
         if status in (404, 410):
             return CheckResult(False, f"{where} answered {answer}: check the URL", status)
@@ -257,6 +245,6 @@ class WebhookConnector(Connector):
         return CheckResult(True, f"{where} is reachable ({answer} to HEAD; no lead sent)", status)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()

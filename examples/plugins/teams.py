@@ -14,7 +14,12 @@ and answer ``202 Accepted``. Use it from YAML without packaging anything:
 The whole connector contract is here: a settings model, ``send`` (one record, one
 request), ``startup``/``close`` for the client, and ``classify`` as the one
 place that turns Teams' statuses into Lead Bridge errors (``_transport_error``
-handles httpx's exceptions).
+handles the client's exceptions).
+
+The client comes from ``connectors._http.make_client``, the built-ins' HTTP seam:
+the httpx API over their transport, which connects only to globally routable
+addresses (checked on the address actually connected to) and never follows
+redirects; ``allow_private: true`` opts out, for a URL on the intranet.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr
 
-from bridge.errors import DeliveryError, RetryableError, error_for_status, parse_retry_after
+from bridge.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    error_for_status,
+    parse_retry_after,
+)
+from connectors import _http
 from connectors.base import (
     Connector,
     ConnectorSettings,
@@ -40,6 +52,8 @@ FIELDS = ("title", "company", "email", "phone", "position", "form_url", "lead_id
 class TeamsSettings(ConnectorSettings):
     webhook_url: SecretStr  # the URL is the credential
     timeout: float = Field(10.0, gt=0)
+    # Allow a URL on loopback/private networks; by default only public addresses.
+    allow_private: bool = False
 
 
 def build_card(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,9 +105,13 @@ def classify(response: httpx.Response) -> DeliveryError | None:
     )
 
 
-def _transport_error(exc: httpx.HTTPError) -> DeliveryError:
-    # Timeouts and connection failures: the engine retries later. The message
-    # names the exception type only: never the URL, which is the credential.
+def _transport_error(exc: BaseException) -> DeliveryError:
+    # An address the guard refused is a configuration problem: permanent. Timeouts
+    # and connection failures: the engine retries later. The message names the
+    # exception type only: never the URL, which is the credential.
+    refused = _http.address_refused(exc)
+    if refused is not None:
+        return PermanentError(f"Teams {refused}")
     return RetryableError(f"Teams request failed ({type(exc).__name__})")
 
 
@@ -132,7 +150,11 @@ class TeamsConnector(Connector):
 
     async def startup(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.timeout, follow_redirects=False)
+            self._client = _http.make_client(
+                timeout=self.settings.timeout,
+                max_connections=2,
+                allow_private=self.settings.allow_private,
+            )
 
     async def send(self, record: Mapping[str, Any], context: DeliveryContext) -> DeliveryResult:
         await self.startup()
@@ -141,7 +163,7 @@ class TeamsConnector(Connector):
             response = await self._client.post(
                 self.settings.webhook_url.get_secret_value(), json=build_card(record)
             )
-        except httpx.HTTPError as exc:
+        except _http.TRANSPORT_ERRORS as exc:
             raise _transport_error(exc) from exc
         error = classify(response)
         if error is not None:

@@ -34,6 +34,8 @@ def teams(monkeypatch: pytest.MonkeyPatch) -> type[Connector]:
     return registry.resolve("teams:TeamsConnector")
 
 
+# using="httpx": respx patches the client, whatever its transport (the guarded one here).
+@pytest.mark.respx(using="httpx")
 async def test_contract(teams: type[Connector], respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(HOOK)
     await check_connector(
@@ -57,6 +59,7 @@ async def test_contract(teams: type[Connector], respx_mock: respx.MockRouter) ->
     )
 
 
+@pytest.mark.respx(using="httpx")
 async def test_sends_an_adaptive_card(teams: type[Connector], respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(HOOK).respond(202)
     connector = teams("teams", teams.Settings.model_validate({"webhook_url": HOOK}))
@@ -91,3 +94,16 @@ def test_loads_from_yaml_with_plugins_paths(
     (destination,) = runtime.destinations
     assert destination.connector_cls.type_name == "teams"
     assert destination.concurrency == 1 and destination.rate_per_second == 2
+
+
+async def test_uses_the_address_guard(teams: type[Connector]) -> None:
+    """The example's client is the built-ins' seam: a private address is refused
+    before any connection, as a permanent error that does not quote the URL."""
+    from connectors.testing import sample_context
+
+    url = "http://127.0.0.1:9/workflows/secret-part"
+    connector = teams("teams", teams.Settings.model_validate({"webhook_url": url}))
+    with pytest.raises(PermanentError, match=r"non-public address 127\.0\.0\.1") as info:
+        await connector.send(RECORD, sample_context())
+    await connector.close()
+    assert "secret-part" not in str(info.value)

@@ -13,16 +13,16 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import aiohttp
+import httpx
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bridge.errors import PermanentError, RetryableError
-from connectors import _addresses, _http
+from connectors import _addresses, _http, _urllib3
 from connectors.slack import SlackConnector, SlackSettings
 from connectors.testing import sample_context
 from connectors.webhook import WebhookConnector, WebhookSettings
-from tests.connectors.fake_http import FakeHTTP
+from tests.connectors.fake_http import Answer, FakeHTTP
 
 LEAD: dict[str, Any] = {"id": "led_1", "data": {"first_name": "Ann"}}
 CARD: dict[str, Any] = {"title": "Ann", "lead_id": "led_1"}
@@ -207,19 +207,20 @@ async def test_rebinding_between_lookups_reaches_only_the_checked_address(
     try:
         with FakeHTTP(host="127.0.0.2", port=victim.port) as public:
             url = f"http://rebind.test:{victim.port}/x"
-            session = _http.make_session(
+            transport = _http.Transport(
                 timeout=5, max_connections=4, resolver=resolver, allowed=allowed
             )
-            async with session, session.post(url, data=b"{}") as response:
-                assert response.status == 200
+            async with transport:
+                answer = await transport.exchange("POST", url, b"{}", {})
+                assert answer.status == 200
             assert len(public.requests) == 1
             # The verdict is not cached past the connection: a new lookup, a new check.
-            session = _http.make_session(
+            transport = _http.Transport(
                 timeout=5, max_connections=4, resolver=resolver, allowed=allowed
             )
-            async with session:
-                with pytest.raises(aiohttp.ClientConnectorError) as info:
-                    await session.post(url, data=b"{}")
+            async with transport:
+                with pytest.raises(httpx.ConnectError) as info:
+                    await transport.exchange("POST", url, b"{}", {})
             refused = _http.classify_transport_error(info.value, "webhook")
             assert isinstance(refused, PermanentError)
             assert "non-public address 127.0.0.1" in str(refused)
@@ -304,10 +305,10 @@ def test_urllib3_connections_check_the_address_they_connect_to(
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     try:
-        sock = _http.guarded_create_connection(("rebind.test", victim.port), 5, allowed=allowed)
+        sock = _urllib3.guarded_create_connection(("rebind.test", victim.port), 5, allowed=allowed)
         sock.close()
         with pytest.raises(_http.AddressRefused, match=r"non-public address 127\.0\.0\.1"):
-            _http.guarded_create_connection(("rebind.test", victim.port), 5, allowed=allowed)
+            _urllib3.guarded_create_connection(("rebind.test", victim.port), 5, allowed=allowed)
         assert lookups == ["rebind.test", "rebind.test"]
         assert stand_in.connections() == 1
         assert victim.connections() == 0
@@ -320,13 +321,64 @@ def test_urllib3_pool_manager_refuses_private_hosts(victim: Listener) -> None:
     import urllib3
 
     manager = urllib3.PoolManager(retries=False)
-    _http.guard_pool_manager(manager, allow_private=False)
+    _urllib3.guard_pool_manager(manager, allow_private=False)
     for host in ("127.0.0.1", "localhost", "2130706433", "[::ffff:127.0.0.1]"):
         with pytest.raises(urllib3.exceptions.HTTPError) as info:
             manager.request("GET", f"http://{host}:{victim.port}/x", timeout=5)
         assert _http.address_refused(info.value) is not None, host
     assert victim.connections() == 0
     open_manager = urllib3.PoolManager(retries=False)
-    _http.guard_pool_manager(open_manager, allow_private=True)
+    _urllib3.guard_pool_manager(open_manager, allow_private=True)
     with FakeHTTP() as server:
         assert open_manager.request("GET", server.url + "/x", timeout=5).status == 200
+
+
+# --------------------------------------------------------------------------- the transport
+
+
+async def test_transport_speaks_httpx_and_decodes_a_body_once() -> None:
+    import gzip
+
+    record = b'{"id": "r1"}'
+    answer = Answer(
+        200,
+        gzip.compress(record),
+        {"Content-Encoding": "gzip", "Content-Type": "application/json", "Set-Cookie": "s=1"},
+    )
+    with FakeHTTP(answer) as server:
+        client = _http.make_client(timeout=5, max_connections=2, allow_private=True)
+        async with client:
+            first = await client.post(server.url + "/a", content=b"{}", headers={"X-Case": "Kept"})
+            await client.get(server.url + "/b")
+        assert isinstance(first, httpx.Response)
+        assert first.status_code == 200
+        assert first.content == record
+        assert first.json() == {"id": "r1"}
+        assert first.reason_phrase == "OK"
+        assert server.requests[0].headers["x-case"] == "Kept"
+        assert server.requests[0].headers["user-agent"].startswith("lead-bridge")
+        # Cookies are never kept: a receiver's Set-Cookie must not follow other leads.
+        assert "cookie" not in server.requests[1].headers
+
+
+async def test_transport_failures_are_httpx_errors() -> None:
+    listener = Listener()
+    port = listener.port
+    listener.close()  # nothing listens there any more: connection refused
+    transport = _http.Transport(timeout=5, max_connections=2, allow_private=True)
+    async with transport:
+        with pytest.raises(httpx.ConnectError) as info:
+            await transport.exchange("POST", f"http://127.0.0.1:{port}/x", b"{}", {})
+    assert isinstance(_http.classify_transport_error(info.value, "webhook"), RetryableError)
+
+
+async def test_transport_timeout_is_an_httpx_timeout() -> None:
+    with FakeHTTP(Answer(delay=30)) as server:
+        client = _http.make_client(timeout=0.2, max_connections=2, allow_private=True)
+        async with client:
+            with pytest.raises(httpx.TimeoutException) as info:
+                await client.get(server.url + "/slow")
+            server.stop()
+    error = _http.classify_transport_error(info.value, "Slack")
+    assert isinstance(error, RetryableError)
+    assert "timed out" in str(error)
