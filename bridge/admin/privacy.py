@@ -18,8 +18,8 @@ from starlette.routing import BaseRoute, Route
 from bridge.admin.http import BadRequest, Handler, actor, body_problem
 from bridge.intake import json_response
 from bridge.logs import event
+from bridge.models import EraseReport
 from bridge.operations import audit
-from bridge.store.base import EraseReport
 
 if TYPE_CHECKING:
     from bridge.state import AppState
