@@ -38,7 +38,9 @@ def setup(tmp_path: Path, sink_url: str, count: int) -> Path:
             {
                 "server": {"behind_proxy": True},
                 "storage": {"url": f"sqlite:///{db}"},
-                "worker": {"poll_interval": "50ms", "lease": "2s", "shutdown_timeout": "5s"},
+                # shutdown_timeout: generous, in-flight sends finish well before it (0.3 s
+                # answers) even on a busy machine; the SIGTERM test relies on that.
+                "worker": {"poll_interval": "50ms", "lease": "2s", "shutdown_timeout": "60s"},
                 "destinations": [
                     {
                         "name": "sink",
@@ -147,7 +149,7 @@ def test_sigterm_lets_inflight_finish_and_leaves_nothing_leased(tmp_path: Path) 
         proc = worker(tmp_path, config, 1)
         try:
             wait_until(lambda: len(slow.requests) >= 4, "deliveries in flight")
-            assert proc.terminate(timeout=20) == 0
+            assert proc.terminate(timeout=DEADLINE) == 0
         finally:
             proc.close()
     counts = statuses(tmp_path / "bridge.db")
