@@ -20,12 +20,12 @@ PACKAGES = ("bridge", "connectors")
 LAZY_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 
-def modules() -> dict[str, tuple[Path, bool]]:
+def modules(root: Path, packages: tuple[str, ...]) -> dict[str, tuple[Path, bool]]:
     """Dotted name -> (file, whether it is a package's __init__)."""
     found: dict[str, tuple[Path, bool]] = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for package in packages:
+        for path in (root / package).rglob("*.py"):
+            parts = list(path.relative_to(root).with_suffix("").parts)
             is_package = parts[-1] == "__init__"
             found[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
     return found
@@ -57,9 +57,11 @@ def _imports(tree: ast.AST) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
     return found
 
 
-def import_graph() -> dict[str, dict[str, bool]]:
+def import_graph(
+    root: Path = ROOT, packages: tuple[str, ...] = PACKAGES
+) -> dict[str, dict[str, bool]]:
     """importer -> {imported: whether every import of it is inside a function}."""
-    known = modules()
+    known = modules(root, packages)
 
     def resolve(name: str) -> str | None:
         while name and name not in known:
@@ -136,14 +138,39 @@ def test_there_are_no_import_cycles() -> None:
     assert not problems, "import cycles:\n" + "\n".join(problems)
 
 
-def test_the_graph_sees_every_kind_of_import() -> None:
-    # The checker itself: a top-level, a TYPE_CHECKING and a lazy import are all edges.
-    graph = import_graph()
-    assert graph["bridge.app"]["bridge.intake"] is False  # top level
-    assert graph["bridge.state"]["bridge.engine"] is False  # under TYPE_CHECKING
-    assert graph["bridge.app"]["bridge.engine"] is True  # only inside create_app
-    # leads and the store share their values through bridge.models, not each other
-    assert graph["bridge.leads"]["bridge.models"] is False
-    assert not any(m.startswith("bridge.store") for m in graph["bridge.leads"])
+def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    # The checker itself, on a package of its own: a top-level, a TYPE_CHECKING,
+    # a lazy and a relative import are all edges; a submodule's import runs its package.
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from pkg import top\n")
+    (pkg / "sub" / "leaf.py").write_text("")
+    (pkg / "top.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from pkg import typed\n"
+        "if TYPE_CHECKING:\n    from pkg.lazy import X\n"
+        "def f():\n    from . import only_lazy\n"
+    )
+    for name in ("typed", "lazy", "only_lazy"):
+        (pkg / f"{name}.py").write_text("")
+    (pkg / "user.py").write_text("import pkg.sub.leaf\n")
+    graph = import_graph(tmp_path, ("pkg",))
+    assert graph["pkg.top"] == {
+        "pkg.typed": False,
+        "pkg.lazy": False,
+        "pkg.only_lazy": True,
+    }
+    assert graph["pkg.user"] == {"pkg.sub": False, "pkg.sub.leaf": False}
+    assert cycles(graph) == []
+    # a lazy import closes a cycle as well as a top-level one does
+    (pkg / "only_lazy.py").write_text("from pkg import top\n")
+    assert cycles(import_graph(tmp_path, ("pkg",))) == [["pkg.only_lazy", "pkg.top"]]
     assert cycles({"a": {"b": False}, "b": {"c": True}, "c": {"a": False}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b": False}, "b": {}}) == []
+
+
+def test_leads_and_the_store_share_values_through_models_only() -> None:
+    graph = import_graph()
+    assert graph["bridge.leads"]["bridge.models"] is False
+    assert not any(m.startswith("bridge.store") for m in graph["bridge.leads"])
