@@ -20,13 +20,14 @@ from bridge.config import Config
 from bridge.config_load import validate_config
 from bridge.errors import ConfigError
 from tests.processes import BridgeProcess, free_port
-from tests.waiting import wait_until
+from tests.waiting import DEADLINE, wait_until
 
 READ_TIMEOUT = 1.0
 KEEP_ALIVE = 1.0
 MAX_CONNECTIONS = 4
-# Generous: the machine is shared; the server must act well within this.
-PATIENCE = 20.0
+# Generous: the machine is shared; the server must act well within this (the
+# suite's common deadline, only ever reached when something is wrong).
+PATIENCE = DEADLINE
 SLOW_STARTED = threading.Event()  # the app began answering /slow
 
 
