@@ -48,7 +48,13 @@ from bridge.store.base import (
     replay_choice,
     versions_to_apply,
 )
-from bridge.store.postgres_base import _filters, _schema_from, _Settings, _translate
+from bridge.store.postgres_base import (
+    _filters,
+    _schema_from,
+    _Settings,
+    _translate,
+    check_taken,
+)
 from bridge.store.postgres_intake import GroupWriter
 from bridge.store.postgres_privacy import PostgresPrivacy
 from bridge.store.postgres_reads import PostgresReads
@@ -147,7 +153,7 @@ class PostgresStore(PostgresReads, PostgresPrivacy):
             timeout=self.timeout,
             # A connection broken by a database restart is noticed and replaced
             # when it is taken from the pool, not by the request that uses it.
-            check=AsyncConnectionPool.check_connection,
+            check=check_taken,
             reconnect_timeout=float("inf"),
             open=False,
             name="lead-bridge",

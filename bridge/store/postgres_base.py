@@ -10,6 +10,7 @@ delivery and lifecycle methods.
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -61,6 +62,24 @@ def _schema_from(url: str, schema: str | None) -> tuple[str, str | None]:
     params.setdefault("connect_timeout", "5")
     params.setdefault("application_name", "lead-bridge")
     return make_conninfo(make_conninfo("", **params), **extra), schema
+
+
+async def check_taken(conn: Any) -> None:
+    """The pool's check of a connection it is about to hand out.
+
+    An idle connection that is healthy has nothing to read: the server only
+    speaks unprompted to say it is closing the connection (a restart, a
+    terminated backend), and a closed socket reads as end-of-file. So one poll
+    of the socket (no round trip) tells a healthy connection from one to try
+    with a query, which raises if the connection is broken and the pool then
+    replaces it: no request sees the break.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class PostgresBase(Store):
