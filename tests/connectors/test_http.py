@@ -382,3 +382,13 @@ async def test_transport_timeout_is_an_httpx_timeout() -> None:
     error = _http.classify_transport_error(info.value, "Slack")
     assert isinstance(error, RetryableError)
     assert "timed out" in str(error)
+
+
+def test_importing_the_seam_leaves_httpx_command_line_client_out() -> None:
+    """httpx imports its CLI (rich, pygments) when installed; the service never runs it."""
+    import subprocess
+    import sys
+
+    code = "import sys, connectors._http; print(sorted({'rich', 'pygments'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
