@@ -119,7 +119,9 @@ async def test_nul_characters(make_pg: MakePG) -> None:
 def _terminate_backends(application_name: str) -> int:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            # with a timeout, pg_terminate_backend returns once the backend has
+            # exited (its socket closed), not when it has only been signalled
+            "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity "
             "WHERE application_name = %s AND pid <> pg_backend_pid()",
             (application_name,),
         ).fetchall()
