@@ -14,13 +14,15 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from bridge.errors import ConfigError, StoreError
 from bridge.logs import event
 from bridge.metrics import Metrics
 from bridge.store.base import STATUSES, DestinationStatus, Store
+
+if TYPE_CHECKING:  # aiohttp is imported when the metrics port starts, not with this module
+    from aiohttp import web
 
 log = logging.getLogger("lead_bridge.metrics")
 
@@ -121,6 +123,8 @@ async def start_metrics_server(
     store: Store | None = None,
     finished_interval: float = FINISHED_COUNTS_INTERVAL,
 ) -> MetricsServer:
+    from aiohttp import web
+
     queue = QueueGauges(metrics, store, finished_interval) if store is not None else None
 
     # aiohttp rather than a second uvicorn: it runs on the current loop and

@@ -31,19 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import TYPE_CHECKING
 
-import aiohttp
 import httpx
 import yarl
-from aiohappyeyeballs import AddrInfoType
-from aiohttp.abc import AbstractResolver, ResolveResult
-from multidict import CIMultiDictProxy
 
 from bridge import USER_AGENT
 from bridge.errors import (
@@ -55,66 +51,16 @@ from bridge.errors import (
 )
 from connectors import _addresses
 
+if TYPE_CHECKING:  # aiohttp is imported with the first session (connectors._aiohttp)
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
+    from multidict import CIMultiDictProxy
+
 ALLOW_HINT = "set allow_private: true on the destination to allow it"
 
 
 class AddressRefused(OSError):
     """A connection to an address the guard does not allow; never retried."""
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolve with ``inner`` and refuse the host if any answer is not allowed.
-
-    One non-public answer refuses the whole name: a name mixing public and
-    internal addresses is a rebinding attempt or a misconfiguration.
-    """
-
-    def __init__(
-        self,
-        inner: AbstractResolver | None = None,
-        allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
-    ) -> None:
-        self._inner = inner
-        self._allowed = allowed
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if self._inner is None:
-            # getaddrinfo in a thread; unlike aiodns it holds nothing to close.
-            self._inner = aiohttp.ThreadedResolver()
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if not self._allowed(_addresses.parse(result["host"])):
-                raise AddressRefused(
-                    f"host {host!r} resolves to the non-public address {result['host']}; "
-                    + ALLOW_HINT
-                )
-        return results
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-
-
-def guarded_socket_factory(
-    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
-) -> Callable[[AddrInfoType], socket.socket]:
-    """Opens the socket for one connect attempt, after checking its address.
-
-    The last check before ``connect()``: it sees IP literals, which skip the
-    resolver, and whatever any resolver produced.
-    """
-
-    def factory(addr_info: AddrInfoType) -> socket.socket:
-        family, type_, proto, _, address = addr_info
-        if not allowed(_addresses.parse(str(address[0]))):
-            raise AddressRefused(
-                f"connection to the non-public address {address[0]} refused; " + ALLOW_HINT
-            )
-        return socket.socket(family=family, type=type_, proto=proto)
-
-    return factory
 
 
 def address_refused(exc: BaseException) -> AddressRefused | None:
@@ -141,53 +87,11 @@ def address_refused(exc: BaseException) -> AddressRefused | None:
     return None
 
 
-def connector(
-    *,
-    max_connections: int,
-    allow_private: bool,
-    resolver: AbstractResolver | None = None,
-    allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
-    ssl_context: ssl.SSLContext | bool = True,
-) -> aiohttp.TCPConnector:
-    """The TCP connector every outbound request goes through (see the module doc)."""
-    if allow_private:
-        return aiohttp.TCPConnector(
-            limit=max_connections,
-            limit_per_host=max_connections,
-            resolver=resolver,
-            ssl=ssl_context,
-        )
-    return aiohttp.TCPConnector(
-        limit=max_connections,
-        limit_per_host=max_connections,
-        resolver=GuardedResolver(resolver, allowed),
-        socket_factory=guarded_socket_factory(allowed),
-        ssl=ssl_context,
-    )
-
-
 @functools.cache
 def default_ssl_context() -> ssl.SSLContext:
     """The CA bundle httpx would use (certifi), built once per process on first use:
     loading it is not on the start-up path."""
     return httpx.create_ssl_context()
-
-
-# aiohttp errors -> the httpx error a caller of the httpx API expects; the first
-# match wins, so subclasses come before their bases.
-_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (asyncio.TimeoutError, httpx.ReadTimeout),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (ValueError, httpx.UnsupportedProtocol),  # a URL yarl cannot parse
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.ClientError, httpx.NetworkError),
-    (OSError, httpx.ConnectError),
-)
 
 
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}  # read-only, shared by every response
@@ -224,7 +128,8 @@ class Transport(httpx.AsyncBaseTransport):
         allowed: Callable[[_addresses.IPAddress], bool] = _addresses.is_global,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_seconds = timeout
+        self._timeout: aiohttp.ClientTimeout | None = None  # with the session
         self._max_connections = max_connections
         self._allow_private = allow_private
         self._resolver = resolver
@@ -237,32 +142,28 @@ class Transport(httpx.AsyncBaseTransport):
         self._last_target = yarl.URL()
 
     def _open(self) -> aiohttp.ClientSession:
-        self._session = aiohttp.ClientSession(
-            connector=connector(
-                max_connections=self._max_connections,
-                allow_private=self._allow_private,
-                resolver=self._resolver,
-                allowed=self._allowed,
-                ssl_context=self._ssl_context or default_ssl_context(),
-            ),
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=True,
-            headers={"User-Agent": USER_AGENT},
+        from connectors import _aiohttp
+
+        self._aiohttp = _aiohttp
+        self._session = _aiohttp.open_session(
+            timeout=self._timeout_seconds,
+            max_connections=self._max_connections,
+            allow_private=self._allow_private,
+            resolver=self._resolver,
+            allowed=self._allowed,
+            ssl_context=self._ssl_context or default_ssl_context(),
         )
+        self._timeout = self._session.timeout
         return self._session
 
-    def _client_timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+    def _client_timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout | None:
         given = request.extensions.get("timeout")
         if not given:
-            return self._timeout
+            return None
         key = (given.get("connect"), given.get("read"), given.get("pool"))
         found = self._timeouts.get(key)
         if found is None:
-            connect, read, pool = key
-            found = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect, sock_read=read, connect=pool
-            )
+            found = self._timeouts[key] = self._aiohttp.client_timeout(*key)
         return found
 
     def _target(self, url: object) -> yarl.URL:
@@ -277,7 +178,7 @@ class Transport(httpx.AsyncBaseTransport):
         url: object,
         body: bytes,
         headers: Mapping[str, str] | list[tuple[str, str]],
-        timeout: aiohttp.ClientTimeout,
+        timeout: aiohttp.ClientTimeout | None,
         request: httpx.Request | None = None,
     ) -> tuple[int, CIMultiDictProxy[str], RawHeaders, bytes]:
         session = self._session or self._open()
@@ -288,12 +189,12 @@ class Transport(httpx.AsyncBaseTransport):
                 data=body or None,
                 headers=headers,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=timeout or self._timeout,
             ) as answer:
                 content = await answer.read()
                 return answer.status, answer.headers, answer.raw_headers, content
         except BaseException as exc:
-            mapped = next((to for kind, to in _ERRORS if isinstance(exc, kind)), None)
+            mapped = next((to for kind, to in self._aiohttp.ERRORS if isinstance(exc, kind)), None)
             if mapped is None:
                 raise
             raise mapped(f"{type(exc).__name__}: {exc}".rstrip(": "), request=request) from exc
@@ -308,12 +209,12 @@ class Transport(httpx.AsyncBaseTransport):
         response models, which cost more CPU than the exchange itself at a few
         thousand deliveries a second (bench/README.md, "HTTP seam").
         """
-        status, answer_headers, _, content = await self._send(
-            method, url, body, headers, self._timeout
-        )
+        status, answer_headers, _, content = await self._send(method, url, body, headers, None)
         return Answer(status, answer_headers, content)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._session is None:
+            self._open()
         stream = request.stream
         # A ready body (content=) is taken as is; a streamed one is read.
         body = (
@@ -397,9 +298,9 @@ def classify_transport_error(exc: BaseException, what: str) -> DeliveryError:
     detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
     if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
         return RetryableError(f"{what} request timed out ({detail})")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | aiohttp.InvalidURL):
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return PermanentError(f"{what} URL cannot be requested ({detail})")
-    if isinstance(exc, httpx.TransportError | aiohttp.ClientError | OSError):
+    if isinstance(exc, httpx.TransportError | OSError):
         return RetryableError(f"{what} connection failed ({detail})")
     if isinstance(exc, httpx.HTTPError):
         return RetryableError(f"{what} request failed ({detail})")

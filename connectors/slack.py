@@ -18,11 +18,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.durations import Duration
@@ -37,6 +36,9 @@ from connectors.base import (
     DeliveryResult,
     FlowDefaults,
 )
+
+if TYPE_CHECKING:  # aiohttp loads with the transport's first session
+    from aiohttp.abc import AbstractResolver
 
 CARD_FIELDS = (
     "title",

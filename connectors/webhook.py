@@ -21,11 +21,10 @@ import hmac
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from aiohttp.abc import AbstractResolver
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.durations import Duration
@@ -40,6 +39,9 @@ from connectors.base import (
     DeliveryResult,
     FlowDefaults,
 )
+
+if TYPE_CHECKING:  # aiohttp loads with the transport's first session
+    from aiohttp.abc import AbstractResolver
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format prefix, not a secret
 # Headers the connector owns; a configured header must not replace them.
