@@ -9,15 +9,16 @@ request and response models, which cost ~15% of the worker's CPU per delivery
 (bench/README.md, "HTTP seam"). Both raise httpx's exceptions.
 
 :class:`Transport` is the one transport: httpx requests over one aiohttp
-session per destination, whose TCP connector (:func:`connectors._aiohttp.connector`, imported with the first session) is the address
-guard. httpx's own transport costs several times the CPU per request
+session per destination, whose TCP connector
+(:func:`connectors._aiohttp.connector`, imported with the first session) is the
+address guard. httpx's own transport costs several times the CPU per request
 (bench/README.md). Tests inject ``httpx.MockTransport`` or a resolver.
 
 :func:`classify_transport_error` is the one place that turns transport
 exceptions into :mod:`bridge.errors`; :func:`classify_status` reads statuses.
 
-Outbound address guard (SSRF): every request connects through :func:`connectors._aiohttp.connector`,
-whose resolver refuses a host when any of its addresses is not globally
+Outbound address guard (SSRF): every request connects through
+:func:`connectors._aiohttp.connector`, whose resolver refuses a host when any of its addresses is not globally
 routable (:mod:`connectors._addresses`) and whose socket factory checks the
 address of every socket it opens, IP literals included. The addresses checked
 are the ones connected to: nothing resolves the name a second time, so a DNS
