@@ -16,6 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 
+# What the guard's refusal says and raises (connectors._aiohttp, connectors._urllib3).
+ALLOW_HINT = "set allow_private: true on the destination to allow it"
+
+
+class AddressRefused(OSError):
+    """A connection to an address the guard does not allow; never retried."""
+
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _V4_NOT_GLOBAL = tuple(

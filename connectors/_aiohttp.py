@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bridge import USER_AGENT
 from connectors import _addresses
-from connectors._http import ALLOW_HINT, AddressRefused
+from connectors._addresses import ALLOW_HINT, AddressRefused
 
 
 class GuardedResolver(AbstractResolver):

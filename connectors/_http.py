@@ -51,17 +51,12 @@ from bridge.errors import (
     parse_retry_after,
 )
 from connectors import _addresses
+from connectors._addresses import AddressRefused
 
 if TYPE_CHECKING:  # aiohttp is imported with the first session (connectors._aiohttp)
     import aiohttp
     from aiohttp.abc import AbstractResolver
     from multidict import CIMultiDictProxy
-
-ALLOW_HINT = "set allow_private: true on the destination to allow it"
-
-
-class AddressRefused(OSError):
-    """A connection to an address the guard does not allow; never retried."""
 
 
 def address_refused(exc: BaseException) -> AddressRefused | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connectors import _addresses
-from connectors._http import ALLOW_HINT, AddressRefused
+from connectors._addresses import ALLOW_HINT, AddressRefused
 
 
 def guarded_create_connection(
