@@ -152,7 +152,6 @@ class SQLiteStore(Store):
             key, rebuild = search_key_plan(conn, self.search_key)
             hasher = SearchHasher(key)
             if rebuild:
-                # Every lead indexed again, from its payload (index_search below).
                 conn.execute("BEGIN IMMEDIATE")
                 reset_search_watermark(conn)
                 conn.execute(
@@ -161,18 +160,21 @@ class SQLiteStore(Store):
                     (INDEXED_SETTING, hasher.fingerprint),
                 )
                 conn.execute("COMMIT")
+                # Every lead indexed again, from its payload, before the store opens.
+                while True:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        done = index_search(conn, REINDEX_CHUNK, hasher)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    if done < REINDEX_CHUNK:
+                        break
                 log.info("event=search_index_rebuilt backend=sqlite")
-            # Whatever intake stored since the last batch (or all of it after a rebuild).
-            while True:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    done = index_search(conn, REINDEX_CHUNK, hasher)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                if done < REINDEX_CHUNK:
-                    break
+            # Otherwise what intake stored since the last batch is left to the
+            # indexer (and to a search, index_now): indexing it here, parsing
+            # payloads the writer kept no values for, would delay every start.
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot prepare the search index: {exc}") from exc
         finally:

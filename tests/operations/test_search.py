@@ -272,3 +272,32 @@ async def test_sqlite_indexer_yields_to_a_busy_writer_for_a_bounded_lag(tmp_path
 
 async def _indexed(store: SQLiteStore) -> bool:
     return bool(await store.fetch("SELECT lead_id FROM lead_search WHERE lead_id = 'led_y'"))
+
+
+async def test_sqlite_leads_left_unindexed_at_a_restart_are_indexed_in_the_background(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    first = SQLiteStore(url)
+    first.index_interval = 3600.0  # nothing indexed before it closes
+    await first.open()
+    try:
+        await add_leads(
+            first,
+            [lead(f"led_{i}", email=f"r{i}@example.com", phone=None) for i in range(3)],
+            ["crm"],
+        )
+    finally:
+        await first.close()
+    second = SQLiteStore(url)
+    second.index_interval = 0.01
+    await second.open()  # not indexed while opening: the indexer does it
+    try:
+        await eventually(lambda: _count_search(second, 3), "the three leads indexed")
+        assert await ids(second, email="r1@example.com") == ["led_1"]
+    finally:
+        await second.close()
+
+
+async def _count_search(store: SQLiteStore, count: int) -> bool:
+    return await store.fetch("SELECT count(*) FROM lead_search") == [(count,)]
