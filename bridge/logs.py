@@ -68,7 +68,7 @@ class RedactingFilter(logging.Filter):
             # An event(): its text values were redacted one by one as it rendered, so
             # timestamps, counts and durations are never run through the patterns.
             record.msg = str(args[0])
-            record.lb_fields = args[0].typed()  # for JSON lines: numbers stay numbers
+            record.lb_event = args[0]  # JsonFormatter types its fields (only if used)
         else:
             try:
                 message = record.getMessage()
@@ -208,7 +208,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         message = record.getMessage()
-        fields = getattr(record, "lb_fields", None)
+        kv_event = getattr(record, "lb_event", None)
+        fields = kv_event.typed() if isinstance(kv_event, _KV) else None
         pairs = [] if fields is not None else _KV_RE.findall(message)
         if fields is not None:
             out.update(fields)
