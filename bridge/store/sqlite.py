@@ -45,14 +45,10 @@ from bridge.store.base import (
 )
 from bridge.store.erasure import ErasePart, ErasePlan, PlanBuilder
 from bridge.store.search import INDEXED_SETTING, SearchHasher, search_key_plan
+from bridge.store.sqlite_ingest import lead_rows
 from bridge.store.sqlite_schema import connect, migrate
+from bridge.store.sqlite_search import INDEX_BATCH, index_search, reset_search_watermark
 from bridge.store.sqlite_writer import WriterProcess
-from bridge.store.sqlite_writes import (
-    INDEX_BATCH,
-    index_search,
-    lead_rows,
-    reset_search_watermark,
-)
 from bridge.store.writer_share import DELIVERY_OPS, INTAKE_OPS, WriterShare
 
 # Erasure's WAL checkpoint: tries, and seconds between them, while it is busy.

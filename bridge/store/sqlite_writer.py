@@ -67,14 +67,9 @@ from typing import Any
 
 import bridge
 from bridge.errors import StoreError, StoreUnavailable
+from bridge.store.sqlite_ingest import Ingest, prepare_body, run_ingests
 from bridge.store.sqlite_schema import connect, database_unavailable
-from bridge.store.sqlite_writes import (
-    INGESTS,
-    OPS,
-    Ingest,
-    prepare_body,
-    run_ingests,
-)
+from bridge.store.sqlite_writes import INGESTS, OPS
 
 log = logging.getLogger("lead_bridge.store")
 
