@@ -134,8 +134,24 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
     """Store the leads of several requests with a few multi-row statements.
 
     The first occurrence of an id wins; later ones, in the same request or
-    another, are duplicates.
+    another, are duplicates. Each step below runs once per commit, not per lead.
     """
+    before, inserted_all = _insert_leads(conn, requests)
+    results = _results(conn, requests, before, inserted_all)
+    _insert_outbox(conn, requests, results, before)
+    quarantined = [(req.now, *q) for req in requests for q in req.quarantine]
+    if quarantined:
+        conn.executemany(
+            "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
+            "VALUES (?, ?, ?, ?, ?)",
+            quarantined,
+        )
+    return results
+
+
+def _insert_leads(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> tuple[int, bool]:
+    """Insert the requests' leads (none that is stored or tombstoned); the
+    largest rowid before them, and whether every lead went in."""
     params: list[Any] = []
     for req in requests:
         params += req.rows
@@ -167,6 +183,14 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
             (before,),
         )
         inserted_all = False
+    return before, inserted_all
+
+
+def _results(
+    conn: sqlite3.Connection, requests: Sequence[Ingest], before: int, inserted_all: bool
+) -> list[IngestResult]:
+    """Each request's accepted leads and duplicates; with every lead in, their
+    search values go to the writer's backlog for the index."""
     results = [IngestResult() for _ in requests]
     if inserted_all:
         backlog: SearchBacklog | None = getattr(conn, "search_backlog", None)
@@ -186,6 +210,16 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
                     result.accepted.append(lead_id)
                 else:
                     result.duplicates.append(lead_id)
+    return results
+
+
+def _insert_outbox(
+    conn: sqlite3.Connection,
+    requests: Sequence[Ingest],
+    results: Sequence[IngestResult],
+    before: int,
+) -> None:
+    """The pending deliveries of the accepted leads."""
     destinations = requests[0].destinations if requests else ()
     if all(req.destinations == destinations for req in requests):
         # The usual case (one intake, one list of destinations): each
@@ -197,25 +231,17 @@ def run_ingests(conn: sqlite3.Connection, requests: Sequence[Ingest]) -> list[In
                 "received_at, received_at FROM leads WHERE rowid > ? ORDER BY rowid",
                 (dest, before),
             )
-    else:
-        delivery_params: list[Any] = []
-        for req, result in zip(requests, results, strict=True):
-            now = req.now
-            for lead_id in result.accepted:
-                for dest in req.destinations:
-                    delivery_params += (lead_id, dest, now, now, now)
-        _insert_rows(
-            conn,
-            "INSERT INTO deliveries (lead_id, destination, status, created_at, "
-            "next_attempt_at, updated_at)",
-            _DELIVERY_ROW,
-            delivery_params,
-        )
-    quarantined = [(req.now, *q) for req in requests for q in req.quarantine]
-    if quarantined:
-        conn.executemany(
-            "INSERT INTO quarantine (received_at, reason, lead_id, item_index, raw) "
-            "VALUES (?, ?, ?, ?, ?)",
-            quarantined,
-        )
-    return results
+        return
+    delivery_params: list[Any] = []
+    for req, result in zip(requests, results, strict=True):
+        now = req.now
+        for lead_id in result.accepted:
+            for dest in req.destinations:
+                delivery_params += (lead_id, dest, now, now, now)
+    _insert_rows(
+        conn,
+        "INSERT INTO deliveries (lead_id, destination, status, created_at, "
+        "next_attempt_at, updated_at)",
+        _DELIVERY_ROW,
+        delivery_params,
+    )
