@@ -20,7 +20,7 @@ import pytest
 
 from bridge.config_load import validate_config
 from bridge.errors import ConfigError
-from bridge.store.sqlite_writer import MAX_READ_BYTES, FrameReader
+from bridge.store.sqlite_frames import MAX_READ_BYTES, FrameReader
 from tests.conftest import AppHarness
 from tests.waiting import eventually
 

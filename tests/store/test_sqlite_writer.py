@@ -220,7 +220,7 @@ def test_the_writer_reads_every_frame_that_has_arrived_and_then_the_end() -> Non
     import struct
     import threading
 
-    from bridge.store.sqlite_writer import FrameReader
+    from bridge.store.sqlite_frames import FrameReader
 
     ours, theirs = socket.socketpair()
     reader = FrameReader(theirs)
@@ -251,7 +251,7 @@ def test_the_writer_enforces_foreign_keys_after_intake_batches(
 
     from bridge.store import sqlite_writes
     from bridge.store.sqlite_schema import connect, migrate
-    from bridge.store.sqlite_writer import GroupCommit
+    from bridge.store.sqlite_writer_child import GroupCommit
 
     conn = connect(tmp_path / "fk.db", "FULL")
     migrate(conn)
@@ -283,7 +283,7 @@ def test_the_writer_enforces_foreign_keys_after_intake_batches(
 def test_webhook_requests_are_committed_and_answered_in_chunks(tmp_path: Path, cpus: float) -> None:
     from bridge.store import sqlite_writes
     from bridge.store.sqlite_schema import connect, migrate
-    from bridge.store.sqlite_writer import GroupCommit, intake_chunk
+    from bridge.store.sqlite_writer_child import GroupCommit, intake_chunk
 
     chunk = intake_chunk(cpus)
 
@@ -320,7 +320,7 @@ def test_a_locked_database_fails_the_whole_batch_after_one_wait(tmp_path: Path) 
 
     from bridge.store import sqlite_writes
     from bridge.store.sqlite_schema import connect, migrate
-    from bridge.store.sqlite_writer import GroupCommit
+    from bridge.store.sqlite_writer_child import GroupCommit
 
     conn = connect(tmp_path / "locked.db", "FULL")
     migrate(conn)
@@ -384,7 +384,7 @@ async def test_a_dead_writer_is_reaped_off_the_event_loop(
 
 
 def test_a_single_cpu_commits_larger_chunks(tmp_path: Path) -> None:
-    from bridge.store.sqlite_writer import (
+    from bridge.store.sqlite_writer_child import (
         INTAKE_CHUNK,
         ONE_CPU_CHUNK,
         intake_chunk,
