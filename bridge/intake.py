@@ -75,6 +75,9 @@ class ClientGone(Exception):
     pass
 
 
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8"})
+
+
 def media_type_problem(content_type: str | None) -> str | None:
     """Why a ``Content-Type`` is refused, or None: JSON media types only.
 
@@ -82,7 +85,9 @@ def media_type_problem(content_type: str | None) -> str | None:
     ``charset`` only if it is UTF-8; a missing header is taken as JSON (the
     body decides). Messages never quote the header.
     """
-    if content_type is None or not content_type.strip():
+    if content_type is None or content_type in _PLAIN_JSON:
+        return None  # what nearly every provider sends: no parsing on the hot path
+    if not content_type.strip():
         return None
     media, _, parameters = content_type.partition(";")
     media = media.strip().lower()

@@ -51,7 +51,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
-        self._headers_done = False
 
     # ------------------------------------------------------------ connection
 
@@ -75,13 +74,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._headers_done = False
         if self._deadline is None:
             self._arm()
 
-    def on_headers_complete(self) -> None:
-        self._headers_done = True
-        super().on_headers_complete()
+    def _headers_done(self) -> bool:
+        # uvicorn builds a new scope per request and its cycle from that scope
+        # once the headers are in: no per-request hook of our own needed.
+        cycle = self.cycle
+        return cycle is not None and cycle.scope is self.scope
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -106,8 +106,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # with reading paused by the server: that wait is not the client's.
             self._arm()
             return
-        answered = self.cycle is not None and self._headers_done and self.cycle.response_started
-        phase = "body" if self._headers_done else "headers"
+        headers_done = self._headers_done()
+        answered = headers_done and self.cycle.response_started
+        phase = "body" if headers_done else "headers"
         event(log, "read_timeout", phase=phase, timeout_s=self.read_timeout)
         if not answered:
             self.transport.write(_TIMEOUT_408)
