@@ -69,12 +69,7 @@ def split_batch(
     ids in its ``context``. A key missing from the answer is left out (the
     caller resends it alone); an error naming no id fails no lead by itself.
     """
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
+    body = _json_object(status, data)
     wanted = set(keys)
     out: dict[str, DeliveryResult | DeliveryError] = {}
     results = [r for r in body.get("results") or [] if isinstance(r, dict) and r.get("id")]
@@ -90,6 +85,18 @@ def split_batch(
         if key in wanted and key not in out:
             out[key] = _from_body(207, error, {})
     return out
+
+
+def _json_object(status: int, data: bytes) -> Mapping[str, Any]:
+    """The answer's JSON object; without one the upsert may still have happened,
+    and retrying an upsert is harmless."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
+    return body
 
 
 def _contact_result(item: Mapping[str, Any], status: int) -> DeliveryResult:
@@ -117,13 +124,7 @@ def read_body(response: Any) -> bytes:
 
 
 def upsert_result(status: int, data: bytes) -> DeliveryResult:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        # The upsert may have happened; retrying an upsert is harmless.
-        raise RetryableError(f"HubSpot answered {status} without a JSON body", status_code=status)
+    body = _json_object(status, data)
     results = body.get("results")
     if isinstance(results, list) and results and isinstance(results[0], dict):
         first = results[0]
