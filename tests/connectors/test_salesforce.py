@@ -392,8 +392,10 @@ async def test_dropped_connection_is_retryable(fake: FakeSalesforce, connector: 
 
 
 async def test_every_call_has_a_timeout(fake: FakeSalesforce, connector: Factory) -> None:
-    conn = await connector(external_id_field=EXTERNAL, timeout=0.2)
-    fake.delay_next(0.6)
+    # The timeout also bounds start-up's token fetch: 1 s is far beyond a loopback
+    # answer on a busy machine (0.2 s was not), the late answer (3 s) far beyond it.
+    conn = await connector(external_id_field=EXTERNAL, timeout=1.0)
+    fake.delay_next(3.0)
     with pytest.raises(RetryableError, match="timed out"):
         await conn.send(LEAD, ctx())
 
